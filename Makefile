@@ -1,0 +1,27 @@
+# The two commands a newcomer needs:
+#   make repro   create .venv (pinned install), then run the default offline pipeline (dvc repro)
+#   make test    create .venv (pinned install), then run the test suite
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: repro test lint clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (this project needs Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+repro: $(STAMP)
+	. $(VENV)/bin/activate && dvc repro
+
+test: $(STAMP)
+	. $(VENV)/bin/activate && python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check stages tests bench
+
+clean-venv:
+	rm -rf $(VENV)

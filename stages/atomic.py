@@ -1,0 +1,79 @@
+"""Atomic outputs: write into a temporary sibling, rename into place only when complete.
+
+A stage that crashes or is killed therefore leaves either the previous complete output or nothing, never a
+half-written model or metrics file that `dvc commit` could take for a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary directory that replaces `target` when the block ends without error."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove(target)
+    os.replace(tmp, target)
+
+
+@contextmanager
+def atomic_file(target: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temporary sibling of `target` for writing; rename it over `target` once closed without error."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+
+
+def write_json(target: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically, with sorted keys so diffs across commits stay small."""
+    with atomic_file(target) as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=_json_default)
+        handle.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays show up in metrics; turn them into plain Python values.
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def remove_outputs(*paths: str | os.PathLike) -> None:
+    """Delete stale outputs before a stage starts, so a failure cannot leave an old file looking current."""
+    for path in paths:
+        _remove(Path(path))

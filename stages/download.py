@@ -1,0 +1,48 @@
+"""Stage download@<task>: read the task's source into data/raw/<task>/ (Parquet splits + label list)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from stages.atomic import atomic_dir, write_json
+from stages.errors import PipelineError, run_stage
+from stages.labels import build_label_list, check_labels_known
+from stages.params import load_params
+from stages.readers import SPLITS, read_task_splits
+
+log = logging.getLogger("pipeline.download")
+RAW_DIR = Path("data/raw")
+
+
+def task_from_args(argv: list[str] | None, params: dict, stage: str) -> tuple[str, dict]:
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
+    parser.add_argument("task", help="a task name from params.yaml `tasks`")
+    name = parser.parse_args(argv).task
+    if name not in params["tasks"]:
+        raise PipelineError(f"tasks.{name}: no such task in params.yaml (tasks: {', '.join(params['tasks'])})")
+    return name, params["tasks"][name]
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = load_params()
+    name, task = task_from_args(argv, params, "download")
+    where = f"tasks.{name}"
+    splits = read_task_splits(task, params["seed"], where)
+    label_key = "tags" if task["type"] == "token" else "label"
+    labels = build_label_list(task["type"], splits["train"][label_key], task["labels"],
+                              bio=task["type"] == "token" and task["source"]["scheme"] != "none")
+    if task["type"] != "regression":
+        for split in SPLITS:
+            check_labels_known(splits[split][label_key], labels, f"{where} ({split} split)",
+                               from_training=not task["labels"])
+    with atomic_dir(RAW_DIR / name) as tmp:
+        for split in SPLITS:
+            splits[split].to_parquet(tmp / f"{split}.parquet", index=False)
+        write_json(tmp / "labels.json", {"type": task["type"], "labels": labels})
+    log.info("task %s: %s examples, %d labels", name, {k: len(v) for k, v in splits.items()}, len(labels))
+
+
+if __name__ == "__main__":
+    run_stage(main, "download")

@@ -1,0 +1,108 @@
+"""Label lists, IOB tag schemes and sub-word label alignment: written once, used by every stage."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from stages.errors import PipelineError
+
+IGNORE_INDEX = -100  # what the loss and the metrics skip
+_BIO_TAG = re.compile(r"^(?:O|[BI]-\S+)$")
+
+
+def validate_bio_tags(tags: Sequence[str], where: str) -> None:
+    """Reject tags outside the IOB scheme (e.g. `X-PER`), naming the place."""
+    for position, tag in enumerate(tags, start=1):
+        if not _BIO_TAG.match(tag):
+            raise PipelineError(f"{where}, word {position}: tag {tag!r} is outside the IOB scheme (expected O, B-TYPE or I-TYPE)")
+
+
+def convert_iob1_to_iob2(tags: Sequence[str]) -> list[str]:
+    """IOB1 (original CoNLL-2003) starts entities with I-; IOB2 starts every entity with B-."""
+    out: list[str] = []
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and (previous == "O" or previous[2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        previous = tag
+    return out
+
+
+def entity_types(tags: Iterable[str]) -> list[str]:
+    return sorted({tag[2:] for tag in tags if tag != "O"})
+
+
+def build_label_list(task_type: str, train_values: Iterable, given: list[str] | None, bio: bool) -> list[str]:
+    """The task's labels in a stable order, so two copies of the same data (Hub, local) get the same ids.
+
+    Given labels are kept in their order. Otherwise: sorted names; BIO tag sets become O followed by B-/I- of each
+    entity type in alphabetical order (both B and I, so `label_all_tokens` always has the I- tag it needs).
+    """
+    if task_type == "regression":
+        return []
+    if given:
+        return list(given)
+    values: set[str] = set()
+    for value in train_values:
+        if isinstance(value, (list, tuple)):
+            values.update(map(str, value))
+        else:
+            values.add(str(value))
+    if bio and all(_BIO_TAG.match(v) for v in values):
+        return ["O"] + [f"{prefix}-{kind}" for kind in entity_types(values) for prefix in ("B", "I")]
+    return sorted(values)
+
+
+def check_labels_known(values: Iterable, labels: list[str], where: str, from_training: bool) -> None:
+    """Every label value must be in the label list; say which one is not and where it is."""
+    known = set(labels)
+    for row, value in enumerate(values, start=1):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if item not in known:
+                origin = "the training split never has it" if from_training else f"the label list is {labels}"
+                raise PipelineError(f"{where}, row {row}: label {item!r} is not a known label ({origin})")
+
+
+def begin_to_inside(label2id: dict[str, int]) -> dict[int, int]:
+    """Map each B-X id to its I-X id, for labelling continuation sub-tokens with `label_all_tokens`."""
+    mapping = {}
+    for label, index in label2id.items():
+        if label.startswith("B-") and f"I-{label[2:]}" in label2id:
+            mapping[index] = label2id[f"I-{label[2:]}"]
+    return mapping
+
+
+def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int], label_all_tokens: bool,
+                      b_to_i: dict[int, int]) -> list[int]:
+    """Sub-token labels from word labels.
+
+    Special tokens get IGNORE_INDEX. The first sub-token of a word carries the word's label. Continuation
+    sub-tokens get IGNORE_INDEX, or with `label_all_tokens` the word's label with B-X turned into I-X (a word is
+    one entity start, not several).
+    """
+    aligned: list[int] = []
+    previous: int | None = None
+    for word in word_ids:
+        if word is None:
+            aligned.append(IGNORE_INDEX)
+        elif word != previous:
+            aligned.append(word_labels[word])
+        elif label_all_tokens:
+            label = word_labels[word]
+            aligned.append(b_to_i.get(label, label))
+        else:
+            aligned.append(IGNORE_INDEX)
+        previous = word
+    return aligned
+
+
+def first_subtoken_positions(word_ids: Sequence[int | None]) -> dict[int, int]:
+    """word index -> position of its first sub-token (words cut off by truncation are absent)."""
+    positions: dict[int, int] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in positions:
+            positions[word] = position
+    return positions

@@ -1,0 +1,352 @@
+"""Data readers: every supported source becomes the same table per split.
+
+Sequence tasks give columns `text` (+ `text_pair` for sentence pairs) and `label`; token tasks give `tokens` and
+`tags` (lists of strings). Labels stay as names here; ids are assigned once the label list is known, so the Hub
+and a local copy of the same data get the same ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stages.errors import PipelineError
+from stages.labels import convert_iob1_to_iob2, validate_bio_tags
+
+log = logging.getLogger("pipeline.readers")
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFrame]:
+    """Read a task's source into normalised train/validation/test tables (`where` names the params key)."""
+    source = task["source"]
+    if source["hub"]:
+        raw = read_hub(source, where)
+    else:
+        raw = read_local(source, task, where)
+    splits = {name: normalise(frame, task, f"{where}.source ({name} split)") for name, frame in raw.items()}
+    splits = fill_missing_splits(splits, source["split"], seed, task["type"], where)
+    for name in SPLITS:
+        if len(splits[name]) == 0:
+            raise PipelineError(f"{where}.source: the {name} split is empty")
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Local files
+
+
+def _resolve(source: dict, name: str) -> Path:
+    base = Path(source["path"])
+    rel = source[name]
+    path = base if rel in (None, ".") else (base / rel if base.is_dir() or not base.exists() else base.parent / rel)
+    if not path.exists():
+        raise PipelineError(f"source.{name}: file not found: {path}")
+    return path
+
+
+def read_local(source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
+    fmt = source["format"]
+    base = Path(source["path"])
+    if not base.exists():
+        raise PipelineError(f"{where}.source.path: not found: {base}")
+    if fmt == "lines":
+        return {"train": read_label_files(base, source["files"], source["encoding"], where)}
+    out = {}
+    for split in SPLITS:
+        if not source[split]:
+            continue
+        try:
+            path = _resolve(source, split)
+        except PipelineError as err:
+            raise PipelineError(f"{where}.{err}") from None
+        if fmt == "conll":
+            out[split] = read_conll(path, source["token_column"], source["tag_column"], source["scheme"],
+                                    source["encoding"])
+        else:
+            out[split] = read_table(path, fmt, source["encoding"], source["delimiter"])
+    return out
+
+
+def _decode_error(path: Path, encoding: str, err: UnicodeDecodeError, data: bytes | None = None) -> PipelineError:
+    line = ""
+    if data is not None:
+        line = ", line %d" % (data[: err.start].count(b"\n") + 1)
+    return PipelineError(
+        f"{path}{line}: bytes at offset {err.start} do not decode as {encoding!r} "
+        f"(set the task's source.encoding param, e.g. cp1252 or latin-1)"
+    )
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """Read a whole text file; a BOM is dropped and undecodable bytes name the encoding param."""
+    data = path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, encoding, err, data) from None
+    except LookupError:
+        raise PipelineError(f"source.encoding: unknown encoding {encoding!r}") from None
+    return text.lstrip("\ufeff")
+
+
+def read_table(path: Path, fmt: str, encoding: str, delimiter: str | None) -> pd.DataFrame:
+    """CSV/TSV/JSONL/Parquet with named columns."""
+    if fmt == "parquet":
+        try:
+            return pd.read_parquet(path)
+        except Exception as err:  # pyarrow raises several types for a broken file
+            raise PipelineError(f"{path}: not a readable Parquet file ({err})") from None
+    text = read_text(path, encoding)
+    if not text.strip():
+        raise PipelineError(f"{path}: the file is empty")
+    if fmt == "jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise PipelineError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise PipelineError(f"{path}, line {number}: expected a JSON object per line")
+            rows.append(row)
+        return pd.DataFrame(rows)
+    sep = delimiter or ("\t" if fmt == "tsv" else ",")
+    rows = list(csv.reader(text.splitlines(), delimiter=sep))
+    header, body = rows[0], rows[1:]
+    for number, row in enumerate(body, start=2):
+        if row and len(row) != len(header):
+            raise PipelineError(
+                f"{path}, line {number}: {len(row)} fields where the header has {len(header)} "
+                f"(delimiter {sep!r}; is the file quoted correctly, or is it another delimiter?)"
+            )
+    return pd.DataFrame([r for r in body if r], columns=header)
+
+
+def read_label_files(base: Path, files: dict[str, str], encoding: str, where: str) -> pd.DataFrame:
+    """One example per line, one file per label (e.g. the original rt-polarity.pos / rt-polarity.neg)."""
+    frames = []
+    for label, name in files.items():
+        path = base / name if base.is_dir() else base.parent / name
+        if not path.exists():
+            raise PipelineError(f"{where}.source.files.{label}: file not found: {path}")
+        lines = [line.strip() for line in read_text(path, encoding).splitlines()]
+        lines = [line for line in lines if line]
+        if not lines:
+            raise PipelineError(f"{path}: no examples (the file is empty)")
+        frames.append(pd.DataFrame({"text": lines, "label": str(label)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str) -> pd.DataFrame:
+    """CoNLL-style column files: one word per line, blank lines between sentences, -DOCSTART- skipped."""
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    width = None
+    text = read_text(path, encoding)
+    if not text.strip():
+        raise PipelineError(f"{path}: the file is empty")
+
+    def close() -> None:
+        if tokens:
+            sentences.append((list(tokens), list(tags)))
+            tokens.clear()
+            tags.clear()
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            close()
+            continue
+        if fields[0] == "-DOCSTART-":
+            close()
+            continue
+        if width is None:
+            width = len(fields)
+        if len(fields) != width:
+            raise PipelineError(f"{path}, line {number}: {len(fields)} columns, expected {width} like the first line")
+        try:
+            tokens.append(fields[token_column])
+            tags.append(fields[tag_column])
+        except IndexError:
+            raise PipelineError(
+                f"{path}, line {number}: no column {max(token_column, tag_column)} "
+                f"(the line has {len(fields)}); check source.token_column / source.tag_column"
+            ) from None
+    close()
+    if scheme != "none":
+        for index, (_, sentence_tags) in enumerate(sentences):
+            validate_bio_tags(sentence_tags, f"{path}, sentence {index + 1}")
+        if scheme == "iob1":
+            sentences = [(words, convert_iob1_to_iob2(sentence_tags)) for words, sentence_tags in sentences]
+    return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face Hub
+
+
+def read_hub(source: dict, where: str) -> dict[str, pd.DataFrame]:
+    """Load a Hub dataset split by split; ClassLabel ids become their names."""
+    import datasets
+
+    splits = source["splits"] or {name: name for name in SPLITS}
+    out = {}
+    for ours, expression in splits.items():
+        if ours not in SPLITS:
+            raise PipelineError(f"{where}.source.splits: unknown split {ours!r}, expected {list(SPLITS)}")
+        try:
+            dataset = datasets.load_dataset(source["hub"], source["config"], split=expression,
+                                            revision=source["revision"])
+        except Exception as err:
+            raise PipelineError(
+                f"{where}.source.hub: could not load {source['hub']!r} split {expression!r}: {err} "
+                "(Hub datasets need the network; the default profile uses local files)"
+            ) from None
+        out[ours] = _hub_to_frame(dataset)
+    return out
+
+
+def _hub_to_frame(dataset: Any) -> pd.DataFrame:
+    import datasets
+
+    frame = dataset.to_pandas()
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            frame[name] = [feature.int2str(int(v)) if v is not None and v >= 0 else None for v in frame[name]]
+        elif isinstance(feature, (datasets.Sequence, datasets.List)) and isinstance(
+            getattr(feature, "feature", None), datasets.ClassLabel
+        ):
+            names = feature.feature.names
+            frame[name] = [[names[int(i)] for i in seq] for seq in frame[name]]
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalisation and splits
+
+
+def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
+    if name not in frame.columns:
+        raise PipelineError(
+            f"{where}: no column {name!r} (params key {key}); the columns are {list(map(str, frame.columns))}"
+        )
+    return frame[name]
+
+
+def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
+    """Rename the task's columns to the standard ones and check each label value's shape."""
+    kind = task["type"]
+    if kind == "token":
+        if {"tokens", "tags"} <= set(frame.columns) and task["source"]["format"] == "conll":
+            return frame[["tokens", "tags"]].reset_index(drop=True)
+        tokens = _column(frame, task["text_column"], "text_column", where)
+        tags = _column(frame, task["label_column"], "label_column", where)
+        out = pd.DataFrame({"tokens": [list(map(str, t)) for t in tokens], "tags": [list(map(str, t)) for t in tags]})
+        for row, (words, labels) in enumerate(zip(out["tokens"], out["tags"], strict=True), start=1):
+            if len(words) != len(labels):
+                raise PipelineError(f"{where}, row {row}: {len(words)} tokens but {len(labels)} tags")
+        return out
+    out = pd.DataFrame({"text": _text_values(_column(frame, task["text_column"], "text_column", where), where)})
+    if task["text_pair_column"]:
+        pair = _column(frame, task["text_pair_column"], "text_pair_column", where)
+        out["text_pair"] = _text_values(pair, where)
+    labels = _column(frame, task["label_column"], "label_column", where)
+    out["label"] = [parse_label(value, kind, f"{where}, row {i + 1}, column {task['label_column']!r}")
+                    for i, value in enumerate(labels)]
+    return out
+
+
+def _text_values(series: pd.Series, where: str) -> list[str]:
+    values = []
+    for i, value in enumerate(series):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise PipelineError(f"{where}, row {i + 1}: the text is missing")
+        values.append(str(value))
+    return values
+
+
+def parse_label(value: Any, kind: str, where: str) -> Any:
+    """One label cell as the task type expects it: a name, a number, or a list of names."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise PipelineError(f"{where}: the label is missing")
+    if kind == "regression":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise PipelineError(f"{where}: {value!r} is not a number (a regression label must be one)") from None
+        if not math.isfinite(number):
+            raise PipelineError(f"{where}: {value!r} is not a finite number")
+        return number
+    if kind == "multi_label":
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [str(v) for v in value]
+        text = str(value).strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                raise PipelineError(f"{where}: {text!r} does not parse as a JSON list of labels") from None
+            if not isinstance(parsed, list):
+                raise PipelineError(f"{where}: expected a list of labels, got {text!r}")
+            return [str(v) for v in parsed]
+        return [part.strip() for part in text.split("|") if part.strip()]
+    if isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, str) and value.strip().startswith("[")):
+        raise PipelineError(f"{where}: holds a list {value!r}, but a single-label task needs one label per row "
+                            "(use type: multi_label for several)")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def fill_missing_splits(splits: dict[str, pd.DataFrame], fractions: dict | None, seed: int, kind: str,
+                        where: str) -> dict[str, pd.DataFrame]:
+    """Carve validation/test out of train (seeded, stratified for single-label) when the source lacks them."""
+    if "train" not in splits:
+        raise PipelineError(f"{where}.source: no training split")
+    missing = [name for name in ("validation", "test") if name not in splits]
+    if not missing:
+        return splits
+    fractions = {**DEFAULT_SPLIT_FRACTIONS, **(fractions or {})}
+    for name, value in fractions.items():
+        if name not in ("validation", "test") or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise PipelineError(f"{where}.source.split.{name}: expected a fraction in (0, 1) for validation/test")
+    train = splits["train"]
+    rng = np.random.default_rng(seed)
+    if kind == "single_label":
+        groups = [np.flatnonzero(train["label"].to_numpy() == label) for label in sorted(train["label"].unique())]
+    else:
+        groups = [np.arange(len(train))]
+    taken: dict[str, list[int]] = {name: [] for name in missing}
+    keep: list[int] = []
+    for group in groups:
+        order = rng.permutation(group)
+        start = 0
+        for name in missing:
+            count = int(round(len(order) * fractions[name]))
+            taken[name].extend(order[start:start + count].tolist())
+            start += count
+        keep.extend(order[start:].tolist())
+    out = dict(splits)
+    out["train"] = train.iloc[sorted(keep)].reset_index(drop=True)
+    for name in missing:
+        out[name] = train.iloc[sorted(taken[name])].reset_index(drop=True)
+    log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
+             {k: len(v) for k, v in out.items()})
+    return out

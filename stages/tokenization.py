@@ -1,0 +1,91 @@
+"""Turning normalised task tables into model inputs; shared by the tokenize stage, evaluation and predict."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stages.labels import IGNORE_INDEX, align_word_labels, begin_to_inside
+
+log = logging.getLogger("pipeline.tokenization")
+
+NO_WORD = -1  # word_ids stored in Arrow: special tokens get -1 instead of None
+
+
+def label_targets(values: pd.Series, task_type: str, label2id: dict[str, int]) -> list[Any]:
+    """Label column -> training targets: class id, float, or a multi-hot float vector."""
+    if task_type == "regression":
+        return [float(v) for v in values]
+    if task_type == "multi_label":
+        targets = []
+        for names in values:
+            row = np.zeros(len(label2id), dtype=np.float32)
+            for name in names:
+                row[label2id[name]] = 1.0
+            targets.append(row.tolist())
+        return targets
+    return [label2id[v] for v in values]
+
+
+def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int]) -> dict:
+    """Single texts or real sentence pairs (tokenizer(a, b): segment ids mark the second text)."""
+    pair = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
+    encoded = tokenizer(frame["text"].tolist(), pair, truncation=True, max_length=task["max_length"])
+    columns = {key: list(value) for key, value in encoded.items()}
+    columns["labels"] = label_targets(frame["label"], task["type"], label2id)
+    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    return columns
+
+
+def encode_words(tokenizer: Any, words: list[list[str]], max_length: int) -> Any:
+    return tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+
+
+def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int]) -> tuple[dict, int]:
+    """Words -> sub-tokens with aligned labels; also keeps word ids and word-level gold labels for evaluation.
+
+    Returns the columns and the number of words that truncation cut off: those stay in `word_labels`, so
+    evaluation counts them as missed instead of letting them vanish.
+    """
+    encoded = encode_words(tokenizer, frame["tokens"].tolist(), task["max_length"])
+    b_to_i = begin_to_inside(label2id)
+    columns: dict[str, list] = {key: list(value) for key, value in encoded.items()}
+    columns["labels"], columns["word_ids"], columns["word_labels"] = [], [], []
+    cut_words = 0
+    for index, tags in enumerate(frame["tags"]):
+        word_ids = encoded.word_ids(index)
+        word_labels = [label2id[tag] for tag in tags]
+        columns["labels"].append(align_word_labels(word_ids, word_labels, task["label_all_tokens"], b_to_i))
+        columns["word_ids"].append([NO_WORD if w is None else w for w in word_ids])
+        columns["word_labels"].append(word_labels)
+        seen = {w for w in word_ids if w is not None}
+        cut_words += len(tags) - len(seen)
+    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    return columns, cut_words
+
+
+def word_predictions(logits: np.ndarray, word_ids: list[int], num_words: int, fallback: int) -> list[int]:
+    """Word-level predictions from the first sub-token of each word; words cut by truncation get `fallback`."""
+    predicted = [fallback] * num_words
+    seen: set[int] = set()
+    for position, word in enumerate(word_ids):
+        if word == NO_WORD or word in seen or position >= len(logits):
+            continue
+        seen.add(word)
+        predicted[word] = int(np.argmax(logits[position]))
+    return predicted
+
+
+_WORD = re.compile(r"\w+(?:[-'’]\w+)*|[^\w\s]", re.UNICODE)
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Split raw text into words with character offsets (punctuation apart), the way CoNLL data is tokenised."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+__all__ = ["IGNORE_INDEX", "encode_sequences", "encode_token_task", "word_predictions", "split_words"]

@@ -1,0 +1,72 @@
+"""Stage tokenize@<task>: tokenize once (DVC caches it), aligning word labels to sub-words for token tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages.atomic import atomic_dir, write_json
+from stages.download import RAW_DIR, task_from_args
+from stages.errors import PipelineError, run_stage
+from stages.modeling import MODEL_DIRS, load_tokenizer
+from stages.params import load_params
+from stages.readers import SPLITS
+from stages.tokenization import encode_sequences, encode_token_task
+
+log = logging.getLogger("pipeline.tokenize")
+TOKENIZED_DIR = Path("data/tokenized")
+LABELS_FILE = "labels.json"
+
+
+def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    folder = RAW_DIR / name
+    if not folder.exists():
+        raise PipelineError(f"{folder} does not exist: run `dvc repro download@{name}` first")
+    labels = json.loads((folder / "labels.json").read_text())["labels"]
+    return {split: pd.read_parquet(folder / f"{split}.parquet") for split in SPLITS}, labels
+
+
+def load_tokenized(name: str) -> tuple[Any, list[str]]:
+    """The tokenized splits of a task and its label list."""
+    import datasets
+
+    folder = TOKENIZED_DIR / name
+    if not folder.exists():
+        raise PipelineError(f"{folder} does not exist: run `dvc repro tokenize@{name}` first")
+    labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
+    return datasets.load_from_disk(str(folder)), labels
+
+
+def main(argv: list[str] | None = None) -> None:
+    import datasets
+
+    params = load_params()
+    name, task = task_from_args(argv, params, "tokenize_data")
+    splits, labels = read_raw(name)
+    tokenizer = load_tokenizer(MODEL_DIRS["base"], params["model"]["trust_remote_code"])
+    label2id = {label: i for i, label in enumerate(labels)}
+    limit = tokenizer.model_max_length
+    if task["max_length"] > limit:
+        raise PipelineError(f"tasks.{name}.max_length: {task['max_length']} is above the model limit {limit}")
+    encoded = {}
+    for split, frame in splits.items():
+        if task["type"] == "token":
+            columns, cut = encode_token_task(tokenizer, frame, task, label2id)
+            if cut:
+                log.warning("task %s, %s split: %d words beyond max_length=%d were cut; evaluation counts them "
+                            "as missed", name, split, cut, task["max_length"])
+        else:
+            columns = encode_sequences(tokenizer, frame, task, label2id)
+        encoded[split] = datasets.Dataset.from_dict(columns)
+    with atomic_dir(TOKENIZED_DIR / name) as tmp:
+        datasets.DatasetDict(encoded).save_to_disk(str(tmp))
+        write_json(tmp / LABELS_FILE, {"type": task["type"], "labels": labels})
+    log.info("task %s: tokenized %s", name, {k: len(v) for k, v in encoded.items()})
+
+
+if __name__ == "__main__":
+    run_stage(main, "tokenize")

@@ -1,0 +1,200 @@
+"""Fine-tuning shared by every task type, the fine-tune stage and the freeze sweep.
+
+One code path builds the right head (sequence or token classification, regression, multi-label), the right
+collator (dynamic padding), the Trainer with the run's settings, and saves a clean model directory:
+safetensors, config with id2label/label2id, tokenizer and `task.json`, nothing pickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.atomic import atomic_file, write_json
+from stages.labels import IGNORE_INDEX
+from stages.metrics import MAIN_METRIC, classification_metrics, entity_metrics, multilabel_metrics, regression_metrics
+from stages.modeling import FreezeReport, freeze_model, load_tokenizer
+
+log = logging.getLogger("pipeline.training")
+
+TASK_FILE = "task.json"
+CHECKPOINT_ROOT = Path("checkpoints")  # Trainer checkpoints: git-ignored, never a DVC output
+_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
+                  "regression": "regression"}
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    tokenizer: Any
+    freeze: FreezeReport
+    summary: dict
+    log_history: list[dict]
+
+
+def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False) -> Any:
+    """Load the encoder from `init_path` with a freshly initialised head for the task."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if task["type"] == "regression":
+        kwargs.update(num_labels=1, problem_type="regression")
+    else:
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={label: i for i, label in enumerate(labels)})
+    if task["type"] == "token":
+        return AutoModelForTokenClassification.from_pretrained(str(init_path), **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(str(init_path), problem_type=_PROBLEM_TYPES[task["type"]],
+                                                              **{k: v for k, v in kwargs.items() if k != "problem_type"})
+
+
+def make_collator(task: dict, tokenizer: Any) -> Any:
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    if task["type"] == "token":
+        return DataCollatorForTokenClassification(tokenizer)
+    return DataCollatorWithPadding(tokenizer)
+
+
+def scores_from_logits(logits: np.ndarray, labels: Any, task: dict, label_names: list[str]) -> dict:
+    """Task metrics from raw logits; used for validation during training and by the evaluate stage."""
+    kind = task["type"]
+    if kind == "regression":
+        return regression_metrics(np.asarray(labels, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
+    if kind == "multi_label":
+        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits)))
+        return multilabel_metrics(np.asarray(labels), probabilities >= task["threshold"], label_names)
+    if kind == "token":
+        predictions = np.argmax(logits, axis=-1)
+        gold_sequences, predicted_sequences = [], []
+        for gold_row, predicted_row in zip(labels, predictions, strict=True):
+            keep = [i for i, g in enumerate(gold_row) if g != IGNORE_INDEX]
+            gold_sequences.append([label_names[gold_row[i]] for i in keep])
+            predicted_sequences.append([label_names[predicted_row[i]] for i in keep])
+        return entity_metrics(gold_sequences, predicted_sequences)
+    return classification_metrics(np.asarray(labels), np.argmax(logits, axis=-1), label_names,
+                                  task["positive_label"])
+
+
+def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
+    def compute(prediction: Any) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        scores = scores_from_logits(logits, prediction.label_ids, task, label_names)
+        return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    return compute
+
+
+def _subset(dataset: Any, limit: int | None) -> Any:
+    return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
+
+
+def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric: str) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    on_gpu = torch.cuda.is_available()
+    precision = settings["mixed_precision"]
+    evaluating = settings["eval_strategy"] != "no"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=settings["learning_rate"],
+        num_train_epochs=settings["epochs"],
+        per_device_train_batch_size=settings["batch_size"],
+        per_device_eval_batch_size=settings["eval_batch_size"],
+        gradient_accumulation_steps=settings["gradient_accumulation_steps"],
+        weight_decay=settings["weight_decay"],
+        warmup_steps=settings["warmup_steps"],
+        lr_scheduler_type=settings["lr_scheduler_type"],
+        logging_steps=settings["logging_steps"],
+        eval_strategy=settings["eval_strategy"],
+        eval_steps=settings["eval_steps"],
+        save_strategy=settings["eval_strategy"] if evaluating and settings["load_best_model_at_end"] else "no",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=evaluating and settings["load_best_model_at_end"],
+        metric_for_best_model=main_metric,
+        greater_is_better=True,
+        fp16=on_gpu and precision in ("auto", "fp16"),
+        bf16=on_gpu and precision == "bf16",
+        use_cpu=not on_gpu,
+        seed=seed,
+        data_seed=seed,
+        train_sampling_strategy="group_by_length" if settings["group_by_length"] else "random",
+        # Sum-of-tokens averaging multiplies the loss by the world size under CPU DDP; per-process means are right.
+        average_tokens_across_devices=False,
+        report_to="none",
+        disable_tqdm=False,
+    )
+
+
+def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, settings: dict, seed: int,
+          run_name: str, trust_remote_code: bool = False) -> TrainResult:
+    """Fine-tune from `init_path` on the tokenized task; returns the trained model and a summary of the run."""
+    from transformers import Trainer, set_seed
+
+    set_seed(seed)
+    tokenizer = load_tokenizer(init_path, trust_remote_code)
+    model = build_model(init_path, task, labels, trust_remote_code)
+    freeze = freeze_model(model, settings["freeze"], settings["freeze_embeddings"])
+    drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
+    train_set = _subset(tokenized["train"], settings["max_train_samples"]).remove_columns(drop)
+    eval_set = _subset(tokenized["validation"], settings["max_eval_samples"]).remove_columns(drop)
+    main_metric = MAIN_METRIC[task["type"]]
+    output_dir = CHECKPOINT_ROOT / run_name
+    shutil.rmtree(output_dir, ignore_errors=True)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(settings, seed, output_dir, main_metric),
+        train_dataset=train_set,
+        eval_dataset=eval_set if settings["eval_strategy"] != "no" else None,
+        data_collator=make_collator(task, tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=_trainer_metrics(task, labels),
+    )
+    log.info("run %s: %d train / %d validation examples, %s epochs, threads=%s", run_name, len(train_set),
+             len(eval_set), settings["epochs"], os.environ.get("OMP_NUM_THREADS", "default"))
+    started = time.perf_counter()
+    output = trainer.train()
+    wall = time.perf_counter() - started
+    history = list(trainer.state.log_history)
+    best = trainer.state.best_metric
+    shutil.rmtree(output_dir, ignore_errors=True)
+    summary = {
+        "train_samples": len(train_set),
+        "epochs": settings["epochs"],
+        "train_runtime_s": round(float(output.metrics.get("train_runtime", wall)), 3),
+        "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
+        "train_loss": float(output.training_loss),
+        f"best_validation_{main_metric}": None if best is None else float(best),
+        **freeze.as_dict(),
+    }
+    return TrainResult(trainer.model, tokenizer, freeze, summary, history)
+
+
+def save_model_dir(result: TrainResult, target: Path, task: dict, labels: list[str], task_name: str) -> None:
+    """Write a clean model directory: safetensors + config (id2label) + tokenizer + task.json."""
+    result.model.save_pretrained(str(target))
+    result.tokenizer.save_pretrained(str(target))
+    write_json(target / TASK_FILE, {"task": task_name, "type": task["type"], "labels": labels,
+                                    "max_length": task["max_length"], "threshold": task["threshold"],
+                                    "positive_label": task["positive_label"],
+                                    "text_pair": bool(task["text_pair_column"])})
+
+
+def write_loss_curve(history: list[dict], target: Path) -> None:
+    """Training loss per logged step, as DVC plot data (x: step, y: loss)."""
+    with atomic_file(target) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "epoch", "loss"])
+        for entry in history:
+            if "loss" in entry:
+                writer.writerow([entry["step"], round(entry.get("epoch", 0.0), 4), round(entry["loss"], 6)])

@@ -114,11 +114,6 @@ def per_type_figure(run: str, per_type: dict, target: Path, dpi: int, title: str
     plt.close(fig)
 
 
-# Figures that other stages' data can add: name -> function(figures_dir, dpi). Kept as a list so each feature
-# (freeze sweep, SetFit, domain adaptation) contributes one function.
-EXTRA_FIGURES: list[Callable[[Path, int], None]] = []
-
-
 def render_all(target: Path, dpi: int) -> None:
     metrics = run_metrics()
     for run, data in metrics.items():
@@ -136,6 +131,13 @@ def render_all(target: Path, dpi: int) -> None:
         loss_figure(curves, target / "training_loss.png", dpi)
     for figure in EXTRA_FIGURES:
         figure(target, dpi)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feature figures (freeze sweep, SetFit, domain adaptation, ...): each is a function(figures_dir, dpi) defined
+# above this line that draws only when its data exists, and is listed once here.
+EXTRA_FIGURES: list[Callable[[Path, int], None]] = [
+]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,89 @@
+"""End to end: `dvc repro` of the default offline profile in a temporary copy of the repo.
+
+One session-scoped run (a few minutes on 2 cores) serves every check here: all stages ran and wrote their
+metrics, a second `dvc repro` runs nothing, and changing only a plot param reruns only the plot stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "models", "raw", "tokenized", "mlm", "checkpoints", "figures",
+                                     "__pycache__", ".pytest_cache", "*.egg-info", "cache", "tmp")
+
+
+def sh(repo: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PIPELINE_LOG_LEVEL": "WARNING"}
+    result = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("e2e") / "repo"
+    shutil.copytree(REPO, repo, ignore=COPY_IGNORE)
+    # Outputs committed to git (metrics, plot data, dvc.lock) are removed so the run must produce them itself.
+    for folder in ("metrics", "plots"):
+        shutil.rmtree(repo / folder, ignore_errors=True)
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+    sh(repo, "dvc", "repro")
+    return repo
+
+
+def stage_names(repo: Path) -> list[str]:
+    return sh(repo, "dvc", "stage", "list", "--name-only").stdout.split()
+
+
+def test_every_run_is_evaluated_and_learns(reproduced):
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    for run, spec in params["finetune"].items():
+        metrics = json.loads((reproduced / "metrics" / f"{run}.json").read_text())
+        assert metrics["task"] == spec["task"]
+        assert metrics["test_examples"] > 0
+        assert (reproduced / "models" / "finetuned" / run / "model.safetensors").exists()
+        assert not list((reproduced / "models" / "finetuned" / run).glob("*.bin"))
+    sentiment = json.loads((reproduced / "metrics" / "sentiment.json").read_text())
+    assert sentiment["f1"] > 0.65 and sentiment["accuracy"] > 0.65  # chance is 0.5 on the balanced sample
+    assert (reproduced / "plots" / "figures" / "confusion_sentiment.png").stat().st_size > 1000
+
+
+def test_second_repro_runs_nothing(reproduced):
+    result = sh(reproduced, "dvc", "repro")
+    assert "Running stage" not in result.stdout, result.stdout
+
+
+def test_plot_param_reruns_only_plot(reproduced):
+    params_file = reproduced / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["plot"]["dpi"] += 10
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(sh(reproduced, "dvc", "status", "--json").stdout)
+        assert list(status) == ["plot"], status
+        result = sh(reproduced, "dvc", "repro")
+        ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
+        assert ran == ["plot"]
+    finally:
+        params_file.write_text(original)
+        sh(reproduced, "dvc", "repro", "plot")
+
+
+def test_predict_on_the_trained_model(reproduced):
+    result = sh(reproduced, "python", "-m", "stages.predict", "models/finetuned/sentiment",
+                "A warm, funny and beautifully acted film.")
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["label"] in ("neg", "pos") and 0.5 <= line["score"] <= 1.0

@@ -1,0 +1,139 @@
+"""Readers for classification sources, label lists, seeded splits, and their error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stages.errors import PipelineError
+from stages.labels import build_label_list, check_labels_known
+from stages.params import TASK
+from stages.readers import fill_missing_splits, read_task_splits
+
+from conftest import shared_data
+
+
+def make_task(source: dict, **extra) -> dict:
+    raw = {"type": "single_label", "source": source, **extra}
+    return TASK.check(raw, "tasks.t")
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def csv_rows(n: int) -> str:
+    return "text,label\n" + "".join(f"sentence number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(n))
+
+
+def test_csv_with_seeded_stratified_split(tmp_path):
+    write(tmp_path / "d.csv", csv_rows(40))
+    task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": "."})
+    first = read_task_splits(task, seed=1, where="tasks.t")
+    again = read_task_splits(task, seed=1, where="tasks.t")
+    other = read_task_splits(task, seed=2, where="tasks.t")
+    assert {k: len(v) for k, v in first.items()} == {"train": 32, "validation": 4, "test": 4}
+    assert first["test"]["label"].value_counts().to_dict() == {"neg": 2, "pos": 2}  # stratified
+    assert first["test"].equals(again["test"])
+    assert not first["test"]["text"].equals(other["test"]["text"])
+    assert set(first["train"]["text"]).isdisjoint(first["test"]["text"])
+
+
+def test_tsv_jsonl_parquet_and_integer_labels(tmp_path):
+    frame = pd.DataFrame({"sentence": [f"s {i}" for i in range(20)], "y": [i % 2 for i in range(20)]})
+    frame.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
+    frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "d.parquet")
+    for fmt in ("tsv", "jsonl", "parquet"):
+        task = make_task({"path": str(tmp_path), "format": fmt, "train": f"d.{fmt}"}, text_column="sentence",
+                         label_column="y")
+        splits = read_task_splits(task, seed=0, where="tasks.t")
+        assert set(splits["train"]["label"]) == {"0", "1"}
+        assert splits["train"]["text"].str.startswith("s ").all()
+
+
+def test_line_files_one_per_label_in_cp1252(tmp_path):
+    write(tmp_path / "p.txt", "caf\u00e9 au lait is lovely\nsmart and warm\n" * 5, "cp1252")
+    write(tmp_path / "n.txt", "dull\r\nlifeless and slow\r\n" * 5, "cp1252")
+    task = make_task({"path": str(tmp_path), "format": "lines", "files": {"pos": "p.txt", "neg": "n.txt"},
+                      "encoding": "cp1252"})
+    splits = read_task_splits(task, seed=0, where="tasks.t")
+    texts = pd.concat(splits.values())["text"].tolist()
+    assert "caf\u00e9 au lait is lovely" in texts and not any(t.endswith("\r") for t in texts)
+    assert sum(len(v) for v in splits.values()) == 20
+
+
+def test_bom_is_dropped(tmp_path):
+    write(tmp_path / "d.csv", "\ufeff" + csv_rows(20))
+    task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": "."})
+    assert read_task_splits(task, seed=0, where="tasks.t")["train"].columns[0] == "text"
+
+
+def test_undecodable_bytes_name_file_line_and_encoding_param(tmp_path):
+    (tmp_path / "d.csv").write_bytes(b"text,label\ngood,pos\nna\xefve \x81 film,neg\n")
+    task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": "."})
+    with pytest.raises(PipelineError, match=r"d\.csv, line 3: .* do not decode as 'utf-8' \(set the task's source\.encoding"):
+        read_task_splits(task, seed=0, where="tasks.t")
+
+
+def test_missing_column_names_params_key_and_columns(tmp_path):
+    write(tmp_path / "d.csv", "review,label\nfine,pos\n")
+    task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": "."})
+    with pytest.raises(PipelineError, match=r"no column 'text' \(params key text_column\); the columns are \['review', 'label'\]"):
+        read_task_splits(task, seed=0, where="tasks.t")
+
+
+def test_wrong_field_count_names_line(tmp_path):
+    write(tmp_path / "d.csv", "text,label\nfine,pos\nbad,row,extra\n")
+    task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": "."})
+    with pytest.raises(PipelineError, match=r"d\.csv, line 3: 3 fields where the header has 2"):
+        read_task_splits(task, seed=0, where="tasks.t")
+
+
+def test_empty_file_and_empty_split(tmp_path):
+    write(tmp_path / "d.csv", "")
+    task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": "."})
+    with pytest.raises(PipelineError, match=r"d\.csv: the file is empty"):
+        read_task_splits(task, seed=0, where="tasks.t")
+    write(tmp_path / "train.csv", csv_rows(10))
+    write(tmp_path / "test.csv", "text,label\n")
+    task = make_task({"path": str(tmp_path), "format": "csv", "train": "train.csv", "validation": "train.csv",
+                      "test": "test.csv"})
+    with pytest.raises(PipelineError, match=r"the test split is empty"):
+        read_task_splits(task, seed=0, where="tasks.t")
+
+
+def test_missing_file_names_params_key(tmp_path):
+    task = make_task({"path": str(tmp_path), "format": "csv", "train": "nope.csv"})
+    with pytest.raises(PipelineError, match=r"tasks\.t\.source\.train: file not found"):
+        read_task_splits(task, seed=0, where="tasks.t")
+
+
+def test_label_outside_list_is_named():
+    with pytest.raises(PipelineError, match=r"row 2: label 'neutral' is not a known label \(the label list is \['neg', 'pos'\]\)"):
+        check_labels_known(["pos", "neutral"], ["neg", "pos"], "tasks.t (test split)", from_training=False)
+
+
+def test_label_list_from_data_is_sorted_and_params_order_kept():
+    assert build_label_list("single_label", ["pos", "neg", "pos"], None, bio=False) == ["neg", "pos"]
+    assert build_label_list("single_label", ["pos", "neg"], ["pos", "neg"], bio=False) == ["pos", "neg"]
+
+
+def test_split_fraction_must_be_a_fraction():
+    frame = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})
+    with pytest.raises(PipelineError, match=r"source\.split\.test: expected a fraction"):
+        fill_missing_splits({"train": frame}, {"test": 1.5}, 0, "single_label", "tasks.t")
+
+
+def test_real_rotten_tomatoes_files_read_in_cp1252():
+    folder = shared_data("rt-polarity")
+    task = make_task({"path": str(folder), "format": "lines", "encoding": "cp1252",
+                      "files": {"pos": "rt-polarity.pos", "neg": "rt-polarity.neg"}}, labels=["neg", "pos"])
+    splits = read_task_splits(task, seed=42, where="tasks.sentiment")
+    total = sum(len(v) for v in splits.values())
+    assert total == 10662
+    assert abs(len(splits["test"]) - 1066) <= 2
+    assert splits["test"]["label"].value_counts()["pos"] == splits["test"]["label"].value_counts()["neg"]

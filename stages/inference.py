@@ -16,7 +16,11 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 def load_finetuned(model_dir: str | Path, trust_remote_code: bool = False) -> tuple[Any, Any, dict]:
     """A fine-tuned model directory: the model (eval mode), its tokenizer and its task.json."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     model_dir = Path(model_dir)
     info_path = model_dir / TASK_FILE

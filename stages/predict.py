@@ -84,13 +84,17 @@ def group_entities(words: list[tuple[str, int, int]], tags: list[str], scores: l
     return entities
 
 
+def feature_rows(encoded: Any, count: int) -> list[dict]:
+    """A tokenizer's column-wise output as one dict per example."""
+    return [{key: encoded[key][i] for key in encoded} for i in range(count)]
+
+
 def predict_token(model: Any, tokenizer: Any, info: dict, items: list[dict], batch_size: int) -> list[dict]:
     labels = info["labels"]
     words_per_item = [split_words(item["text"]) for item in items]
     encoded = encode_words(tokenizer, [[w for w, _, _ in words] or [""] for words in words_per_item],
                            info["max_length"])
-    features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(items))]
-    logits = batched_logits(model, tokenizer, features, batch_size, token_level=True)
+    logits = batched_logits(model, tokenizer, feature_rows(encoded, len(items)), batch_size, token_level=True)
     results = []
     for index, (item, words) in enumerate(zip(items, words_per_item, strict=True)):
         probabilities = _softmax(logits[index])
@@ -109,8 +113,8 @@ def predict_token(model: Any, tokenizer: Any, info: dict, items: list[dict], bat
 def predict_sequence(model: Any, tokenizer: Any, info: dict, items: list[dict], batch_size: int) -> list[dict]:
     pairs = [item.get("text_pair") for item in items] if info.get("text_pair") else None
     encoded = tokenizer([item["text"] for item in items], pairs, truncation=True, max_length=info["max_length"])
-    features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(items))]
-    logits = np.stack(batched_logits(model, tokenizer, features, batch_size, token_level=False))
+    logits = np.stack(batched_logits(model, tokenizer, feature_rows(encoded, len(items)), batch_size,
+                                     token_level=False))
     labels, results = info["labels"], []
     for item, row in zip(items, logits, strict=True):
         out = dict(item)

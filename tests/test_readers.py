@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import shared_data
 
 from stages.errors import PipelineError
 from stages.labels import build_label_list, check_labels_known
 from stages.params import TASK
 from stages.readers import fill_missing_splits, read_task_splits
-
-from conftest import shared_data
 
 
 def make_task(source: dict, **extra) -> dict:

@@ -1,5 +1,6 @@
 # The two commands a newcomer needs:
 #   make repro   create .venv (pinned install), then run the default offline pipeline (dvc repro)
+#                (make repro PROFILE=book: the book's configuration, with the network and a GPU)
 #   make test    create .venv (pinned install), then run the test suite
 PYTHON ?= python3.11
 VENV := .venv
@@ -14,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# make repro PROFILE=book merges profiles/book.yaml into params.yaml first (see `git diff params.yaml`).
 repro: $(STAMP)
-	. $(VENV)/bin/activate && dvc repro
+	. $(VENV)/bin/activate && $(if $(PROFILE),python -m stages.profiles profiles/$(PROFILE).yaml &&) dvc repro
 
 test: $(STAMP)
 	. $(VENV)/bin/activate && python -m pytest -q

@@ -3,7 +3,8 @@
     python bench/realdata.py bench/profiles/rt-polarity.yaml evaluate@sentiment
     python bench/realdata.py bench/profiles/rt-polarity.yaml evaluate@sentiment --workdir /tmp/rt --keep
 
-The overlay is merged into params.yaml (mappings merge key by key; a task's `source` is replaced whole).
+The overlay is merged into the copy's params.yaml by `stages.profiles` (mappings merge key by key; a task's
+`source` is replaced whole).
 `{shared}` in the overlay stands for the absolute path of ../shared/data beside the repo. Nothing is written
 inside the repo: the copy lives in --workdir (a fresh temporary directory by default).
 """
@@ -21,29 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from stages.profiles import apply_profile  # noqa: E402
+
 SHARED = REPO.parent / "shared" / "data"
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "checkpoints", "__pycache__", ".pytest_cache", "*.egg-info",
                                      ".dvc/cache", ".dvc/tmp")
 
 
-def merge(base: dict, overlay: dict) -> dict:
-    out = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "source":
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def prepare(workdir: Path, overlay_file: Path) -> None:
     shutil.copytree(REPO, workdir, ignore=COPY_IGNORE, dirs_exist_ok=True)
-    overlay = yaml.safe_load(overlay_file.read_text().replace("{shared}", str(SHARED)))
-    params = merge(yaml.safe_load((workdir / "params.yaml").read_text()), overlay)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    apply_profile(overlay_file, workdir / "params.yaml", {"shared": str(SHARED)})
     subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
     subprocess.run(["dvc", "init", "-q", "--force"], cwd=workdir, check=True)
 

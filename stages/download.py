@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
 
 from stages.atomic import atomic_dir, write_json
 from stages.errors import PipelineError, run_stage
-from stages.labels import build_label_list, check_labels_known
+from stages.labels import build_label_list, check_labels_known, uses_bio
 from stages.params import load_params
-from stages.readers import SPLITS, read_task_splits
+from stages.readers import SPLITS, read_task_splits, resolve_split_file
 
 log = logging.getLogger("pipeline.download")
 RAW_DIR = Path("data/raw")
@@ -25,18 +28,28 @@ def task_from_args(argv: list[str] | None, params: dict, stage: str) -> tuple[st
     return name, params["tasks"][name]
 
 
+def conll_locator(task: dict, split: str, frame: pd.DataFrame) -> Callable[[int, int], str] | None:
+    """For CoNLL files, (sentence, word) -> 'file, line N', so an unknown tag is found in one look."""
+    source = task["source"]
+    if source["hub"] or source["format"] != "conll" or "line" not in frame.columns:
+        return None
+    path = resolve_split_file(source, split if source[split] else "train")
+    lines = frame["line"].tolist()
+    return lambda row, word: f"{path}, line {int(lines[row]) + word}"
+
+
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, task = task_from_args(argv, params, "download")
     where = f"tasks.{name}"
     splits = read_task_splits(task, params["seed"], where)
     label_key = "tags" if task["type"] == "token" else "label"
-    labels = build_label_list(task["type"], splits["train"][label_key], task["labels"],
-                              bio=task["type"] == "token" and task["source"]["scheme"] != "none")
+    labels = build_label_list(task["type"], splits["train"][label_key], task["labels"] or task.get("label_columns"),
+                              bio=uses_bio(task))
     if task["type"] != "regression":
         for split in SPLITS:
             check_labels_known(splits[split][label_key], labels, f"{where} ({split} split)",
-                               from_training=not task["labels"])
+                               from_training=not task["labels"], locate=conll_locator(task, split, splits[split]))
     with atomic_dir(RAW_DIR / name) as tmp:
         for split in SPLITS:
             splits[split].to_parquet(tmp / f"{split}.parquet", index=False)

@@ -17,7 +17,8 @@ import numpy as np
 from stages.atomic import atomic_file, write_json
 from stages.finetune import FINETUNED_DIR, run_from_args
 from stages.inference import batched_logits, load_finetuned, stack
-from stages.metrics import MAIN_METRIC, entity_metrics
+from stages.labels import uses_bio
+from stages.metrics import MAIN_METRIC, MISSED_TAG, token_metrics
 from stages.params import load_params
 from stages.tokenization import NO_WORD, word_predictions
 from stages.tokenize_data import RAW_DIR, load_tokenized
@@ -29,15 +30,21 @@ CONFUSION_DIR = Path("plots/confusion")
 PREDICTIONS_DIR = Path("plots/predictions")
 
 
-def evaluate_token_task(logits: list, test, labels: list[str]) -> tuple[dict, list[tuple[str, str]], list]:
-    fallback = labels.index("O") if "O" in labels else 0
+def evaluate_token_task(logits: list, test, labels: list[str], bio: bool = True
+                        ) -> tuple[dict, list[tuple[str, str]], list]:
+    """Word-level scores, one sequence per sentence: entities for IOB tags, tag accuracy/macro-F1 otherwise.
+
+    A word cut off by max_length is predicted `O` (a missed entity) or, for plain tags, MISSED_TAG (a wrong tag).
+    """
+    names = [*labels, "O" if bio and "O" in labels else MISSED_TAG]
+    fallback = len(labels)  # the id of the name given to cut words
     gold_sequences, predicted_sequences, cut = [], [], 0
     for row_logits, word_ids, word_labels in zip(logits, test["word_ids"], test["word_labels"], strict=True):
         predicted = word_predictions(row_logits, word_ids, len(word_labels), fallback)
         cut += len(word_labels) - len({w for w in word_ids if w != NO_WORD})
         gold_sequences.append([labels[i] for i in word_labels])
-        predicted_sequences.append([labels[i] for i in predicted])
-    scores = entity_metrics(gold_sequences, predicted_sequences)
+        predicted_sequences.append([names[i] for i in predicted])
+    scores = token_metrics(gold_sequences, predicted_sequences, bio)
     scores["truncated_words"] = cut
     pairs = [(g, p) for gs, ps in zip(gold_sequences, predicted_sequences, strict=True)
              for g, p in zip(gs, ps, strict=True)]
@@ -56,6 +63,22 @@ def confusion_pairs(kind: str, logits: np.ndarray, gold, labels: list[str], thre
                     pairs.append((label if gold_row[i] else "(absent)", label if predicted_row[i] else "(absent)"))
         return pairs
     return [(labels[g], labels[p]) for g, p in zip(gold, np.argmax(logits, axis=-1), strict=True)]
+
+
+def score_split(model, tokenizer, task: dict, split, labels: list[str], batch_size: int) -> tuple[dict, list, object]:
+    """A model's scores on a tokenized split (the evaluate stage and the freeze sweep share this).
+
+    Returns the task's metrics, (actual, predicted) pairs for the confusion plot, and the per-example predictions
+    (word-level sequences for token tasks, logits otherwise).
+    """
+    model.eval()  # a model straight from the Trainer is still in train mode (dropout on)
+    token_level = task["type"] == "token"
+    logits = batched_logits(model, tokenizer, list(split), batch_size, token_level)
+    if token_level:
+        return evaluate_token_task(logits, split, labels, uses_bio(task))
+    stacked = stack(logits)
+    scores = scores_from_logits(stacked, split["labels"], task, labels)
+    return scores, confusion_pairs(task["type"], stacked, split["labels"], labels, task["threshold"]), stacked
 
 
 def prediction_examples(kind: str, raw_test, logits, labels: list[str], threshold: float, limit: int) -> list[dict]:
@@ -95,16 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenized, labels = load_tokenized(run["task"])
     test = tokenized["test"]
     model, tokenizer, _ = load_finetuned(FINETUNED_DIR / name, params["model"]["trust_remote_code"])
-    token_level = task["type"] == "token"
-    logits = batched_logits(model, tokenizer, list(test), params["evaluate"]["batch_size"], token_level)
-    if token_level:
-        scores, pairs, sequences = evaluate_token_task(logits, test, labels)
-        examples_source = sequences
-    else:
-        stacked = stack(logits)
-        scores = scores_from_logits(stacked, test["labels"], task, labels)
-        pairs = confusion_pairs(task["type"], stacked, test["labels"], labels, task["threshold"])
-        examples_source = stacked
+    scores, pairs, examples_source = score_split(model, tokenizer, task, test, labels,
+                                                 params["evaluate"]["batch_size"])
     raw_test = pd.read_parquet(RAW_DIR / run["task"] / "test.parquet")
     examples = prediction_examples(task["type"], raw_test, examples_source, labels, task["threshold"],
                                    params["evaluate"]["num_examples"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
 
 from stages.errors import PipelineError
 
@@ -11,11 +13,27 @@ IGNORE_INDEX = -100  # what the loss and the metrics skip
 _BIO_TAG = re.compile(r"^(?:O|[BI]-\S+)$")
 
 
+def uses_bio(task: dict) -> bool:
+    """Whether a token task's tags are IOB entity tags (NER, chunks) or plain per-word tags (POS: scheme none)."""
+    return task["type"] == "token" and (task.get("source") or {}).get("scheme", "iob2") != "none"
+
+
+def is_bio_label_set(labels: Iterable[str]) -> bool:
+    """Whether every label is O, B-X or I-X (a fine-tuned model's labels say how to read its predictions)."""
+    labels = list(labels)
+    return bool(labels) and all(_BIO_TAG.match(label) for label in labels)
+
+
+def check_bio_tag(tag: str, where: str) -> None:
+    """Reject a tag outside the IOB scheme (e.g. `X-PER`), naming the place."""
+    if not _BIO_TAG.match(tag):
+        raise PipelineError(f"{where}: tag {tag!r} is outside the IOB scheme (expected O, B-TYPE or I-TYPE; "
+                            "for tags that are not IOB, such as POS, set source.scheme: none)")
+
+
 def validate_bio_tags(tags: Sequence[str], where: str) -> None:
-    """Reject tags outside the IOB scheme (e.g. `X-PER`), naming the place."""
     for position, tag in enumerate(tags, start=1):
-        if not _BIO_TAG.match(tag):
-            raise PipelineError(f"{where}, word {position}: tag {tag!r} is outside the IOB scheme (expected O, B-TYPE or I-TYPE)")
+        check_bio_tag(tag, f"{where}, word {position}")
 
 
 def convert_iob1_to_iob2(tags: Sequence[str]) -> list[str]:
@@ -55,15 +73,20 @@ def build_label_list(task_type: str, train_values: Iterable, given: list[str] | 
     return sorted(values)
 
 
-def check_labels_known(values: Iterable, labels: list[str], where: str, from_training: bool) -> None:
-    """Every label value must be in the label list; say which one is not and where it is."""
+def check_labels_known(values: Iterable, labels: list[str], where: str, from_training: bool,
+                       locate: Callable[[int, int], str] | None = None) -> None:
+    """Every label value must be in the label list; say which one is not and where it is.
+
+    `locate(row, item)` (0-based) may name the place more precisely, e.g. the file and line of a CoNLL word.
+    """
     known = set(labels)
-    for row, value in enumerate(values, start=1):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        for item in items:
+    for row, value in enumerate(values):
+        items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+        for position, item in enumerate(items):
             if item not in known:
                 origin = "the training split never has it" if from_training else f"the label list is {labels}"
-                raise PipelineError(f"{where}, row {row}: label {item!r} is not a known label ({origin})")
+                place = locate(row, position) if locate else f"row {row + 1}"
+                raise PipelineError(f"{where}, {place}: label {item!r} is not a known label ({origin})")
 
 
 def begin_to_inside(label2id: dict[str, int]) -> dict[int, int]:

@@ -92,11 +92,7 @@ def entity_metrics(true_sequences: list[list[str]], pred_sequences: list[list[st
     """
     from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
-    if len(true_sequences) != len(pred_sequences):
-        raise ValueError("true and predicted sequences differ in number")
-    for gold, pred in zip(true_sequences, pred_sequences, strict=True):
-        if len(gold) != len(pred):
-            raise ValueError("a sentence's true and predicted tags differ in length")
+    _check_aligned(true_sequences, pred_sequences)
     report = classification_report(true_sequences, pred_sequences, output_dict=True, zero_division=0)
     per_type = {
         kind: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
@@ -111,3 +107,47 @@ def entity_metrics(true_sequences: list[list[str]], pred_sequences: list[list[st
         "per_type": per_type,
         "sentences": len(true_sequences),
     }
+
+
+# A word-level prediction for a word that truncation cut off before the model saw it: never equal to a gold tag.
+MISSED_TAG = "(cut)"
+
+
+def _check_aligned(true_sequences: list[list[str]], pred_sequences: list[list[str]]) -> None:
+    if len(true_sequences) != len(pred_sequences):
+        raise ValueError("true and predicted sequences differ in number")
+    for gold, pred in zip(true_sequences, pred_sequences, strict=True):
+        if len(gold) != len(pred):
+            raise ValueError("a sentence's true and predicted tags differ in length")
+
+
+def tag_metrics(true_sequences: list[list[str]], pred_sequences: list[list[str]]) -> dict:
+    """Per-word tags that are not entity spans (POS, `scheme: none`): word accuracy and macro-F1 over the tags.
+
+    `f1`/`precision`/`recall` are the macro averages over the tags that occur in the gold or predicted words,
+    so a tag absent from both does not pull the average down. A word predicted as MISSED_TAG counts as wrong.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    _check_aligned(true_sequences, pred_sequences)
+    gold = [tag for sentence in true_sequences for tag in sentence]
+    pred = [tag for sentence in pred_sequences for tag in sentence]
+    tags = sorted((set(gold) | set(pred)) - {MISSED_TAG})
+    out: dict = {"accuracy": float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])) if gold else 0.0}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(gold, pred, labels=tags, average=average, zero_division=0)
+        out.update({f"{average}_f1": float(f), f"{average}_precision": float(p), f"{average}_recall": float(r)})
+    out.update(f1=out["macro_f1"], precision=out["macro_precision"], recall=out["macro_recall"])
+    per_p, per_r, per_f, per_s = precision_recall_fscore_support(gold, pred, labels=tags, average=None,
+                                                                 zero_division=0)
+    out["per_class"] = {tag: {"precision": float(per_p[i]), "recall": float(per_r[i]), "f1": float(per_f[i]),
+                              "support": int(per_s[i])} for i, tag in enumerate(tags)}
+    out.update(words=len(gold), sentences=len(true_sequences))
+    return out
+
+
+def token_metrics(true_sequences: list[list[str]], pred_sequences: list[list[str]], bio: bool) -> dict:
+    """Token tasks: entity-level seqeval scores for IOB tags (NER, chunks), word-level tag scores otherwise (POS)."""
+    if bio:
+        return entity_metrics(true_sequences, pred_sequences)
+    return tag_metrics(true_sequences, pred_sequences)

@@ -110,11 +110,38 @@ def encoder_blocks(model: Any) -> Any:
     return best
 
 
+def embedding_modules(model: Any, blocks: Any) -> list[Any]:
+    """The base model's children registered before the one holding the blocks: the embedding stage.
+
+    Hugging Face encoders register their submodules in forward order, so this is `embeddings` for BERT, DistilBERT
+    and RoBERTa, plus `embeddings_project` for ELECTRA, whose embeddings are narrower than its blocks.
+    """
+    base = getattr(model, "base_model", model)
+    before = []
+    for child in base.children():
+        if child is blocks or any(module is blocks for module in child.modules()):
+            return before
+        before.append(child)
+    return []
+
+
+def count_encoder_blocks(model_dir: str | Path, trust_remote_code: bool = False) -> int:
+    """The number of encoder blocks of a checkpoint, from its config alone (built on the meta device: no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    return len(encoder_blocks(model))
+
+
 def freeze_model(model: Any, freeze: int | str, freeze_embeddings: bool = True) -> FreezeReport:
     """Freeze the first `freeze` encoder blocks (and the embeddings when k > 0), or everything but the head.
 
     Frozen parameters get requires_grad=False, so with the embeddings frozen too, autograd does no backward work
-    below the first trainable block.
+    below the first trainable block. `freeze` equal to the number of blocks leaves what follows the blocks (BERT's
+    pooler) and the head trainable; `head` freezes the whole base model.
     """
     blocks = encoder_blocks(model)
     for parameter in model.parameters():
@@ -124,17 +151,17 @@ def freeze_model(model: Any, freeze: int | str, freeze_embeddings: bool = True) 
             parameter.requires_grad = False
         frozen = len(blocks)
     else:
-        if not isinstance(freeze, int) or freeze < 0 or freeze > len(blocks):
+        if not isinstance(freeze, int) or isinstance(freeze, bool) or freeze < 0 or freeze > len(blocks):
             raise PipelineError(f"freeze: {freeze!r} is outside 0..{len(blocks)}, the model's number of encoder "
                                 f"blocks (or use 'head')")
         frozen = freeze
         for block in list(blocks)[:freeze]:
             for parameter in block.parameters():
                 parameter.requires_grad = False
-        embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
-        if freeze > 0 and freeze_embeddings and embeddings is not None:
-            for parameter in embeddings.parameters():
-                parameter.requires_grad = False
+        if freeze > 0 and freeze_embeddings:
+            for module in embedding_modules(model, blocks):
+                for parameter in module.parameters():
+                    parameter.requires_grad = False
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report = FreezeReport(frozen, len(blocks), trainable, total, str(freeze))

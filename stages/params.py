@@ -210,6 +210,16 @@ def _check_task(task: dict, where: str) -> None:
         raise PipelineError(f"{where}.labels: a single-label task needs at least 2 labels")
     if task["positive_label"] is not None and task["labels"] and task["positive_label"] not in task["labels"]:
         raise PipelineError(f"{where}.positive_label: {task['positive_label']!r} is not in labels {task['labels']}")
+    columns = task["label_columns"]
+    if columns is not None:
+        if task["type"] != "multi_label":
+            raise PipelineError(f"{where}.label_columns: only a multi_label task reads several 0/1 label columns "
+                                f"(this task is {task['type']}; use label_column)")
+        if not columns or len(set(columns)) != len(columns):
+            raise PipelineError(f"{where}.label_columns: expected a list of distinct column names, got {columns}")
+        if task["labels"] is not None and sorted(task["labels"]) != sorted(columns):
+            raise PipelineError(f"{where}.labels: with label_columns the labels are the column names {columns}; "
+                                "leave labels out or list the same names")
 
 
 TASK = Section(
@@ -224,6 +234,8 @@ TASK = Section(
         "max_length": opt(int, 128, minimum=8, maximum=100_000),
         "label_all_tokens": opt(bool, False),  # token tasks: label continuation sub-tokens too (B-X -> I-X)
         "threshold": opt(float, 0.5, minimum=0.0, maximum=1.0),  # multi-label decision threshold
+        # multi-label alternative to one list-valued label column: one 0/1 column per label, named as the label
+        "label_columns": opt(list, items=Value((str,))),
     },
     check_fn=_check_task,
 )
@@ -247,6 +259,7 @@ TRAIN_FIELDS: dict[str, Value] = {
     "freeze": opt((int, str), 0),  # first k encoder blocks frozen, or "head" (only the task head trains)
     "freeze_embeddings": opt(bool, True),  # with freeze > 0, freeze the embeddings too
     "group_by_length": opt(bool, True),  # batches of similar length: less padding, same samples
+    "num_processes": opt(int, 1, minimum=1),  # data-parallel processes (accelerate launch); batch_size stays global
 }
 
 
@@ -265,6 +278,88 @@ FINETUNE_RUN = Section(
     }
 )
 
+
+def _check_freeze_sweep(sweep: dict, where: str) -> None:
+    points = sweep["points"]
+    if not points:
+        raise PipelineError(f"{where}.points: expected at least one point (a number of frozen blocks or 'head')")
+    for i, point in enumerate(points):
+        check_freeze_value(point, f"{where}.points[{i}]")
+    repeated = sorted({str(p) for p in points if points.count(p) > 1})
+    if repeated:
+        raise PipelineError(f"{where}.points: {', '.join(repeated)} listed more than once (one stage per point)")
+    if sweep["train"].get("freeze") is not None:
+        raise PipelineError(f"{where}.train.freeze: each point sets its own freeze; list the values in {where}.points")
+
+
+FREEZE_SWEEP = Section(
+    {
+        "task": opt(str, "sentiment"),
+        "init": opt(str, "base", choices=INIT_CHOICES),
+        "points": opt(list, [0, 1, 2, 3, 4, 5, 6, "head"], items=Value((int, str))),  # frozen blocks, or "head"
+        "tolerance": opt(float, 0.01, minimum=0.0),  # F1 within this of the best counts as stabilised
+        "train": _partial(TRAIN_FIELDS),  # overrides of the shared `train` section for every point
+    },
+    check_fn=_check_freeze_sweep,
+)
+
+
+def _check_setfit(setfit: dict, where: str) -> None:
+    for key in ("tasks", "samples_per_class"):
+        values = setfit[key]
+        if not values:
+            raise PipelineError(f"{where}.{key}: expected at least one value (the stage is a matrix over it)")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise PipelineError(f"{where}.{key}: {', '.join(repeated)} listed more than once (one stage each)")
+
+
+SETFIT = Section(
+    {
+        "tasks": opt(list, ["sentiment"], items=Value((str,))),  # single-label tasks to run few-shot
+        "samples_per_class": opt(list, [8, 16, 32, 64], items=Value((int,), minimum=1)),  # N per class
+        "init": opt(str, "base", choices=INIT_CHOICES),  # the sentence-transformers body to start from
+        "num_iterations": opt(int, 20, minimum=1),  # contrastive pairs = 2 * num_iterations * training examples
+        "epochs": opt(int, 1, minimum=1),
+        "batch_size": opt(int, 16, minimum=1),
+        "learning_rate": opt(float, 2e-5, minimum=0.0, exclusive=True),  # the body's learning rate
+        "max_length": opt(int, minimum=8),  # null: the task's max_length
+        "seed": opt(int, minimum=0),  # sampling and training seed; null: the top-level seed
+    },
+    check_fn=_check_setfit,
+    optional=True,
+)
+
+MLM = Section(
+    {
+        # Stage chunk_mlm. The corpus: a table (.parquet/.csv/.tsv/.jsonl: the text columns, labels ignored), e.g.
+        # a task's raw split data/raw/<task>/<split>.parquet, or any other file as plain text, one document a line.
+        "corpus": Section(
+            {
+                "path": opt(str, "data/raw/sentiment/train.parquet"),
+                "columns": opt(list, ["text", "text_pair"], items=Value((str,))),  # those present are used
+                "encoding": opt(str, "utf-8"),
+            },
+            optional=True,
+        ),
+        "chunk_size": opt(int, 128, minimum=8),  # tokens per block; never above the model's limit
+        "remainder": opt(str, "drop", choices=("drop", "pad")),  # the last, short block
+        "eval_fraction": opt(float, 0.1, minimum=0.0, maximum=1.0, exclusive=True),  # blocks held out
+        # Stage domain_adapt.
+        "masking": opt(str, "token", choices=("token", "whole_word")),
+        "mlm_probability": opt(float, 0.15, minimum=0.0, maximum=1.0, exclusive=True),
+        "learning_rate": opt(float, 5e-5, minimum=0.0, exclusive=True),
+        "epochs": opt(float, 3.0, minimum=0.0, exclusive=True),
+        "batch_size": opt(int, 16, minimum=1),
+        "eval_batch_size": opt(int, 16, minimum=1),  # MLM logits are [batch, chunk, vocab]: keep it small
+        "weight_decay": opt(float, 0.01, minimum=0.0),
+        "seed": opt(int, minimum=0),  # block split, masking and training; null: the top-level seed
+        "probes": opt(list, ["What a horrible [MASK]!"], items=Value((str,))),  # fill-mask sentences
+        "top_k": opt(int, 5, minimum=1),
+    },
+    optional=True,
+)
+
 SCHEMA = Section(
     {
         "seed": opt(int, 42, minimum=0),
@@ -278,6 +373,9 @@ SCHEMA = Section(
         "tasks": MapOf(TASK),
         "train": Section(TRAIN_FIELDS),
         "finetune": MapOf(FINETUNE_RUN),
+        "freeze_sweep": FREEZE_SWEEP,
+        "setfit": SETFIT,
+        "mlm": MLM,
         "evaluate": Section({"batch_size": opt(int, 64, minimum=1), "num_examples": opt(int, 20, minimum=0)},
                             optional=True),
         "plot": Section({"dpi": opt(int, 110, minimum=30, maximum=600)}, optional=True),
@@ -293,6 +391,16 @@ def _check_cross_references(params: dict) -> None:
         if spec["train"].get("freeze") is not None:
             check_freeze_value(spec["train"]["freeze"], f"finetune.{run}.train.freeze")
     check_freeze_value(params["train"]["freeze"], "train.freeze")
+    if params["freeze_sweep"]["task"] not in params["tasks"]:
+        known = ", ".join(params["tasks"]) or "none"
+        raise PipelineError(f"freeze_sweep.task: unknown task {params['freeze_sweep']['task']!r} (tasks: {known})")
+    for i, name in enumerate(params["setfit"]["tasks"]):
+        if name not in params["tasks"]:
+            known = ", ".join(params["tasks"]) or "none"
+            raise PipelineError(f"setfit.tasks[{i}]: unknown task {name!r} (tasks: {known})")
+        if params["tasks"][name]["type"] != "single_label":
+            raise PipelineError(f"setfit.tasks[{i}]: task {name!r} is {params['tasks'][name]['type']}; "
+                                f"SetFit classifies whole texts (single_label tasks only)")
 
 
 def check_freeze_value(value: Any, where: str) -> None:
@@ -324,8 +432,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
 
 def train_settings(params: dict, run: str) -> dict:
     """The shared `train` section with the run's own overrides applied."""
+    return merge_train(params, params["finetune"][run]["train"])
+
+
+def merge_train(params: dict, overrides: dict) -> dict:
+    """The shared `train` section with a partial override (a fine-tune run's or the freeze sweep's) applied."""
     merged = dict(params["train"])
-    merged.update({k: v for k, v in params["finetune"][run]["train"].items() if v is not None})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
     return merged
 
 

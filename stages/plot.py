@@ -133,10 +133,214 @@ def render_all(target: Path, dpi: int) -> None:
         figure(target, dpi)
 
 
+FREEZE_SWEEP_TABLE = Path("plots/freeze_sweep.csv")  # written by stage freeze_sweep_table (defines "stabilises")
+
+
+def _freeze_sweep_rows() -> pd.DataFrame | None:
+    if not FREEZE_SWEEP_TABLE.exists():
+        return None
+    frame = pd.read_csv(FREEZE_SWEEP_TABLE, dtype={"freeze": str})
+    return frame if len(frame) else None
+
+
+def _point_label(freeze: str) -> str:
+    return "head" if freeze == "head" else f"k={freeze}"
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else f"{n:.0f}"
+
+
+def freeze_sweep_figure(target: Path, dpi: int) -> None:
+    """The book's figure: test score against trainable encoder blocks, with a star where it stabilises."""
+    frame = _freeze_sweep_rows()
+    if frame is None:
+        return
+    plt = _pyplot()
+    metric = frame["metric"].iloc[0]
+    blocks = frame[frame["freeze"] != "head"].sort_values("trainable_blocks")
+    head = frame[frame["freeze"] == "head"]
+    fig, ax = plt.subplots(figsize=(6.8, 4.3))
+    ax.plot(blocks["trainable_blocks"], blocks["score"], marker="o", color="#4c72b0",
+            label="first k blocks + embeddings frozen")
+    if len(head):
+        ax.scatter(head["trainable_blocks"], head["score"], marker="s", s=80, facecolors="none",
+                   edgecolors="#dd8452", linewidths=2, label="head only", zorder=4)
+    for row in frame.itertuples():  # head and k=all share x=0: their labels go right and left
+        if row.freeze == "head":
+            offset, align = (9, -3), "left"
+        elif row.trainable_blocks == 0 and len(head):
+            offset, align = (-9, -3), "right"
+        else:
+            offset, align = (0, 7), "center"
+        ax.annotate(_count(row.trainable_params), (row.trainable_blocks, row.score), fontsize=7,
+                    textcoords="offset points", xytext=offset, ha=align)
+    stable = frame[frame["stabilised"].astype(str) == "True"]
+    if len(stable):
+        row = stable.iloc[0]
+        ax.scatter([row["trainable_blocks"]], [row["score"]], marker="*", s=320, color="#c44e52", zorder=5,
+                   label=f"stabilises at {row['trainable_blocks']} trainable blocks\n"
+                         f"(fewest within tolerance of the best {metric})")
+        ax.axvline(row["trainable_blocks"], color="#c44e52", linestyle="--", alpha=0.35)
+    total = int((frame["frozen_blocks"] + frame["trainable_blocks"]).max())
+    ax.set_xticks(range(total + 1))
+    ax.set_xlabel("trainable encoder blocks (point labels: trainable parameters)")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"freeze sweep: test {metric} against trainable encoder blocks")
+    ax.margins(y=0.15)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(target / "freeze_sweep_f1.png", dpi=dpi)
+    plt.close(fig)
+
+
+def freeze_sweep_time_figure(target: Path, dpi: int) -> None:
+    """Test score against train time, and training throughput per point (frozen blocks do no backward work)."""
+    frame = _freeze_sweep_rows()
+    if frame is None:
+        return
+    plt = _pyplot()
+    metric = frame["metric"].iloc[0]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.scatter(frame["train_runtime_s"], frame["score"], color="#4c72b0")
+    for row in frame.itertuples():
+        left.annotate(_point_label(row.freeze), (row.train_runtime_s, row.score), fontsize=8,
+                      textcoords="offset points", xytext=(4, 4))
+    left.set_xlabel("train time (s)")
+    left.set_ylabel(f"test {metric}")
+    left.set_title(f"test {metric} against train time")
+    left.grid(alpha=0.3)
+    order = frame.sort_values(["frozen_blocks", "trainable_params"], ascending=[True, False])
+    right.bar([_point_label(f) for f in order["freeze"]], order["train_samples_per_second"], color="#55a868")
+    right.set_xlabel("frozen encoder blocks")
+    right.set_ylabel("train samples/s")
+    right.set_title("training throughput")
+    fig.tight_layout()
+    fig.savefig(target / "freeze_sweep_time.png", dpi=dpi)
+    plt.close(fig)
+
+
+def setfit_figure(target: Path, dpi: int) -> None:
+    """Few-shot F1 against examples per class, with each full fine-tune's F1 as a reference line."""
+    for path in sorted(METRICS_DIR.glob("setfit_*.json")):  # written by stage setfit_compare@<task>
+        table = json.loads(path.read_text())
+        points = sorted(table.get("setfit", {}).values(), key=lambda e: e["samples_per_class"])
+        if not points:
+            continue
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        xs = [p["samples_per_class"] for p in points]
+        ax.plot(xs, [p["f1"] for p in points], marker="o", color="#4c72b0", label="SetFit (N per class)")
+        for p in points:
+            ax.annotate(f"{p['f1']:.3f}", (p["samples_per_class"], p["f1"]), fontsize=7,
+                        textcoords="offset points", xytext=(0, 7), ha="center")
+        colors = ["#c44e52", "#55a868", "#8172b2", "#dd8452"]
+        for i, (run, entry) in enumerate(table.get("full_finetune", {}).items()):
+            size = f", {entry['train_examples']} examples" if entry.get("train_examples") else ""
+            ax.axhline(entry["f1"], linestyle="--", color=colors[i % len(colors)],
+                       label=f"full fine-tune {run} ({entry.get('init', '?')}{size}): {entry['f1']:.3f}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("labelled training examples per class (N)")
+        ax.set_ylabel(f"test {table.get('metric', 'f1')}")
+        ax.set_title(f"few-shot SetFit against full fine-tuning: {table.get('task', path.stem)}")
+        ax.margins(y=0.15)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(target / f"{path.stem}_f1.png", dpi=dpi)
+        plt.close(fig)
+
+
+def class_distribution_figure(target: Path, dpi: int) -> None:
+    """Label counts in each sequence task's training split (data/raw/<task>/); a histogram for regression scores.
+
+    A skewed class balance explains a gap between accuracy and macro-F1, so it is drawn next to the results.
+    """
+    raw = Path("data/raw")
+    folders = sorted(p for p in raw.iterdir() if (p / "train.parquet").exists()) if raw.is_dir() else []
+    for folder in folders:
+        info = json.loads((folder / "labels.json").read_text()) if (folder / "labels.json").exists() else {}
+        kind = info.get("type")
+        if kind not in ("single_label", "multi_label", "regression"):
+            continue
+        train = pd.read_parquet(folder / "train.parquet", columns=["label"])
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(info.get("labels") or []) + 2.5), 3.6))
+        if kind == "regression":
+            ax.hist(train["label"].astype(float), bins=20, color="#4c72b0")
+            ax.set_xlabel("label value")
+            ax.set_ylabel("training examples")
+        else:
+            counts: dict[str, int] = {}
+            for value in train["label"]:
+                for name in (list(value) if kind == "multi_label" else [value]):
+                    counts[str(name)] = counts.get(str(name), 0) + 1
+            names = info.get("labels") or sorted(counts)
+            values = [counts.get(name, 0) for name in names]
+            ax.bar(names, values, color="#4c72b0")
+            for i, value in enumerate(values):
+                ax.text(i, value, str(value), ha="center", va="bottom", fontsize=8)
+            ax.set_ylabel("training examples" + (" with the label" if kind == "multi_label" else ""))
+            ax.tick_params(axis="x", rotation=30)
+            ax.margins(y=0.12)
+        ax.set_title(f"training labels: {folder.name} ({len(train)} examples)")
+        fig.tight_layout()
+        fig.savefig(target / f"class_distribution_{folder.name}.png", dpi=dpi)
+        plt.close(fig)
+
+
+DOMAIN_ADAPT_METRICS = Path("metrics/domain_adapt.json")  # written by stage domain_adapt
+FILL_MASK_PROBES = Path("plots/fill_mask.json")  # written by stage domain_adapt
+
+
+def domain_adapt_figure(target: Path, dpi: int) -> None:
+    """Held-out perplexity before and after domain adaptation (log scale), and the probes' top fillers."""
+    if not DOMAIN_ADAPT_METRICS.exists():
+        return
+    metrics = json.loads(DOMAIN_ADAPT_METRICS.read_text())
+    probes = json.loads(FILL_MASK_PROBES.read_text()).get("probes", []) if FILL_MASK_PROBES.exists() else []
+    plt = _pyplot()
+    fig = plt.figure(figsize=(12, 2.8 + 0.45 * len(probes)))
+    grid = fig.add_gridspec(1, 2, width_ratios=[1, 3.4])
+    ax = fig.add_subplot(grid[0])
+    values = [metrics.get("perplexity_before"), metrics.get("perplexity_after")]
+    heights = [float("nan") if v is None else v for v in values]
+    ax.bar(["before", "after"], heights, color=["#c44e52", "#55a868"])
+    for i, value in enumerate(values):
+        ax.text(i, heights[i] if value is not None else 1, "overflow" if value is None else f"{value:,.1f}",
+                ha="center", va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("perplexity (held-out blocks, fixed masking)")
+    head = "\n(MLM head newly initialised)" if metrics.get("mlm_head_initialised") else ""
+    ax.set_title(f"domain adaptation{head}", fontsize=9)
+    table_ax = fig.add_subplot(grid[1])
+    table_ax.axis("off")
+    if probes:
+        k = len(probes[0]["before"])
+        cells = [[p["sentence"], ", ".join(t["token"] for t in p["before"]), ", ".join(t["token"] for t in p["after"])]
+                 for p in probes]
+        table = table_ax.table(cellText=cells, colLabels=["probe", f"top-{k} before", f"top-{k} after"],
+                               loc="center", cellLoc="left", colWidths=[0.34, 0.33, 0.33])
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.scale(1, 1.5)
+        table_ax.set_title("fill-mask probes: most likely fillers before and after adaptation", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(target / "domain_adapt.png", dpi=dpi)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Feature figures (freeze sweep, SetFit, domain adaptation, ...): each is a function(figures_dir, dpi) defined
 # above this line that draws only when its data exists, and is listed once here.
 EXTRA_FIGURES: list[Callable[[Path, int], None]] = [
+    freeze_sweep_figure,
+    freeze_sweep_time_figure,
+    setfit_figure,
+    class_distribution_figure,
+    domain_adapt_figure,
 ]
 
 

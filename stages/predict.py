@@ -21,6 +21,7 @@ import numpy as np
 
 from stages.errors import PipelineError, run_stage
 from stages.inference import batched_logits, load_finetuned
+from stages.labels import is_bio_label_set
 from stages.tokenization import encode_words, split_words
 
 
@@ -91,6 +92,7 @@ def feature_rows(encoded: Any, count: int) -> list[dict]:
 
 def predict_token(model: Any, tokenizer: Any, info: dict, items: list[dict], batch_size: int) -> list[dict]:
     labels = info["labels"]
+    bio = is_bio_label_set(labels)  # entity spans for IOB tags (NER, chunks), word tags otherwise (POS)
     words_per_item = [split_words(item["text"]) for item in items]
     encoded = encode_words(tokenizer, [[w for w, _, _ in words] or [""] for words in words_per_item],
                            info["max_length"])
@@ -105,8 +107,14 @@ def predict_token(model: Any, tokenizer: Any, info: dict, items: list[dict], bat
             seen.add(word)
             best = int(np.argmax(probabilities[position]))
             tags[word], scores[word] = labels[best], float(probabilities[position][best])
-        results.append({"text": item["text"], "entities": group_entities(words, tags, scores, item["text"]),
-                        "truncated_words": len(words) - len(seen)})
+        if bio:
+            results.append({"text": item["text"], "entities": group_entities(words, tags, scores, item["text"]),
+                            "truncated_words": len(words) - len(seen)})
+        else:  # plain per-word tags (POS): one entry per word; a word cut by max_length has no tag
+            results.append({"text": item["text"], "words": [
+                {"word": word, "start": start, "end": end, "tag": tags[i] if i in seen else None,
+                 "score": round(scores[i], 4) if i in seen else None}
+                for i, (word, start, end) in enumerate(words)], "truncated_words": len(words) - len(seen)})
     return results
 
 
@@ -138,6 +146,10 @@ def predict(model_dir: str | Path, items: list[dict], batch_size: int = 32) -> l
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise PipelineError(f"model directory {model_dir} does not exist")
+    from stages.setfit_fewshot import is_setfit_dir, predict_setfit
+
+    if is_setfit_dir(model_dir):  # models/setfit/<task>-n<N>: same output as a single-label fine-tune
+        return predict_setfit(model_dir, items, batch_size)
     model, tokenizer, info = load_finetuned(model_dir)
     if info["type"] == "token":
         return predict_token(model, tokenizer, info, items, batch_size)

@@ -7,6 +7,7 @@ and a local copy of the same data get the same ids.
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import logging
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from stages.errors import PipelineError
-from stages.labels import convert_iob1_to_iob2, validate_bio_tags
+from stages.labels import check_bio_tag, convert_iob1_to_iob2, validate_bio_tags
 
 log = logging.getLogger("pipeline.readers")
 
@@ -34,7 +35,7 @@ def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFram
     """Read a task's source into normalised train/validation/test tables (`where` names the params key)."""
     source = task["source"]
     if source["hub"]:
-        raw = read_hub(source, where)
+        raw = read_hub(source, where, task.get("label_columns") or [task["label_column"]])
     else:
         raw = read_local(source, task, where)
     splits = {name: normalise(frame, task, f"{where}.source ({name} split)") for name, frame in raw.items()}
@@ -49,7 +50,7 @@ def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFram
 # Local files
 
 
-def _resolve(source: dict, name: str) -> Path:
+def resolve_split_file(source: dict, name: str) -> Path:
     base = Path(source["path"])
     rel = source[name]
     path = base if rel in (None, ".") else (base / rel if base.is_dir() or not base.exists() else base.parent / rel)
@@ -70,7 +71,7 @@ def read_local(source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
         if not source[split]:
             continue
         try:
-            path = _resolve(source, split)
+            path = resolve_split_file(source, split)
         except PipelineError as err:
             raise PipelineError(f"{where}.{err}") from None
         if fmt == "conll":
@@ -154,10 +155,15 @@ def read_label_files(base: Path, files: dict[str, str], encoding: str, where: st
 
 
 def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str) -> pd.DataFrame:
-    """CoNLL-style column files: one word per line, blank lines between sentences, -DOCSTART- skipped."""
-    sentences: list[tuple[list[str], list[str]]] = []
+    """CoNLL-style column files: one word per line, blank lines between sentences, -DOCSTART- skipped.
+
+    Besides `tokens` and `tags`, the table keeps `line`: the line number of each sentence's first word, so later
+    checks (a tag that training never saw) can name the file and line.
+    """
+    sentences: list[tuple[list[str], list[str], int]] = []
     tokens: list[str] = []
     tags: list[str] = []
+    first_line = 0
     width = None
     text = read_text(path, encoding)
     if not text.strip():
@@ -165,7 +171,7 @@ def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, enco
 
     def close() -> None:
         if tokens:
-            sentences.append((list(tokens), list(tags)))
+            sentences.append((list(tokens), list(tags), first_line))
             tokens.clear()
             tags.clear()
 
@@ -182,28 +188,35 @@ def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, enco
         if len(fields) != width:
             raise PipelineError(f"{path}, line {number}: {len(fields)} columns, expected {width} like the first line")
         try:
-            tokens.append(fields[token_column])
-            tags.append(fields[tag_column])
+            word, tag = fields[token_column], fields[tag_column]
         except IndexError:
             raise PipelineError(
                 f"{path}, line {number}: no column {max(token_column, tag_column)} "
                 f"(the line has {len(fields)}); check source.token_column / source.tag_column"
             ) from None
+        if scheme != "none":
+            check_bio_tag(tag, f"{path}, line {number}")
+        if not tokens:
+            first_line = number
+        tokens.append(word)
+        tags.append(tag)
     close()
-    if scheme != "none":
-        for index, (_, sentence_tags) in enumerate(sentences):
-            validate_bio_tags(sentence_tags, f"{path}, sentence {index + 1}")
-        if scheme == "iob1":
-            sentences = [(words, convert_iob1_to_iob2(sentence_tags)) for words, sentence_tags in sentences]
-    return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
+    if scheme == "iob1":
+        sentences = [(words, convert_iob1_to_iob2(sentence_tags), line) for words, sentence_tags, line in sentences]
+    return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences],
+                         "line": [s[2] for s in sentences]})
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hugging Face Hub
 
 
-def read_hub(source: dict, where: str) -> dict[str, pd.DataFrame]:
-    """Load a Hub dataset split by split; ClassLabel ids become their names."""
+def read_hub(source: dict, where: str, label_columns: list[str] | tuple[str, ...] = ()) -> dict[str, pd.DataFrame]:
+    """Load a Hub dataset split by split; ClassLabel ids become their names.
+
+    A split whose labels are the -1 placeholder (GLUE and SuperGLUE hide their test labels that way) is rejected
+    rather than read as a class or, worse for STS-B, as the score -1.0.
+    """
     import datasets
 
     splits = source["splits"] or {name: name for name in SPLITS}
@@ -219,14 +232,36 @@ def read_hub(source: dict, where: str) -> dict[str, pd.DataFrame]:
                 f"{where}.source.hub: could not load {source['hub']!r} split {expression!r}: {err} "
                 "(Hub datasets need the network; the default profile uses local files)"
             ) from None
-        out[ours] = _hub_to_frame(dataset)
+        name = source["hub"] + (f"/{source['config']}" if source["config"] else "")
+        out[ours] = _hub_to_frame(dataset, label_columns, f"{where}.source.splits.{ours} ({name} split {expression!r})")
     return out
 
 
-def _hub_to_frame(dataset: Any) -> pd.DataFrame:
+def _reject_hidden_labels(values: pd.Series, feature: Any, where: str) -> None:
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        hidden = int((values == -1).sum())  # any -1 class is a row without a label
+    elif isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "float")) and len(values):
+        hidden = int((values == -1).sum())
+        hidden = hidden if hidden == len(values) else 0  # a score may be -1; a split of only -1 is unlabelled
+    else:
+        return
+    if hidden:
+        raise PipelineError(
+            f"{where}: {hidden} of {len(values)} rows have the label -1, i.e. no label (GLUE-style benchmarks hide "
+            "their test labels). Score on the labelled validation split instead, e.g. source.splits: "
+            "{train: 'train[:90%]', validation: 'train[90%:]', test: validation}"
+        )
+
+
+def _hub_to_frame(dataset: Any, label_columns: list[str] | tuple[str, ...] = (), where: str = "") -> pd.DataFrame:
     import datasets
 
     frame = dataset.to_pandas()
+    for name in label_columns:
+        if name in frame.columns:
+            _reject_hidden_labels(frame[name], dataset.features[name], where)
     for name, feature in dataset.features.items():
         if isinstance(feature, datasets.ClassLabel):
             frame[name] = [feature.int2str(int(v)) if v is not None and v >= 0 else None for v in frame[name]]
@@ -254,23 +289,50 @@ def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
     """Rename the task's columns to the standard ones and check each label value's shape."""
     kind = task["type"]
     if kind == "token":
-        if {"tokens", "tags"} <= set(frame.columns) and task["source"]["format"] == "conll":
-            return frame[["tokens", "tags"]].reset_index(drop=True)
+        if {"tokens", "tags", "line"} <= set(frame.columns) and task["source"]["format"] == "conll":
+            return frame[["tokens", "tags", "line"]].reset_index(drop=True)
         tokens = _column(frame, task["text_column"], "text_column", where)
         tags = _column(frame, task["label_column"], "label_column", where)
         out = pd.DataFrame({"tokens": [list(map(str, t)) for t in tokens], "tags": [list(map(str, t)) for t in tags]})
+        scheme = task["source"]["scheme"]
         for row, (words, labels) in enumerate(zip(out["tokens"], out["tags"], strict=True), start=1):
             if len(words) != len(labels):
                 raise PipelineError(f"{where}, row {row}: {len(words)} tokens but {len(labels)} tags")
+            if scheme != "none":
+                validate_bio_tags(labels, f"{where}, row {row}")
+        if scheme == "iob1":
+            out["tags"] = [convert_iob1_to_iob2(labels) for labels in out["tags"]]
         return out
     out = pd.DataFrame({"text": _text_values(_column(frame, task["text_column"], "text_column", where), where)})
     if task["text_pair_column"]:
         pair = _column(frame, task["text_pair_column"], "text_pair_column", where)
         out["text_pair"] = _text_values(pair, where)
+    if task.get("label_columns"):
+        out["label"] = _indicator_labels(frame, task["label_columns"], where)
+        return out
     labels = _column(frame, task["label_column"], "label_column", where)
     out["label"] = [parse_label(value, kind, f"{where}, row {i + 1}, column {task['label_column']!r}")
                     for i, value in enumerate(labels)]
     return out
+
+
+_TRUE = {"1", "1.0", "true", "yes"}
+_FALSE = {"0", "0.0", "false", "no"}
+
+
+def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str) -> list[list[str]]:
+    """Multi-label rows from one 0/1 column per label (`label_columns`): each row lists the columns set to 1."""
+    values = {name: _column(frame, name, "label_columns", where).tolist() for name in columns}
+    rows: list[list[str]] = [[] for _ in range(len(frame))]
+    for name, cells in values.items():
+        for i, cell in enumerate(cells):
+            text = str(cell).strip().lower()
+            if text in _TRUE:
+                rows[i].append(name)
+            elif text not in _FALSE:
+                raise PipelineError(f"{where}, row {i + 1}, column {name!r}: {cell!r} is not 0 or 1 "
+                                    "(label_columns hold one 0/1 indicator per label)")
+    return rows
 
 
 def _text_values(series: pd.Series, where: str) -> list[str]:
@@ -298,14 +360,18 @@ def parse_label(value: Any, kind: str, where: str) -> Any:
         if isinstance(value, (list, tuple, np.ndarray)):
             return [str(v) for v in value]
         text = str(value).strip()
-        if text.startswith("["):
+        expected = 'expected a JSON list like ["a", "b"] or names separated by "|" like a|b'
+        if text.startswith(("[", "{")):
             try:
                 parsed = json.loads(text)
             except json.JSONDecodeError:
-                raise PipelineError(f"{where}: {text!r} does not parse as a JSON list of labels") from None
-            if not isinstance(parsed, list):
-                raise PipelineError(f"{where}: expected a list of labels, got {text!r}")
-            return [str(v) for v in parsed]
+                try:  # pandas writes list cells to CSV in Python's notation: ['a', 'b']
+                    parsed = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    raise PipelineError(f"{where}: {text!r} does not parse as a list of labels ({expected})") from None
+            if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
+                raise PipelineError(f"{where}: {text!r} is not a flat list of labels ({expected})")
+            return [str(v).strip() for v in parsed]
         return [part.strip() for part in text.split("|") if part.strip()]
     if isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, str) and value.strip().startswith("[")):
         raise PipelineError(f"{where}: holds a list {value!r}, but a single-label task needs one label per row "

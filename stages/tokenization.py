@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.labels import IGNORE_INDEX, align_word_labels, begin_to_inside
+from stages.labels import IGNORE_INDEX, align_word_labels, begin_to_inside, uses_bio
 
 log = logging.getLogger("pipeline.tokenization")
 
@@ -51,14 +51,15 @@ def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id:
     Returns the columns and the number of words that truncation cut off: those stay in `word_labels`, so
     evaluation counts them as missed instead of letting them vanish.
     """
-    encoded = encode_words(tokenizer, frame["tokens"].tolist(), task["max_length"])
-    b_to_i = begin_to_inside(label2id)
+    words = [[str(word) for word in sentence] for sentence in frame["tokens"]]  # Parquet gives numpy arrays
+    encoded = encode_words(tokenizer, words, task["max_length"])
+    b_to_i = begin_to_inside(label2id) if uses_bio(task) else {}  # POS tags are not entity starts
     columns: dict[str, list] = {key: list(value) for key, value in encoded.items()}
     columns["labels"], columns["word_ids"], columns["word_labels"] = [], [], []
     cut_words = 0
     for index, tags in enumerate(frame["tags"]):
         word_ids = encoded.word_ids(index)
-        word_labels = [label2id[tag] for tag in tags]
+        word_labels = [label2id[str(tag)] for tag in tags]
         columns["labels"].append(align_word_labels(word_ids, word_labels, task["label_all_tokens"], b_to_i))
         columns["word_ids"].append([NO_WORD if w is None else w for w in word_ids])
         columns["word_labels"].append(word_labels)
@@ -80,7 +81,8 @@ def word_predictions(logits: np.ndarray, word_ids: list[int], num_words: int, fa
     return predicted
 
 
-_WORD = re.compile(r"\w+(?:[-'’]\w+)*|[^\w\s]", re.UNICODE)
+# Abbreviations like U.S. stay whole; hyphens and inner apostrophes join (O'Neil); a possessive 's is its own word.
+_WORD = re.compile(r"(?:[A-Za-z]\.){2,}|\w+(?:-\w+|['’](?![sS]\b)\w+)*|['’][sS]\b|[^\w\s]", re.UNICODE)
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:

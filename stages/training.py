@@ -19,8 +19,14 @@ from typing import Any
 import numpy as np
 
 from stages.atomic import atomic_file, write_json
-from stages.labels import IGNORE_INDEX
-from stages.metrics import MAIN_METRIC, classification_metrics, entity_metrics, multilabel_metrics, regression_metrics
+from stages.labels import IGNORE_INDEX, uses_bio
+from stages.metrics import (
+    MAIN_METRIC,
+    classification_metrics,
+    multilabel_metrics,
+    regression_metrics,
+    token_metrics,
+)
 from stages.modeling import FreezeReport, freeze_model, load_tokenizer
 
 log = logging.getLogger("pipeline.training")
@@ -79,7 +85,7 @@ def scores_from_logits(logits: np.ndarray, labels: Any, task: dict, label_names:
             keep = [i for i, g in enumerate(gold_row) if g != IGNORE_INDEX]
             gold_sequences.append([label_names[gold_row[i]] for i in keep])
             predicted_sequences.append([label_names[predicted_row[i]] for i in keep])
-        return entity_metrics(gold_sequences, predicted_sequences)
+        return token_metrics(gold_sequences, predicted_sequences, uses_bio(task))
     return classification_metrics(np.asarray(labels), np.argmax(logits, axis=-1), label_names,
                                   task["positive_label"])
 
@@ -97,7 +103,19 @@ def _subset(dataset: Any, limit: int | None) -> Any:
     return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
 
 
-def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric: str) -> Any:
+def world_size() -> int:
+    """Number of data-parallel processes this one belongs to (1 unless started by accelerate launch/torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric: str | None,
+                       **extra: Any) -> Any:
+    """TrainingArguments from a `train`-shaped settings dict; `extra` adds arguments a caller alone needs
+    (domain adaptation: remove_unused_columns=False, so its collator sees the word ids)."""
     import torch
     from transformers import TrainingArguments
 
@@ -108,7 +126,8 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
         output_dir=str(output_dir),
         learning_rate=settings["learning_rate"],
         num_train_epochs=settings["epochs"],
-        per_device_train_batch_size=settings["batch_size"],
+        # batch_size is the global batch: each data-parallel process takes its share.
+        per_device_train_batch_size=settings["batch_size"] // world_size(),
         per_device_eval_batch_size=settings["eval_batch_size"],
         gradient_accumulation_steps=settings["gradient_accumulation_steps"],
         weight_decay=settings["weight_decay"],
@@ -133,6 +152,7 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
         average_tokens_across_devices=False,
         report_to="none",
         disable_tqdm=False,
+        **extra,
     )
 
 
@@ -170,6 +190,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     shutil.rmtree(output_dir, ignore_errors=True)
     summary = {
         "train_samples": len(train_set),
+        "num_processes": world_size(),
         "epochs": settings["epochs"],
         "train_runtime_s": round(float(output.metrics.get("train_runtime", wall)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),

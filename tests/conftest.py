@@ -30,8 +30,15 @@ def tokenizer_dir() -> Path:
 
 def build_tiny_model(target: Path, architecture: str = "bert", layers: int = 2, hidden: int = 32) -> Path:
     """Save a tiny randomly initialised encoder with the packaged tokenizer into `target`."""
-    from transformers import (AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel,
-                              RobertaConfig, RobertaModel)
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertModel,
+        DistilBertConfig,
+        DistilBertModel,
+        RobertaConfig,
+        RobertaModel,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_dir()))
     vocab = tokenizer.vocab_size
@@ -65,3 +72,34 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real-data check: {path} is absent (it lives beside the repo as ../shared/data)")
     return path
+
+
+def make_stage_repo(target: Path, edit=None, base_model: Path | None = None) -> Path:
+    """A minimal working copy for running stage modules: stages/, params.yaml (optionally edited), sample data,
+    and `models/base` copied from `base_model` when given."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(REPO / "stages", target / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "data" / "sample", target / "data" / "sample")
+    if base_model is not None:
+        shutil.copytree(base_model, target / "models" / "base")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if edit is not None:
+        edit(params)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return target
+
+
+def run_module(repo: Path, *args: str, check: bool = True, timeout: int = 600):
+    """Run `python -m <args>` inside `repo` offline; with check, fail the test with the stage's stderr."""
+    import subprocess
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo), "PIPELINE_LOG_LEVEL": "WARNING",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    result = subprocess.run([sys.executable, "-m", *args], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result

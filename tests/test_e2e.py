@@ -87,3 +87,48 @@ def test_predict_on_the_trained_model(reproduced):
                 "A warm, funny and beautifully acted film.")
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["label"] in ("neg", "pos") and 0.5 <= line["score"] <= 1.0
+
+
+def test_remote_round_trip_gives_a_clean_clone(reproduced, tmp_path):
+    """dvc push to a local-directory remote, clone afresh, dvc pull: nothing to rerun, same metrics."""
+    remote = tmp_path / "remote"
+    sh(reproduced, "dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote))
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results", "--allow-empty")
+    sh(reproduced, "dvc", "push")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(reproduced), str(clone))
+    sh(clone, "dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote))
+    sh(clone, "dvc", "pull")
+    status = json.loads(sh(clone, "dvc", "status", "--json").stdout)
+    assert status == {}, status
+    result = sh(clone, "dvc", "repro")
+    assert "Running stage" not in result.stdout
+    assert (clone / "models" / "finetuned" / "sentiment" / "model.safetensors").exists()
+    for path in (reproduced / "metrics").rglob("*.json"):
+        assert (clone / path.relative_to(reproduced)).read_text() == path.read_text()
+
+
+def test_metrics_and_plots_diff_across_commits(reproduced, tmp_path):
+    """Commit a changed training param: `dvc metrics diff` reports the changed metrics, `dvc plots diff` renders."""
+    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, *commit, "before", "--allow-empty")
+    params_file = reproduced / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["finetune"]["sentiment"]["train"]["learning_rate"] = 5e-5
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    result = sh(reproduced, "dvc", "repro")
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert {"finetune@sentiment", "evaluate@sentiment"} <= ran
+    assert not any(name.startswith(("download", "tokenize")) for name in ran)
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, *commit, "lr 5e-5")
+    params_diff = json.loads(sh(reproduced, "dvc", "params", "diff", "HEAD~1", "--json").stdout)
+    assert "finetune.sentiment.train.learning_rate" in params_diff["params.yaml"]
+    diff = json.loads(sh(reproduced, "dvc", "metrics", "diff", "HEAD~1", "--json").stdout)
+    changed = diff.get("metrics/train/sentiment.json", {})
+    assert changed.get("train_loss", {}).get("diff") not in (None, 0), diff
+    out = tmp_path / "plots-diff"
+    sh(reproduced, "dvc", "plots", "diff", "HEAD~1", "-o", str(out))
+    assert (out / "index.html").exists()

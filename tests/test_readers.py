@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import shared_data
 
+from conftest import shared_data
 from stages.errors import PipelineError
 from stages.labels import build_label_list, check_labels_known
 from stages.params import TASK

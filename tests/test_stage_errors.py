@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import make_stage_repo, run_module
 
 
 def stage_repo(tmp_path: Path, edit) -> Path:
-    """A minimal working copy: the stage code, params.yaml (edited) and the sample data."""
-    shutil.copytree(REPO / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    edit(params)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp_path
+    return make_stage_repo(tmp_path, edit)
 
 
 def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo)}
-    return subprocess.run([sys.executable, "-m", *args], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return run_module(repo, *args, check=False, timeout=120)
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -1,0 +1,81 @@
+"""Stage freeze_sweep@<k>: fine-tune the sweep's task with the first k encoder blocks frozen, then score its test split.
+
+One stage per point (a DVC matrix over `freeze_sweep.points`), each writing metrics/freeze_sweep/<k>.json: the
+task's test metrics, trainable parameters, train time and samples/s. Training is the fine-tune stage's own code
+path (`training.train`) with the shared `train` section plus the sweep's overrides, and scoring is the evaluate
+stage's (`score_split`). The stage lists those params but not the list of points, so changing a training param
+reruns every point while adding a point runs only the new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from stages.atomic import write_json
+from stages.errors import PipelineError, run_stage
+from stages.evaluate_model import score_split
+from stages.metrics import MAIN_METRIC
+from stages.modeling import count_encoder_blocks, init_dir
+from stages.params import check_freeze_value, load_params, merge_train
+from stages.tokenize_data import load_tokenized
+from stages.training import train
+
+log = logging.getLogger("pipeline.freeze_sweep")
+SWEEP_METRICS_DIR = Path("metrics/freeze_sweep")
+
+
+def parse_point(text: str) -> int | str:
+    """A point as DVC passes it on the command line: a number of frozen blocks or `head`."""
+    point: int | str = int(text) if text.lstrip("-").isdigit() else text
+    check_freeze_value(point, "freeze_sweep point")
+    return point
+
+
+def check_point_fits(point: int | str, blocks: int, model_dir: Path) -> None:
+    """Fail before any training when k is beyond the model's blocks (the params schema cannot know the model)."""
+    if point != "head" and point > blocks:
+        raise PipelineError(f"freeze_sweep.points: {point} frozen blocks is beyond the {blocks} encoder blocks of "
+                            f"{model_dir} (use 0..{blocks}, or 'head')")
+
+
+def sweep_point(params: dict, point: int | str) -> dict:
+    """Train and score one point; returns the row written to metrics/freeze_sweep/<k>.json."""
+    sweep = params["freeze_sweep"]
+    task = params["tasks"][sweep["task"]]
+    trust = params["model"]["trust_remote_code"]
+    model_dir = init_dir(sweep["init"])
+    check_point_fits(point, count_encoder_blocks(model_dir, trust), model_dir)
+    tokenized, labels = load_tokenized(sweep["task"])
+    settings = {**merge_train(params, sweep["train"]), "freeze": point}
+    result = train(task, tokenized, labels, model_dir, settings, params["seed"], f"freeze_sweep-{point}", trust)
+    scores, _, _ = score_split(result.model, result.tokenizer, task, tokenized["test"], labels,
+                               settings["eval_batch_size"])
+    main_metric = MAIN_METRIC[task["type"]]
+    freeze = result.freeze
+    return {
+        "task": sweep["task"],
+        "init": sweep["init"],
+        **{k: v for k, v in result.summary.items() if not k.startswith("best_validation")},
+        "trainable_blocks": 0 if point == "head" else freeze.total_blocks - freeze.frozen_blocks,
+        "main_metric": main_metric,
+        "test_examples": len(tokenized["test"]),
+        # Scalar test scores only (the per-class tables live in the evaluate stage's metrics).
+        **{k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.freeze_sweep")
+    parser.add_argument("point", help="frozen encoder blocks (0..number of blocks) or 'head'")
+    point = parse_point(parser.parse_args(argv).point)
+    params = load_params()
+    row = sweep_point(params, point)
+    write_json(SWEEP_METRICS_DIR / f"{point}.json", row)
+    log.info("freeze=%s: test %s = %.4f, %d trainable params, %.1f samples/s", point, row["main_metric"],
+             row[row["main_metric"]], row["trainable_params"], row["train_samples_per_second"])
+
+
+if __name__ == "__main__":
+    run_stage(main, "freeze_sweep")

@@ -1,0 +1,199 @@
+"""Stage setfit@<task>-<N>: few-shot classification with SetFit from N labelled examples per class.
+
+SetFit fine-tunes a sentence-transformers body contrastively on pairs drawn from the few examples (same class:
+similar, different class: dissimilar), then fits a logistic-regression head on the embeddings. The stage samples
+exactly N examples per class (seeded; the sample for N is a prefix of the sample for 2N, so the curve over N is
+not blurred by resampling), trains, and scores on the same test split with the same metrics function as the full
+fine-tune. Writes models/setfit/<task>-n<N>/ (SetFit's own format) and metrics/setfit/<task>-n<N>.json.
+
+The head is a scikit-learn object that SetFit pickles (`model_head.pkl`, via joblib): loading a SetFit model
+unpickles it, which can run arbitrary code. Load SetFit directories only from sources you trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stages.atomic import atomic_dir, write_json
+from stages.errors import PipelineError, run_stage
+from stages.metrics import classification_metrics
+from stages.modeling import init_dir
+from stages.params import load_params
+
+log = logging.getLogger("pipeline.setfit")
+SETFIT_MODELS_DIR = Path("models/setfit")
+SETFIT_METRICS_DIR = Path("metrics/setfit")
+# Files that mark a SetFit model directory (SetFit's own names).
+SETFIT_CONFIG = "config_setfit.json"
+SETFIT_HEAD = "model_head.pkl"
+
+
+def run_name(task: str, n: int) -> str:
+    return f"{task}-n{n}"
+
+
+def sample_per_class(frame: pd.DataFrame, labels: Sequence[str], n: int, seed: int, where: str) -> pd.DataFrame:
+    """Exactly `n` rows of each label, seeded; the rows for n are a prefix of those for any larger n."""
+    values = frame["label"].astype(str).to_numpy()
+    counts = {label: int((values == label).sum()) for label in labels}
+    short = [label for label in labels if counts[label] < n]
+    if short:
+        detail = ", ".join(f"{label!r} has {counts[label]}" for label in short)
+        raise PipelineError(f"{where}: samples_per_class={n} but class {detail} training example(s); "
+                            f"lower setfit.samples_per_class or add data")
+    rng = np.random.default_rng(seed)
+    # One permutation per class, drawn in label order and independent of n: this is what makes samples nested.
+    picked = [rng.permutation(np.flatnonzero(values == label))[:n] for label in labels]
+    order = np.random.default_rng(seed + 1).permutation(np.concatenate(picked))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def metric_fn(labels: list[str], positive_label: str | None) -> Callable[[Any, Any], dict]:
+    """SetFit's `metric` callable (it passes y_pred, y_true): our offline metrics instead of `evaluate.load`."""
+
+    def compute(y_pred: Any, y_true: Any) -> dict:
+        return classification_metrics(np.asarray(y_true), np.asarray(y_pred), labels, positive_label)
+
+    return compute
+
+
+def training_arguments(settings: dict, seed: int, output_dir: Path) -> Any:
+    """SetFit arguments: no checkpoints, no reporting integrations, no evaluation during training."""
+    from setfit import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_iterations=settings["num_iterations"],
+        num_epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        body_learning_rate=settings["learning_rate"],
+        seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        logging_steps=10,
+        show_progress_bar=False,
+    )
+
+
+def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], settings: dict, seed: int,
+                 max_length: int, trust_remote_code: bool = False) -> tuple[Any, Any, dict]:
+    """Train a SetFit model on `train` (columns text/label); returns the model, its trainer and a summary."""
+    import datasets
+    from setfit import SetFitModel, Trainer
+
+    label_ids = {label: i for i, label in enumerate(labels)}
+    train_set = datasets.Dataset.from_dict({"text": train["text"].astype(str).tolist(),
+                                            "label": [label_ids[v] for v in train["label"].astype(str)]})
+    model = SetFitModel.from_pretrained(str(body_dir), labels=list(labels), trust_remote_code=trust_remote_code,
+                                        head_params={"random_state": seed, "max_iter": 1000})
+    # SetFit's own max_length only reaches a differentiable head; the body truncates at its max_seq_length.
+    limit = model.model_body.max_seq_length
+    model.model_body.max_seq_length = max_length if limit is None else min(limit, max_length)
+    started = time.perf_counter()
+    # The trainer wants an output_dir even with checkpoints off: a scratch directory outside the repository.
+    with tempfile.TemporaryDirectory(prefix="setfit-") as scratch:
+        trainer = Trainer(model=model, args=training_arguments(settings, seed, Path(scratch)),
+                          train_dataset=train_set, metric=metric_fn(labels, None))
+        trainer.train()
+    pairs = 2 * settings["num_iterations"] * len(train_set)
+    summary = {"train_examples": len(train_set), "pairs": pairs, "epochs": settings["epochs"],
+               "train_runtime_s": round(time.perf_counter() - started, 3)}
+    return model, trainer, summary
+
+
+def evaluate_setfit(trainer: Any, test: pd.DataFrame, labels: list[str], positive_label: str | None) -> dict:
+    """Test metrics through SetFit's own evaluate(), with our metrics function (no Hub metric script)."""
+    import datasets
+
+    label_ids = {label: i for i, label in enumerate(labels)}
+    unknown = sorted(set(test["label"].astype(str)) - set(label_ids))
+    if unknown:
+        raise PipelineError(f"test split: labels {unknown} are not in the task's labels {labels}")
+    test_set = datasets.Dataset.from_dict({"text": test["text"].astype(str).tolist(),
+                                           "label": [label_ids[v] for v in test["label"].astype(str)]})
+    trainer.metric = metric_fn(labels, positive_label)
+    return trainer.evaluate(test_set)
+
+
+def load_setfit(model_dir: str | Path) -> Any:
+    """A saved SetFit model (this unpickles its head: trusted directories only)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from setfit import SetFitModel
+
+    return SetFitModel.from_pretrained(str(model_dir))
+
+
+def is_setfit_dir(model_dir: str | Path) -> bool:
+    model_dir = Path(model_dir)
+    return (model_dir / SETFIT_CONFIG).exists() and (model_dir / SETFIT_HEAD).exists()
+
+
+def predict_setfit(model_dir: str | Path, items: list[dict], batch_size: int = 32) -> list[dict]:
+    """The predict command's single-label output (label, score, all class scores) for a SetFit model."""
+    model = load_setfit(model_dir)
+    texts = [item["text"] for item in items]
+    probabilities = np.asarray(model.predict_proba(texts, batch_size=batch_size, as_numpy=True))
+    labels = model.labels or [str(c) for c in model.model_head.classes_]
+    results = []
+    for item, row in zip(items, probabilities, strict=True):
+        best = int(np.argmax(row))
+        results.append({**item, "label": labels[best], "score": round(float(row[best]), 4),
+                        "scores": {labels[i]: round(float(p), 4) for i, p in enumerate(row)}})
+    return results
+
+
+def parse_args(argv: list[str] | None, params: dict) -> tuple[str, int]:
+    parser = argparse.ArgumentParser(prog="python -m stages.setfit_fewshot")
+    parser.add_argument("task", help="a task name from params.yaml `tasks`")
+    parser.add_argument("n", type=int, help="examples per class")
+    args = parser.parse_args(argv)
+    if args.task not in params["tasks"]:
+        raise PipelineError(f"setfit: unknown task {args.task!r} (tasks: {', '.join(params['tasks'])})")
+    if args.n < 1:
+        raise PipelineError(f"setfit: examples per class must be at least 1, got {args.n}")
+    return args.task, args.n
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Everything the stage loads is local (models/<init>); offline mode also stops SetFit's model card from
+    # probing the Hub for the model id.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from stages.tokenize_data import read_raw
+
+    params = load_params()
+    task_name, n = parse_args(argv, params)
+    task = params["tasks"][task_name]
+    settings = params["setfit"]
+    seed = params["seed"] if settings["seed"] is None else settings["seed"]
+    splits, labels = read_raw(task_name)
+    train = sample_per_class(splits["train"], labels, n, seed, f"data/raw/{task_name}/train.parquet")
+    name = run_name(task_name, n)
+    log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
+             len(train), settings["num_iterations"], 2 * settings["num_iterations"] * len(train), settings["epochs"])
+    model, trainer, summary = train_setfit(init_dir(settings["init"]), train, labels, settings, seed,
+                                           settings["max_length"] or task["max_length"],
+                                           params["model"]["trust_remote_code"])
+    scores = evaluate_setfit(trainer, splits["test"], labels, task["positive_label"])
+    with atomic_dir(SETFIT_MODELS_DIR / name) as tmp:
+        model.save_pretrained(str(tmp))
+    write_json(SETFIT_METRICS_DIR / f"{name}.json",
+               {"task": task_name, "method": "setfit", "init": settings["init"], "samples_per_class": n,
+                "num_iterations": settings["num_iterations"], "seed": seed, "main_metric": "f1",
+                "test_examples": len(splits["test"]), **summary, **scores})
+    log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
+             scores["accuracy"], len(splits["test"]), summary["train_runtime_s"])
+
+
+if __name__ == "__main__":
+    run_stage(main, "setfit")

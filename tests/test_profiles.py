@@ -1,0 +1,54 @@
+"""Profiles merge into params.yaml: comments kept, sources replaced whole, the result validated."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.errors import PipelineError
+from stages.profiles import apply_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def params_file(tmp_path) -> Path:
+    target = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", target)
+    return target
+
+
+def test_overlay_merges_keeps_comments_and_replaces_source(tmp_path, params_file):
+    overlay = tmp_path / "p.yaml"
+    overlay.write_text(
+        "model: {name: bert-base-cased}\n"
+        "tasks:\n  sentiment:\n    source: {path: data/hub-datasets.txt, hub: rotten_tomatoes}\n"
+        "train: {epochs: 1}\n"
+    )
+    apply_profile(overlay, params_file)
+    text = params_file.read_text()
+    params = yaml.safe_load(text)
+    assert params["model"]["name"] == "bert-base-cased"
+    assert params["model"]["trust_remote_code"] is False  # untouched sibling kept
+    assert params["tasks"]["sentiment"]["source"] == {"path": "data/hub-datasets.txt", "hub": "rotten_tomatoes"}
+    assert params["tasks"]["sentiment"]["labels"] == ["neg", "pos"]
+    assert params["train"]["epochs"] == 1 and params["train"]["batch_size"] == 16
+    assert "# Every knob of the pipeline" in text  # comments survive
+
+
+def test_invalid_profile_is_refused_and_params_untouched(tmp_path, params_file):
+    before = params_file.read_text()
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text("train: {epoch: 1}\n")
+    with pytest.raises(PipelineError, match=r"bad\.yaml makes params\.yaml invalid: train\.epoch: unknown key"):
+        apply_profile(overlay, params_file)
+    assert params_file.read_text() == before
+
+
+def test_shipped_profiles_are_valid(tmp_path, params_file):
+    for profile in sorted((REPO / "profiles").glob("*.yaml")):
+        shutil.copy(REPO / "params.yaml", params_file)
+        apply_profile(profile, params_file)

@@ -1,0 +1,228 @@
+"""SetFit few-shot stage: per-class sampling, the offline metric path, save/reload/predict, the comparison table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, build_tiny_model
+from stages.errors import PipelineError
+from stages.metrics import classification_metrics
+from stages.params import validate
+from stages.setfit_fewshot import sample_per_class
+
+LABELS = ["neg", "pos"]
+POSITIVE = ["a fine film", "great acting", "warm and funny", "I loved it", "a joy to watch", "superb"]
+NEGATIVE = ["a dull film", "bad acting", "cold and boring", "I hated it", "a chore to watch", "awful"]
+
+
+def _frame(counts: dict[str, int]) -> pd.DataFrame:
+    rows = [(f"{label} text {i}", label) for label, count in counts.items() for i in range(count)]
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+# --- sampling ---------------------------------------------------------------------------------------------------
+
+
+def test_sample_has_exactly_n_per_class_and_only_training_rows():
+    frame = _frame({"neg": 30, "pos": 50, "other": 7})
+    sample = sample_per_class(frame, ["neg", "pos"], 8, seed=1, where="train.parquet")
+    assert sample["label"].value_counts().to_dict() == {"neg": 8, "pos": 8}
+    assert sample["text"].is_unique
+    assert set(sample["text"]) <= set(frame["text"])
+
+
+def test_sample_is_seeded_and_nested_across_n():
+    frame = _frame({"neg": 40, "pos": 40})
+    first = sample_per_class(frame, LABELS, 8, seed=7, where="x")
+    again = sample_per_class(frame, LABELS, 8, seed=7, where="x")
+    other = sample_per_class(frame, LABELS, 8, seed=8, where="x")
+    larger = sample_per_class(frame, LABELS, 16, seed=7, where="x")
+    pd.testing.assert_frame_equal(first, again)
+    assert set(first["text"]) != set(other["text"])
+    assert set(first["text"]) < set(larger["text"])  # the N=8 sample is inside the N=16 one
+    assert first["label"].tolist() != sorted(first["label"])  # classes are interleaved, not in blocks
+
+
+def test_sample_error_names_the_short_class_and_its_count():
+    frame = _frame({"neg": 20, "pos": 5})
+    with pytest.raises(PipelineError, match=r"data/raw/t/train.parquet: samples_per_class=8 but class 'pos' has 5"):
+        sample_per_class(frame, LABELS, 8, seed=0, where="data/raw/t/train.parquet")
+    with pytest.raises(PipelineError, match=r"'pos' has 0"):
+        sample_per_class(_frame({"neg": 20}), LABELS, 8, seed=0, where="x")
+
+
+# --- params -----------------------------------------------------------------------------------------------------
+
+
+def _params(**setfit) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["setfit"] = {**raw.get("setfit", {}), **setfit}
+    return raw
+
+
+def test_params_defaults_and_cross_checks():
+    params = validate(_params())
+    assert params["setfit"]["samples_per_class"] and params["setfit"]["num_iterations"] >= 1
+    with pytest.raises(PipelineError, match=r"setfit.tasks\[0\]: unknown task 'nope'"):
+        validate(_params(tasks=["nope"]))
+    with pytest.raises(PipelineError, match=r"setfit.samples_per_class: 8 listed more than once"):
+        validate(_params(samples_per_class=[8, 8]))
+    with pytest.raises(PipelineError, match=r"setfit.samples_per_class\[0\]"):
+        validate(_params(samples_per_class=[0]))
+    raw = _params(tasks=["tok"])
+    raw["tasks"]["tok"] = {"type": "token", "source": {"path": "x", "format": "conll", "train": "a"}}
+    with pytest.raises(PipelineError, match="single_label tasks only"):
+        validate(raw)
+
+
+# --- training, the offline metric path, save and reload ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT wrapped as a sentence-transformers model (transformer + mean pooling)."""
+    from sentence_transformers import SentenceTransformer, models
+
+    bert = build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+    transformer = models.Transformer(str(bert), max_seq_length=32)
+    body = SentenceTransformer(modules=[transformer, models.Pooling(32, "mean")], device="cpu")
+    target = tmp_path_factory.mktemp("tiny-st")
+    body.save(str(target))
+    return target
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_body: Path):
+    from stages.setfit_fewshot import train_setfit
+
+    train = pd.DataFrame({"text": POSITIVE[:4] + NEGATIVE[:4], "label": ["pos"] * 4 + ["neg"] * 4})
+    settings = {"num_iterations": 1, "epochs": 1, "batch_size": 8, "learning_rate": 1e-4}
+    return train_setfit(tiny_body, train, LABELS, settings, seed=3, max_length=16)
+
+
+def test_training_summary(trained):
+    model, _, summary = trained
+    assert summary["train_examples"] == 8 and summary["pairs"] == 16
+    assert model.labels == LABELS
+    assert model.model_body.max_seq_length == 16  # the task's max_length reaches the body, not only the head
+
+
+def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shutil
+
+    from stages import setfit_fewshot
+
+    raw = _params(samples_per_class=[2], num_iterations=1, batch_size=8)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    folder = tmp_path / "data" / "raw" / "sentiment"
+    folder.mkdir(parents=True)
+    split = {"train": (POSITIVE[:4], NEGATIVE[:4]), "validation": (POSITIVE[4:5], NEGATIVE[4:5]),
+             "test": (POSITIVE[4:], NEGATIVE[4:])}
+    for name, (pos, neg) in split.items():
+        pd.DataFrame({"text": pos + neg, "label": ["pos"] * len(pos) + ["neg"] * len(neg)}).to_parquet(
+            folder / f"{name}.parquet")
+    (folder / "labels.json").write_text(json.dumps({"type": "single_label", "labels": LABELS}))
+    shutil.copytree(tiny_body, tmp_path / "models" / "base")
+    before = {p for p in tmp_path.rglob("*")}
+    monkeypatch.chdir(tmp_path)
+    setfit_fewshot.main(["sentiment", "2"])
+    written = {p.relative_to(tmp_path).parts[:3] for p in set(tmp_path.rglob("*")) - before}
+    assert written == {("models", "setfit"), ("models", "setfit", "sentiment-n2"), ("metrics",),
+                       ("metrics", "setfit"), ("metrics", "setfit", "sentiment-n2.json")}
+    data = json.loads((tmp_path / "metrics" / "setfit" / "sentiment-n2.json").read_text())
+    assert data["samples_per_class"] == 2 and data["train_examples"] == 4 and data["test_examples"] == 4
+    assert data["positive_label"] == "pos" and 0.0 <= data["f1"] <= 1.0
+    assert setfit_fewshot.is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
+    with pytest.raises(PipelineError, match="class 'neg' has 4"):
+        setfit_fewshot.main(["sentiment", "5"])
+
+
+def test_offline_metric_path_uses_our_metrics(trained, monkeypatch: pytest.MonkeyPatch):
+    import evaluate
+
+    from stages.setfit_fewshot import evaluate_setfit
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("evaluate.load must not be called (it needs the network)")
+
+    monkeypatch.setattr(evaluate, "load", no_hub)
+    model, trainer, _ = trained
+    test = pd.DataFrame({"text": POSITIVE[4:] + NEGATIVE[4:], "label": ["pos", "pos", "neg", "neg"]})
+    scores = evaluate_setfit(trainer, test, LABELS, "pos")
+    predicted = np.asarray(model.predict(test["text"].tolist(), use_labels=False))
+    expected = classification_metrics([1, 1, 0, 0], predicted, LABELS, "pos")
+    assert scores == expected
+    assert scores["positive_label"] == "pos" and scores["n"] == 4
+    with pytest.raises(PipelineError, match=r"labels \['maybe'\] are not in"):
+        evaluate_setfit(trainer, pd.DataFrame({"text": ["x"], "label": ["maybe"]}), LABELS, "pos")
+
+
+def test_save_reload_and_predict(trained, tmp_path: Path):
+    from stages.predict import predict
+    from stages.setfit_fewshot import SETFIT_HEAD, is_setfit_dir, load_setfit
+
+    model, _, _ = trained
+    target = tmp_path / "setfit-model"
+    model.save_pretrained(str(target))
+    assert is_setfit_dir(target) and (target / SETFIT_HEAD).exists()
+    assert not is_setfit_dir(tmp_path)
+    texts = POSITIVE + NEGATIVE
+    reloaded = load_setfit(target)
+    assert reloaded.labels == LABELS
+    np.testing.assert_allclose(np.asarray(reloaded.predict_proba(texts, as_numpy=True)),
+                               np.asarray(model.predict_proba(texts, as_numpy=True)), atol=1e-6)
+    results = predict(target, [{"text": t} for t in texts[:3]])
+    assert [r["text"] for r in results] == texts[:3]
+    for result, row in zip(results, np.asarray(model.predict_proba(texts[:3], as_numpy=True)), strict=True):
+        assert set(result) == {"text", "label", "score", "scores"}
+        assert result["label"] == LABELS[int(np.argmax(row))]
+        assert result["score"] == pytest.approx(float(row.max()), abs=1e-4)
+        assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+# --- comparison table and figure --------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_compare_table_and_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from stages import plot
+    from stages.setfit_compare import compare
+
+    params = validate(_params(samples_per_class=[8, 16]))
+    params["finetune"] = {"sentiment": {"task": "sentiment", "init": "base"},
+                          "sentiment_adapted": {"task": "sentiment", "init": "adapted"},
+                          "ner": {"task": "ner", "init": "base"}}
+    metrics = tmp_path / "metrics"
+    for n, f1 in ((8, 0.61), (16, 0.7)):
+        _write(metrics / "setfit" / f"sentiment-n{n}.json",
+               {"f1": f1, "accuracy": f1, "test_examples": 48, "train_examples": 2 * n, "train_runtime_s": 1.0})
+    _write(metrics / "sentiment.json", {"f1": 0.85, "accuracy": 0.84, "test_examples": 48, "main_metric": "f1"})
+    _write(metrics / "train" / "sentiment.json", {"train_samples": 384, "train_runtime_s": 30.0})
+    table = compare("sentiment", params, metrics)
+    assert table["setfit"]["n8"]["f1"] == 0.61 and table["setfit"]["n16"]["train_examples"] == 32
+    assert table["full_finetune"] == {"sentiment": {"init": "base", "f1": 0.85, "accuracy": 0.84,
+                                                    "test_examples": 48, "train_examples": 384,
+                                                    "train_runtime_s": 30.0}}
+    assert table["missing"] == ["sentiment_adapted"] and table["same_test_split"]
+    assert "main_metric" not in table  # the plot stage takes files with main_metric for evaluated runs
+
+    _write(metrics / "setfit_sentiment.json", table)
+    monkeypatch.setattr(plot, "METRICS_DIR", metrics)
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    plot.setfit_figure(figures, 50)
+    assert (figures / "setfit_sentiment_f1.png").stat().st_size > 0
+
+    (metrics / "setfit" / "sentiment-n16.json").unlink()
+    with pytest.raises(PipelineError, match="sentiment-n16.json does not exist"):
+        compare("sentiment", params, metrics)

@@ -85,7 +85,8 @@ def read_local(source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
 def _decode_error(path: Path, encoding: str, err: UnicodeDecodeError, data: bytes | None = None) -> PipelineError:
     line = ""
     if data is not None:
-        line = ", line %d" % (data[: err.start].count(b"\n") + 1)
+        line_number = data[: err.start].count(b"\n") + 1
+        line = f", line {line_number}"
     return PipelineError(
         f"{path}{line}: bytes at offset {err.start} do not decode as {encoding!r} "
         f"(set the task's source.encoding param, e.g. cp1252 or latin-1)"

@@ -48,7 +48,10 @@ def test_invalid_profile_is_refused_and_params_untouched(tmp_path, params_file):
     assert params_file.read_text() == before
 
 
-def test_shipped_profiles_are_valid(tmp_path, params_file):
-    for profile in sorted((REPO / "profiles").glob("*.yaml")):
-        shutil.copy(REPO / "params.yaml", params_file)
-        apply_profile(profile, params_file)
+def test_book_profile_switches_to_the_hub_and_stays_valid(params_file):
+    apply_profile(REPO / "profiles" / "book.yaml", params_file)
+    params = yaml.safe_load(params_file.read_text())
+    assert params["model"]["name"] == "bert-base-cased"
+    assert params["tasks"]["sentiment"]["source"]["hub"] == "rotten_tomatoes"
+    assert params["finetune"]["ner"]["train"]["learning_rate"] == 2e-5  # a float, not the string '2e-05'
+    assert params["freeze_sweep"]["points"][-2:] == [12, "head"]

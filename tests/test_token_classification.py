@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, build_tiny_model, shared_data
 
+from conftest import REPO, build_tiny_model, shared_data
 from stages.errors import PipelineError
 from stages.evaluate_model import evaluate_token_task
 from stages.labels import IGNORE_INDEX, build_label_list, convert_iob1_to_iob2

@@ -41,14 +41,14 @@ def read_corpus(corpus: dict) -> list[str]:
             hint = f" (a task's raw split: run `dvc repro download@{path.parts[2]}` first)"
         raise PipelineError(f"mlm.corpus.path: {path} is not a file{hint}")
     if path.suffix.lower() in TABLE_SUFFIXES:
-        frame = read_table(path, path.suffix.lower()[1:], corpus["encoding"], None)
+        frame = read_table(path, path.suffix.lower()[1:], corpus["encoding"], None, params="mlm.corpus")
         columns = [c for c in corpus["columns"] if c in frame.columns]
         if not columns:
             raise PipelineError(f"{path}: none of the columns {corpus['columns']} (params key mlm.corpus.columns); "
                                 f"the columns are {list(map(str, frame.columns))}")
         values = [value for row in frame[columns].itertuples(index=False) for value in row]
     else:
-        values = read_text(path, corpus["encoding"]).splitlines()
+        values = read_text(path, corpus["encoding"], "mlm.corpus.encoding").splitlines()
     documents = [_document(value) for value in values]
     documents = [doc for doc in documents if doc]
     if not documents:

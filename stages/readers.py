@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import logging
 import math
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from stages.errors import PipelineError
-from stages.labels import check_bio_tag, convert_iob1_to_iob2, validate_bio_tags
+from stages.labels import check_bio_tag, check_labels_known, convert_iob1_to_iob2, validate_bio_tags
 
 log = logging.getLogger("pipeline.readers")
 
@@ -38,12 +39,23 @@ def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFram
         raw = read_hub(source, where, task.get("label_columns") or [task["label_column"]])
     else:
         raw = read_local(source, task, where)
-    splits = {name: normalise(frame, task, f"{where}.source ({name} split)") for name, frame in raw.items()}
+    splits = {name: _normalise_file(frame, task, f"{where}.source ({name} split)", source, name)
+              for name, frame in raw.items()}
     splits = fill_missing_splits(splits, source["split"], seed, task["type"], where)
     for name in SPLITS:
         if len(splits[name]) == 0:
             raise PipelineError(f"{where}.source: the {name} split is empty")
     return splits
+
+
+def _normalise_file(frame: pd.DataFrame, task: dict, where: str, source: dict, split: str) -> pd.DataFrame:
+    """normalise(), with the file named in its errors for a local table (rows count data rows, header excluded)."""
+    try:
+        return normalise(frame, task, where)
+    except PipelineError as err:
+        if source["hub"] or source["format"] in ("lines", "conll"):
+            raise
+        raise PipelineError(f"{err} [file {resolve_split_file(source, split)}]") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -65,6 +77,10 @@ def read_local(source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
     if not base.exists():
         raise PipelineError(f"{where}.source.path: not found: {base}")
     if fmt == "lines":
+        unknown = [label for label in source["files"] if task["labels"] and str(label) not in task["labels"]]
+        if unknown:
+            raise PipelineError(f"{where}.source.files.{unknown[0]}: label {str(unknown[0])!r} is not a known label "
+                                f"(the label list is {task['labels']})")
         return {"train": read_label_files(base, source["files"], source["encoding"], where)}
     out = {}
     for split in SPLITS:
@@ -79,65 +95,132 @@ def read_local(source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
                                     source["encoding"])
         else:
             out[split] = read_table(path, fmt, source["encoding"], source["delimiter"])
+        if len(out[split]) == 0:
+            only = {"csv": " (only a header)", "tsv": " (only a header)", "conll": " (only -DOCSTART- or blank lines)"}
+            raise PipelineError(f"{where}.source.{split}: {path} holds no examples{only.get(fmt, '')}: "
+                                f"the {split} split is empty")
     return out
 
 
-def _decode_error(path: Path, encoding: str, err: UnicodeDecodeError, data: bytes | None = None) -> PipelineError:
+def _decode_error(path: Path, encoding: str, err: UnicodeDecodeError, data: bytes | None = None,
+                  key: str = "task's source.encoding") -> PipelineError:
     line = ""
     if data is not None:
         line_number = data[: err.start].count(b"\n") + 1
         line = f", line {line_number}"
     return PipelineError(
         f"{path}{line}: bytes at offset {err.start} do not decode as {encoding!r} "
-        f"(set the task's source.encoding param, e.g. cp1252 or latin-1)"
+        f"(set the {key} param, e.g. cp1252 or latin-1)"
     )
 
 
-def read_text(path: Path, encoding: str) -> str:
-    """Read a whole text file; a BOM is dropped and undecodable bytes name the encoding param."""
-    data = path.read_bytes()
+def read_text(path: Path, encoding: str, key: str = "task's source.encoding") -> str:
+    """Read a whole text file; a BOM is dropped and undecodable bytes name the encoding param (`key`)."""
+    if path.is_dir():
+        raise PipelineError(f"{path}: is a directory, expected a file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise PipelineError(f"{path}: cannot read the file ({err.strerror})") from None
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
-        raise _decode_error(path, encoding, err, data) from None
+        raise _decode_error(path, encoding, err, data, key) from None
     except LookupError:
-        raise PipelineError(f"source.encoding: unknown encoding {encoding!r}") from None
+        raise PipelineError(f"{path}: unknown encoding {encoding!r} (the {key} param)") from None
     return text.lstrip("\ufeff")
 
 
-def read_table(path: Path, fmt: str, encoding: str, delimiter: str | None) -> pd.DataFrame:
-    """CSV/TSV/JSONL/Parquet with named columns."""
+def split_lines(text: str) -> list[str]:
+    """Lines as an editor counts them (\\n, \\r\\n or \\r), so line numbers in messages match; unlike
+    str.splitlines, a form feed or U+2028 inside a sentence or a JSON string does not end the line."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def read_table(path: Path, fmt: str, encoding: str, delimiter: str | None,
+               params: str = "task's source") -> pd.DataFrame:
+    """CSV/TSV/JSONL/Parquet with named columns (`params` names the params section for hints)."""
     if fmt == "parquet":
+        if path.is_dir():
+            raise PipelineError(f"{path}: is a directory, expected a Parquet file")
         try:
             return pd.read_parquet(path)
         except Exception as err:  # pyarrow raises several types for a broken file
             raise PipelineError(f"{path}: not a readable Parquet file ({err})") from None
-    text = read_text(path, encoding)
+    text = read_text(path, encoding, f"{params}.encoding")
     if not text.strip():
         raise PipelineError(f"{path}: the file is empty")
     if fmt == "jsonl":
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(split_lines(text), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise PipelineError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+                raise PipelineError(f"{path}, line {number}: not valid JSON ({err.msg}; expected one JSON object "
+                                    "per line, complete on that line)") from None
             if not isinstance(row, dict):
-                raise PipelineError(f"{path}, line {number}: expected a JSON object per line")
+                raise PipelineError(f"{path}, line {number}: expected a JSON object per line, got "
+                                    f"{type(row).__name__} {line.strip()[:40]!r}")
             rows.append(row)
         return pd.DataFrame(rows)
     sep = delimiter or ("\t" if fmt == "tsv" else ",")
-    rows = list(csv.reader(text.splitlines(), delimiter=sep))
-    header, body = rows[0], rows[1:]
-    for number, row in enumerate(body, start=2):
+    return _read_delimited(path, text, sep, f"{params}.delimiter" if params.endswith("source") else None)
+
+
+def _read_delimited(path: Path, text: str, sep: str, key: str | None) -> pd.DataFrame:
+    """CSV/TSV via the csv module: quoted fields may hold newlines or any length; errors name the line."""
+    lines = io.StringIO(text, newline="").readlines()  # the csv reader's line_num counts these
+    reader = csv.reader(lines, delimiter=sep)
+    rows: list[tuple[int, list[str]]] = []  # (first line of the row, fields)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # one long text is data, not an error
+    try:
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                raise PipelineError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
+            rows.append((start, row))
+        truncated = bool(rows) and _ends_inside_quotes(lines[rows[-1][0] - 1:], sep)
+    finally:
+        csv.field_size_limit(limit)
+    if truncated:
+        raise PipelineError(f"{path}, line {rows[-1][0]}: a quoted field opened on this line is never closed: the "
+                            "file ends inside it (truncated file, or a stray double quote)")
+    header = rows[0][1]
+    if len(header) == 1:
+        for other in (",", "\t", ";", "|"):
+            if other != sep and len(header[0].split(other)) > 1:
+                fix = f"set the {key} param to {other!r}" if key else f"this reader splits on {sep!r}"
+                raise PipelineError(
+                    f"{path}, line 1: the header {header[0][:60]!r} is a single column when split on {sep!r}, "
+                    f"but the file looks {other!r}-separated ({fix})"
+                )
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise PipelineError(f"{path}, line 1: the header repeats the column name(s) {duplicates}; expected "
+                            "distinct names")
+    for number, row in rows[1:]:
         if row and len(row) != len(header):
             raise PipelineError(
                 f"{path}, line {number}: {len(row)} fields where the header has {len(header)} "
                 f"(delimiter {sep!r}; is the file quoted correctly, or is it another delimiter?)"
             )
-    return pd.DataFrame([r for r in body if r], columns=header)
+    return pd.DataFrame([row for _, row in rows[1:] if row], columns=header)
+
+
+def _ends_inside_quotes(lines: list[str], sep: str) -> bool:
+    """Whether the last row's text ends inside a quoted field (the lenient reader would silently accept it)."""
+    try:
+        list(csv.reader(lines, delimiter=sep, strict=True))
+    except csv.Error as err:
+        return "unexpected end of data" in str(err)
+    return False
 
 
 def read_label_files(base: Path, files: dict[str, str], encoding: str, where: str) -> pd.DataFrame:
@@ -147,7 +230,7 @@ def read_label_files(base: Path, files: dict[str, str], encoding: str, where: st
         path = base / name if base.is_dir() else base.parent / name
         if not path.exists():
             raise PipelineError(f"{where}.source.files.{label}: file not found: {path}")
-        lines = [line.strip() for line in read_text(path, encoding).splitlines()]
+        lines = [line.strip() for line in split_lines(read_text(path, encoding))]
         lines = [line for line in lines if line]
         if not lines:
             raise PipelineError(f"{path}: no examples (the file is empty)")
@@ -176,7 +259,7 @@ def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, enco
             tokens.clear()
             tags.clear()
 
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         fields = line.split()
         if not fields:
             close()
@@ -195,6 +278,11 @@ def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, enco
                 f"{path}, line {number}: no column {max(token_column, tag_column)} "
                 f"(the line has {len(fields)}); check source.token_column / source.tag_column"
             ) from None
+        if token_column % len(fields) == tag_column % len(fields):
+            raise PipelineError(
+                f"{path}, line {number}: source.token_column {token_column} and source.tag_column {tag_column} "
+                f"are the same column of {len(fields)}; expected a word and a tag separated by whitespace"
+            )
         if scheme != "none":
             check_bio_tag(tag, f"{path}, line {number}")
         if not tokens:
@@ -314,6 +402,9 @@ def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
     labels = _column(frame, task["label_column"], "label_column", where)
     out["label"] = [parse_label(value, kind, f"{where}, row {i + 1}, column {task['label_column']!r}")
                     for i, value in enumerate(labels)]
+    if task["labels"] and kind != "regression":  # before any split is carved, so rows are the file's rows
+        check_labels_known(out["label"], task["labels"], where, from_training=False,
+                           locate=lambda row, _: f"row {row + 1}, column {task['label_column']!r}")
     return out
 
 
@@ -341,6 +432,9 @@ def _text_values(series: pd.Series, where: str) -> list[str]:
     for i, value in enumerate(series):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise PipelineError(f"{where}, row {i + 1}: the text is missing")
+        if isinstance(value, (bytes, bytearray)):  # str() would give "b'...'" and train on it
+            raise PipelineError(f"{where}, row {i + 1}: the text is raw bytes {bytes(value[:30])!r}; expected a "
+                                "string column (decode it when writing the Parquet file)")
         values.append(str(value))
     return values
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from stages import resume
 from stages.atomic import atomic_file, write_json
+from stages.distributed import is_main_process, world_size
 from stages.labels import IGNORE_INDEX, uses_bio
 from stages.metrics import (
     MAIN_METRIC,
@@ -103,13 +104,11 @@ def _subset(dataset: Any, limit: int | None) -> Any:
     return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
 
 
-def world_size() -> int:
-    """Number of data-parallel processes this one belongs to (1 unless started by accelerate launch/torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+def longest_first(dataset: Any) -> Any:
+    """The dataset sorted by length, longest first: validation batches then carry little padding (the scores do
+    not depend on the order), and a batch too large for memory shows up at the first step, not the last."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True))
 
 
 def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric: str | None,
@@ -136,9 +135,11 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
         logging_steps=settings["logging_steps"],
         eval_strategy=settings["eval_strategy"],
         eval_steps=settings["eval_steps"],
+        save_steps=settings["eval_steps"],  # with load_best_model_at_end, every evaluation can become the best
         save_strategy=settings["eval_strategy"] if evaluating and settings["load_best_model_at_end"] else "no",
         save_total_limit=1,
-        save_only_model=True,
+        # Resumable checkpoints (train.checkpoint_steps) need the optimizer, scheduler and RNG states too.
+        save_only_model=not settings.get("checkpoint_steps"),
         load_best_model_at_end=evaluating and settings["load_best_model_at_end"],
         metric_for_best_model=main_metric,
         greater_is_better=True,
@@ -167,10 +168,14 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     freeze = freeze_model(model, settings["freeze"], settings["freeze_embeddings"])
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
     train_set = _subset(tokenized["train"], settings["max_train_samples"]).remove_columns(drop)
-    eval_set = _subset(tokenized["validation"], settings["max_eval_samples"]).remove_columns(drop)
+    eval_set = longest_first(_subset(tokenized["validation"], settings["max_eval_samples"]).remove_columns(drop))
     main_metric = MAIN_METRIC[task["type"]]
     output_dir = CHECKPOINT_ROOT / run_name
-    shutil.rmtree(output_dir, ignore_errors=True)
+    every = settings.get("checkpoint_steps")
+    fingerprint = None if not every else resume.run_fingerprint(
+        run_name, settings, task, labels, seed, Path(init_path), [train_set, eval_set], world_size())
+    resume_point = resume.prepare(output_dir, run_name, fingerprint, is_main_process())
+    callbacks = [resume.checkpoint_callback(every, resume_point)] if every else []
     trainer = Trainer(
         model=model,
         args=training_arguments(settings, seed, output_dir, main_metric),
@@ -179,24 +184,28 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         data_collator=make_collator(task, tokenizer),
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task, labels),
+        callbacks=callbacks,
     )
+    for callback in callbacks:
+        callback.trainer = trainer
     log.info("run %s: %d train / %d validation examples, %s epochs, threads=%s", run_name, len(train_set),
              len(eval_set), settings["epochs"], os.environ.get("OMP_NUM_THREADS", "default"))
     started = time.perf_counter()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=None if resume_point is None else str(resume_point.path))
     wall = time.perf_counter() - started
     history = list(trainer.state.log_history)
     best = trainer.state.best_metric
-    shutil.rmtree(output_dir, ignore_errors=True)
+    resume.finish(output_dir, is_main_process())
     summary = {
         "train_samples": len(train_set),
         "num_processes": world_size(),
         "epochs": settings["epochs"],
         "train_runtime_s": round(float(output.metrics.get("train_runtime", wall)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
-        "train_loss": float(output.training_loss),
+        "train_loss": resume.full_train_loss(trainer, output, resume_point is not None),
         f"best_validation_{main_metric}": None if best is None else float(best),
         **freeze.as_dict(),
+        **({} if resume_point is None else {"resumed_from_step": resume_point.step}),
     }
     return TrainResult(trainer.model, tokenizer, freeze, summary, history)
 

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from stages.atomic import write_json
+from stages.distributed import is_main_process, relaunch_if_parallel
 from stages.errors import PipelineError, run_stage
 from stages.evaluate_model import score_split
 from stages.metrics import MAIN_METRIC
@@ -71,7 +72,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("point", help="frozen encoder blocks (0..number of blocks) or 'head'")
     point = parse_point(parser.parse_args(argv).point)
     params = load_params()
+    settings = merge_train(params, params["freeze_sweep"]["train"])
+    if relaunch_if_parallel("stages.freeze_sweep", [str(point)], settings, "freeze_sweep.train"):
+        return
     row = sweep_point(params, point)
+    if not is_main_process():
+        return
     write_json(SWEEP_METRICS_DIR / f"{point}.json", row)
     log.info("freeze=%s: test %s = %.4f, %d trainable params, %.1f samples/s", point, row["main_metric"],
              row[row["main_metric"]], row["trainable_params"], row["train_samples_per_second"])

@@ -260,6 +260,9 @@ TRAIN_FIELDS: dict[str, Value] = {
     "freeze_embeddings": opt(bool, True),  # with freeze > 0, freeze the embeddings too
     "group_by_length": opt(bool, True),  # batches of similar length: less padding, same samples
     "num_processes": opt(int, 1, minimum=1),  # data-parallel processes (accelerate launch); batch_size stays global
+    # null: no checkpoints kept. N: a full checkpoint (model, optimizer, scheduler, RNG) every N optimizer steps in
+    # checkpoints/<run>, the latest only; a killed run started again with the same params resumes from it.
+    "checkpoint_steps": opt(int, minimum=1),
 }
 
 
@@ -379,6 +382,15 @@ SCHEMA = Section(
         "evaluate": Section({"batch_size": opt(int, 64, minimum=1), "num_examples": opt(int, 20, minimum=0)},
                             optional=True),
         "plot": Section({"dpi": opt(int, 110, minimum=30, maximum=600)}, optional=True),
+        # Stage report (plots/report.html); its random training examples use the top-level seed.
+        "report": Section(
+            {
+                "examples_per_task": opt(int, 5, minimum=0),  # random training examples shown per task
+                "predictions_per_run": opt(int, 6, minimum=0),  # test predictions per run, errors first
+                "compare_rev": opt(str),  # a git revision whose metrics are shown beside (python -m ... --rev)
+            },
+            optional=True,
+        ),
     }
 )
 

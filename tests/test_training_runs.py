@@ -34,6 +34,8 @@ def two_run_params(params: dict) -> None:
     for section, key, value in (("freeze_sweep", "task", "sentiment"), ("setfit", "tasks", ["sentiment"])):
         if section in params:
             params[section][key] = value
+    # The freeze sweep trains through the same launcher: one point with 2 processes (test below).
+    params["freeze_sweep"]["train"] = {**run["train"], "max_train_samples": 64, "num_processes": 2}
 
 
 def test_two_processes_train_and_save_once(two_runs):
@@ -65,3 +67,10 @@ def test_same_params_and_seed_give_identical_metrics(two_runs):
     again = json.loads((metrics / "train" / "again.json").read_text())
     assert again["train_loss"] == one["train_loss"]
     assert (two_runs / "plots" / "loss" / "again.csv").read_text() == (two_runs / "plots" / "loss" / "one.csv").read_text()
+
+
+def test_freeze_sweep_point_runs_data_parallel(two_runs):
+    run_module(two_runs, "stages.freeze_sweep", "1")
+    row = json.loads((two_runs / "metrics" / "freeze_sweep" / "1.json").read_text())
+    assert row["num_processes"] == 2 and row["train_samples"] == 64
+    assert row["frozen_blocks"] == 1 and row["test_examples"] > 0

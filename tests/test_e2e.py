@@ -132,3 +132,51 @@ def test_metrics_and_plots_diff_across_commits(reproduced, tmp_path):
     out = tmp_path / "plots-diff"
     sh(reproduced, "dvc", "plots", "diff", "HEAD~1", "-o", str(out))
     assert (out / "index.html").exists()
+
+
+def _find_experiment(node, name: str) -> dict | None:
+    """The entry named `name` anywhere in `dvc exp show --json` output (its nesting differs across DVC versions)."""
+    if isinstance(node, dict):
+        if node.get("name") == name and isinstance(node.get("data"), dict):
+            return node["data"]
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _find_experiment(child, name)
+        if found is not None:
+            return found
+    return None
+
+
+def test_experiment_run_shows_params_and_metrics(reproduced):
+    """`dvc exp run -S` over a training param reruns only what it changes; `dvc exp show --json` lists the
+    experiment's params and metrics beside the baseline's."""
+    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, *commit, "baseline", "--allow-empty")
+    baseline = json.loads((reproduced / "metrics" / "train" / "topics.json").read_text())
+    try:
+        result = sh(reproduced, "dvc", "exp", "run", "-n", "topics-lr5e-5", "-S",
+                    "finetune.topics.train.learning_rate=5e-5")
+        ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+        assert {"finetune@topics", "evaluate@topics"} <= ran, result.stdout
+        assert not any(name.startswith(("finetune@sentiment", "tokenize", "freeze_sweep@", "setfit@"))
+                       for name in ran), ran
+        shown = json.loads(sh(reproduced, "dvc", "exp", "show", "--json").stdout)
+        experiment = _find_experiment(shown, "topics-lr5e-5")
+        assert experiment is not None, json.dumps(shown)[:3000]
+        params = experiment["params"]["params.yaml"]["data"]
+        assert params["finetune"]["topics"]["train"]["learning_rate"] == 5e-5
+        metrics = experiment["metrics"]
+        assert "macro_f1" in metrics["metrics/topics.json"]["data"]
+        train_loss = metrics["metrics/train/topics.json"]["data"]["train_loss"]
+        assert train_loss != baseline["train_loss"]  # a different learning rate trains differently
+        table = sh(reproduced, "dvc", "exp", "show", "--no-pager", "--only-changed").stdout
+        assert "topics-lr5e-5" in table
+    finally:
+        # exp run leaves its results in the workspace: return to the committed baseline for the other tests
+        sh(reproduced, "git", "checkout", "-q", "HEAD", "--", ".")
+        sh(reproduced, "dvc", "checkout", "-q", "--force")

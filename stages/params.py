@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,13 +428,31 @@ def validate(raw: Any) -> dict:
     return params
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 (and DVC, and ruamel) do: `5e-05` is a number.
+
+    PyYAML follows YAML 1.1, where an exponent without a dot is a string; `dvc exp run -S lr=5e-5` writes
+    exactly that form into params.yaml."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     """Read and validate params.yaml; every stage starts here."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: not found (run stages from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise PipelineError(f"{path}: not valid YAML: {err}") from None
     try:

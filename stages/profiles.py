@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.errors import PipelineError, run_stage
-from stages.params import PARAMS_FILE, validate
+from stages.params import PARAMS_FILE, read_yaml, validate
 
 REPLACED_WHOLE = {"source"}
 
@@ -41,8 +41,6 @@ def _yaml() -> Any:
 
 def apply_profile(overlay_file: Path, params_file: Path = Path(PARAMS_FILE), replacements: dict | None = None) -> None:
     """Merge an overlay file into params.yaml; `replacements` substitutes {name} placeholders in the overlay."""
-    import yaml
-
     from stages.atomic import atomic_file
 
     if not overlay_file.exists():
@@ -60,7 +58,7 @@ def apply_profile(overlay_file: Path, params_file: Path = Path(PARAMS_FILE), rep
     buffer = io.StringIO()
     handler.dump(params, buffer)
     try:
-        validate(yaml.safe_load(buffer.getvalue()))
+        validate(read_yaml(buffer.getvalue()))
     except PipelineError as err:
         raise PipelineError(f"{overlay_file} makes params.yaml invalid: {err}") from None
     with atomic_file(params_file) as handle:

@@ -77,3 +77,13 @@ def test_load_params_reports_file(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: [1\n")
     with pytest.raises(PipelineError, match="params.yaml: not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    """`dvc exp run -S finetune.x.train.learning_rate=5e-5` writes `5e-05`, a string to YAML 1.1 (PyYAML)."""
+    text = (REPO / "params.yaml").read_text()
+    assert "learning_rate: 1.0e-4" in text
+    target = tmp_path / "params.yaml"
+    target.write_text(text.replace("learning_rate: 1.0e-4", "learning_rate: 5e-05", 1))
+    params = load_params(target)
+    assert 5e-05 in [run["train"].get("learning_rate") for run in params["finetune"].values()]

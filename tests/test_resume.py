@@ -10,8 +10,10 @@ a checkpoint on disk and the remaining steps not yet trained.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,7 +112,14 @@ def kill_after_checkpoint(repo: Path, command: list[str], run: str, step: int, t
                 pytest.fail(f"no checkpoint {step} after {timeout} s")
             time.sleep(0.1)
     finally:
+        import psutil  # a dependency of dvc
+
+        # The whole tree, also a child that put itself in another process group.
+        tree = psutil.Process(process.pid).children(recursive=True)
         os.killpg(process.pid, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
         process.wait(timeout=30)
         process.stdout.close()
     assert process.returncode == -signal.SIGKILL
@@ -284,8 +293,10 @@ def test_dvc_repro_after_kill_resumes_and_completes(prepared, uninterrupted, tmp
     assert stage in json.loads(dvc(repo, "status", "--json", stage).stdout)  # not done in DVC's eyes
     result = dvc(repo, "repro", "--single-item", stage)
     output = result.stdout + result.stderr
-    notes = [line for line in output.splitlines() if "resum" in line or "discard" in line or "checkpoint" in line]
-    assert f"resuming run {BEST_RUN} from step 12" in output, notes or output[-2000:]
+    resumed = re.search(rf"resuming run {BEST_RUN} from step (\d+)", output)
+    # The kill lands at the step-12 checkpoint; under a heavily loaded CI machine it has been seen to land at the
+    # next one (16). Either way the run must resume mid-training and end where the uninterrupted run ends.
+    assert resumed and 12 <= int(resumed.group(1)) < 18, output[-2000:]
     assert json.loads(dvc(repo, "status", "--json", stage).stdout) == {}
     assert not (repo / "checkpoints" / BEST_RUN).exists()
     assert_same_result(finished_run(repo, BEST_RUN), finished_run(uninterrupted, BEST_RUN))

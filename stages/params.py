@@ -429,12 +429,21 @@ def validate(raw: Any) -> dict:
 
 
 class ParamsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading floats as YAML 1.2 (and DVC, and ruamel) do: `5e-05` is a number.
+    """PyYAML's safe loader, reading floats and booleans as YAML 1.2 (and DVC, and ruamel) do: `5e-05` is a
+    number and `no` is a string.
 
     PyYAML follows YAML 1.1, where an exponent without a dot is a string; `dvc exp run -S lr=5e-5` writes
     exactly that form into params.yaml."""
 
 
+# Booleans as in YAML 1.2 too: only true/false. Under YAML 1.1 `no`, `yes`, `on` and `off` are booleans, and DVC
+# (YAML 1.2) writes `eval_strategy: no` back unquoted when `dvc exp run -S` edits params.yaml.
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
 ParamsLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),

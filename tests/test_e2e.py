@@ -79,7 +79,7 @@ def test_plot_param_reruns_only_plot_and_report(reproduced):
         assert ran == ["plot", "report"]
     finally:
         params_file.write_text(original)
-        sh(reproduced, "dvc", "repro", "plot")
+        sh(reproduced, "dvc", "repro")  # plot and report back to the committed params
 
 
 def test_predict_on_the_trained_model(reproduced):

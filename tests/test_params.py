@@ -87,3 +87,12 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     target.write_text(text.replace("learning_rate: 1.0e-4", "learning_rate: 5e-05", 1))
     params = load_params(target)
     assert 5e-05 in [run["train"].get("learning_rate") for run in params["finetune"].values()]
+
+
+def test_unquoted_no_is_the_string_no(tmp_path):
+    """DVC (YAML 1.2) writes `eval_strategy: no` unquoted when `dvc exp run -S` rewrites params.yaml."""
+    text = (REPO / "params.yaml").read_text()
+    assert 'eval_strategy: "no"' in text
+    target = tmp_path / "params.yaml"
+    target.write_text(text.replace('eval_strategy: "no"', "eval_strategy: no"))
+    assert load_params(target)["freeze_sweep"]["train"]["eval_strategy"] == "no"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -115,7 +114,9 @@ def kill_after_checkpoint(repo: Path, command: list[str], run: str, step: int, t
         import psutil  # a dependency of dvc
 
         # The whole tree, also a child that put itself in another process group.
-        tree = psutil.Process(process.pid).children(recursive=True)
+        tree = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree = psutil.Process(process.pid).children(recursive=True)
         os.killpg(process.pid, signal.SIGKILL)
         for child in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -279,24 +280,24 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_dvc_repro_after_kill_resumes_and_completes(prepared, uninterrupted, tmp_path):
-    """`dvc repro` killed while it trains (at the epoch-end checkpoint of step 12), then run again; the run keeps
+    """The stage killed while it trains (at the epoch-end checkpoint of step 12), then `dvc repro`; the run keeps
     the best checkpoint (load_best_model_at_end) through the kill and loads it at the end."""
     repo = copy_repo(prepared, tmp_path / "repo")
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(command, cwd=repo, check=True, env=stage_env(repo))
     stage = f"finetune@{BEST_RUN}"
-    kill_after_checkpoint(repo, [sys.executable, "-m", "dvc", "repro", "--single-item", stage], BEST_RUN, step=12)
+    # The training process is the one killed: the test hook that holds it at the checkpoint does not reach a stage
+    # started by `dvc repro` on every machine (seen in CI: the run went on past the checkpoint), so the kill is made
+    # on the stage command itself, exactly as dvc.yaml runs it.
+    kill_after_checkpoint(repo, [sys.executable, "-m", "stages.finetune", BEST_RUN], BEST_RUN, step=12)
     assert_no_outputs(repo, BEST_RUN)
     state = json.loads((repo / "checkpoints" / BEST_RUN / "checkpoint-12" / "trainer_state.json").read_text())
     assert (repo / state["best_model_checkpoint"] / "model.safetensors").exists()
     assert stage in json.loads(dvc(repo, "status", "--json", stage).stdout)  # not done in DVC's eyes
     result = dvc(repo, "repro", "--single-item", stage)
     output = result.stdout + result.stderr
-    resumed = re.search(rf"resuming run {BEST_RUN} from step (\d+)", output)
-    # The kill lands at the step-12 checkpoint; under a heavily loaded CI machine it has been seen to land at the
-    # next one (16). Either way the run must resume mid-training and end where the uninterrupted run ends.
-    assert resumed and 12 <= int(resumed.group(1)) < 18, output[-2000:]
+    assert f"resuming run {BEST_RUN} from step 12" in output, output[-2000:]
     assert json.loads(dvc(repo, "status", "--json", stage).stdout) == {}
     assert not (repo / "checkpoints" / BEST_RUN).exists()
     assert_same_result(finished_run(repo, BEST_RUN), finished_run(uninterrupted, BEST_RUN))

@@ -24,11 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from realdata import SHARED, prepare  # noqa: E402
+from realdata import SHARED, prepare_with  # noqa: E402
+
+from stages.params import read_yaml  # noqa: E402
 
 # Runs a command and prints the peak resident set (KiB) of every process it started, once they have ended.
 PEAK_RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
@@ -49,8 +49,8 @@ def measured(command: list[str], cwd: Path) -> tuple[str, float, float]:
     return result.stdout, wall, peak / 1024
 
 
-def overrides_file(settings: list[str], target: Path) -> Path:
-    """`a.b.c=value` pairs as a params overlay (values parsed as YAML: 1e-4, false, null...)."""
+def overrides(settings: list[str]) -> dict:
+    """`a.b.c=value` pairs as nested params (values parsed as YAML: 1e-4, false, null...)."""
     overlay: dict = {}
     for setting in settings:
         key, _, value = setting.partition("=")
@@ -58,9 +58,8 @@ def overrides_file(settings: list[str], target: Path) -> Path:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    target.write_text(yaml.safe_dump(overlay))
-    return target
+        node[leaf] = read_yaml(value)  # as params.yaml is read: 5e-5 is a number
+    return overlay
 
 
 def run_book(workdir: Path) -> dict:
@@ -115,11 +114,7 @@ def main() -> None:
           f"{torch.__version__} with {torch.get_num_threads()} threads (OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); overlay {args.overlay.name} {' '.join(args.set)}",
           flush=True)
-    prepare(workdir, args.overlay)
-    if args.set:
-        from stages.profiles import apply_profile
-
-        apply_profile(overrides_file(args.set, workdir / "overrides.yaml"), workdir / "params.yaml")
+    overlay_file = prepare_with(workdir, args.overlay, overrides(args.set))
     _, tokenize_s, _ = measured(["dvc", "repro", "tokenize@sentiment"], workdir)
     book = pipeline = None
     if args.only != "pipeline":
@@ -133,6 +128,7 @@ def main() -> None:
     print_table(book, pipeline, tokenize_s)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
+        overlay_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from realdata import SHARED, merge, prepare  # noqa: E402
+from realdata import SHARED, prepare_with  # noqa: E402
 
 RECIPE = {"learning_rate": 2.0e-5, "epochs": 1, "batch_size": 16, "eval_strategy": "no", "max_train_samples": None}
 
@@ -44,12 +42,9 @@ def main() -> None:
     if not SHARED.exists():
         sys.exit(f"{SHARED} is absent: real-data benchmarks need ../shared/data beside the repo")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="freeze-sweep-rt-"))
-    overlay = merge(yaml.safe_load((BENCH / "profiles" / "rt-polarity.yaml").read_text()),
-                    {"freeze_sweep": {"task": "sentiment", "init": "base", "points": args.points, "train": RECIPE}})
-    overlay_file = workdir.parent / f"{workdir.name}-overlay.yaml"
-    overlay_file.write_text(yaml.safe_dump(overlay, sort_keys=False))
     print(f"workdir {workdir}; points {args.points}; recipe {RECIPE}", flush=True)
-    prepare(workdir, overlay_file)
+    overlay_file = prepare_with(workdir, BENCH / "profiles" / "rt-polarity.yaml",
+                 {"freeze_sweep": {"task": "sentiment", "init": "base", "points": args.points, "train": RECIPE}})
     started = time.perf_counter()
     subprocess.run(["dvc", "repro", "freeze_sweep_table"], cwd=workdir, check=True)
     print(f"dvc repro freeze_sweep_table: {time.perf_counter() - started:.0f} s wall")

@@ -38,6 +38,19 @@ def prepare(workdir: Path, overlay_file: Path) -> None:
     subprocess.run(["dvc", "init", "-q", "--force"], cwd=workdir, check=True)
 
 
+def prepare_with(workdir: Path, overlay_file: Path, extra: dict) -> Path:
+    """prepare(), with `extra` params merged over the overlay file; returns the merged overlay, written beside the
+    workdir (`<workdir>-overlay.yaml`) as the record of what ran (the caller removes it with the workdir)."""
+    import yaml
+
+    from stages.profiles import merge
+
+    merged = workdir.parent / f"{workdir.name}-overlay.yaml"
+    merged.write_text(yaml.safe_dump(merge(yaml.safe_load(overlay_file.read_text()), extra), sort_keys=False))
+    prepare(workdir, merged)
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overlay", type=Path)

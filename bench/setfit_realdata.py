@@ -22,14 +22,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from realdata import SHARED, prepare  # noqa: E402
-
-from stages.profiles import merge  # noqa: E402
+from realdata import SHARED, prepare_with  # noqa: E402
 
 
 def same_test_split(ours: Path, theirs: Path) -> bool:
@@ -49,14 +46,11 @@ def main() -> None:
     if not SHARED.exists():
         sys.exit(f"{SHARED} is absent: real-data benchmarks need ../shared/data beside the repo")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="setfit-rt-"))
-    overlay = merge(yaml.safe_load((BENCH / "profiles" / "rt-polarity.yaml").read_text()),
-                    {"setfit": {"tasks": ["sentiment"], "samples_per_class": args.n, "init": "base",
-                                "num_iterations": args.num_iterations, "epochs": 1, "batch_size": 16,
-                                "learning_rate": 2.0e-5}})
-    overlay_file = workdir.parent / f"{workdir.name}-overlay.yaml"
-    overlay_file.write_text(yaml.safe_dump(overlay, sort_keys=False))
     print(f"workdir {workdir}; N {args.n}; num_iterations {args.num_iterations}", flush=True)
-    prepare(workdir, overlay_file)
+    overlay_file = prepare_with(workdir, BENCH / "profiles" / "rt-polarity.yaml",
+                 {"setfit": {"tasks": ["sentiment"], "samples_per_class": args.n, "init": "base",
+                             "num_iterations": args.num_iterations, "epochs": 1, "batch_size": 16,
+                             "learning_rate": 2.0e-5}})
     shutil.rmtree(workdir / "metrics", ignore_errors=True)  # the repo's sample-data results must not leak in
     targets = [f"setfit@sentiment-{n}" for n in args.n]
     if args.reuse_finetune is None:

@@ -30,6 +30,7 @@ BEST_RUN = "best"  # the default: best checkpoint at each epoch's evaluation, lo
 # 48 training examples, batch 8: 6 optimizer steps per epoch, 18 in all. Checkpoints every 4 steps: 4 and 8 in
 # the middle of epochs 1 and 2, 12 at the end of epoch 2 (saved after that epoch's evaluation), 16 in epoch 3.
 CHECKPOINT_STEPS = 4
+HOOK_DIR = ".resume-test-hook"
 HOOK = '''
 import os
 import sys
@@ -74,7 +75,8 @@ def prepared(tmp_path_factory, tiny_model_dir) -> Path:
     repo = make_stage_repo(tmp_path_factory.mktemp("resume") / "prepared", resume_params, tiny_model_dir)
     run_module(repo, "stages.download", "sentiment")
     run_module(repo, "stages.tokenize_data", "sentiment")
-    hook = repo.parent / "hook"
+    # Inside the repo, so every copy of it carries the hook along (a folder beside it would not be copied).
+    hook = repo / HOOK_DIR
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HOOK)
     return repo
@@ -91,13 +93,16 @@ def stage_env(repo: Path, hang_after: int | None = None) -> dict:
            # dvc runs the stage's `python -m ...` through the shell: the interpreter running the tests
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     if hang_after is not None:
-        env["PYTHONPATH"] = f"{repo.parent / 'hook'}{os.pathsep}{repo}"
+        hook = repo / HOOK_DIR / "sitecustomize.py"
+        assert hook.exists(), f"the test hook is missing: {hook}"
+        env["PYTHONPATH"] = f"{hook.parent}{os.pathsep}{repo}"
         env["RESUME_TEST_HANG_AFTER_STEP"] = str(hang_after)
     return env
 
 
-def kill_after_checkpoint(repo: Path, command: list[str], run: str, step: int, timeout: float = 120.0) -> None:
-    """Start `command` in its own process group, wait until checkpoint-<step> is complete, SIGKILL the group."""
+def kill_after_checkpoint(repo: Path, command: list[str], run: str, step: int, timeout: float = 180.0) -> str:
+    """Start `command` in its own session, wait until checkpoint-<step> is complete (the hook then holds the
+    training process), SIGKILL the process group and every descendant; return the command's output."""
     process = subprocess.Popen(command, cwd=repo, env=stage_env(repo, hang_after=step), start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marker = repo / "checkpoints" / run / f"checkpoint-{step}" / "pipeline_resume.json"
@@ -117,13 +122,19 @@ def kill_after_checkpoint(repo: Path, command: list[str], run: str, step: int, t
         tree = []
         with contextlib.suppress(psutil.NoSuchProcess):
             tree = psutil.Process(process.pid).children(recursive=True)
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         for child in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
         process.wait(timeout=30)
+        output = process.stdout.read()
         process.stdout.close()
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode == -signal.SIGKILL, output[-3000:]
+    # The hook held training at this checkpoint: no later one was started, so the kill came mid-run.
+    later = [p.name for p in (repo / "checkpoints" / run).glob("checkpoint-*") if int(p.name.split("-")[1]) > step]
+    assert not later, f"training went on past checkpoint {step} (the hold hook did not act): {later}"
+    return output
 
 
 @pytest.fixture(scope="module")
@@ -287,10 +298,8 @@ def test_dvc_repro_after_kill_resumes_and_completes(prepared, uninterrupted, tmp
     for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(command, cwd=repo, check=True, env=stage_env(repo))
     stage = f"finetune@{BEST_RUN}"
-    # The training process is the one killed: the test hook that holds it at the checkpoint does not reach a stage
-    # started by `dvc repro` on every machine (seen in CI: the run went on past the checkpoint), so the kill is made
-    # on the stage command itself, exactly as dvc.yaml runs it.
-    kill_after_checkpoint(repo, [sys.executable, "-m", "stages.finetune", BEST_RUN], BEST_RUN, step=12)
+    # `dvc repro` itself is killed, with the stage it runs: what an OOM kill or a lost machine does to a job.
+    kill_after_checkpoint(repo, [sys.executable, "-m", "dvc", "repro", "--single-item", stage], BEST_RUN, step=12)
     assert_no_outputs(repo, BEST_RUN)
     state = json.loads((repo / "checkpoints" / BEST_RUN / "checkpoint-12" / "trainer_state.json").read_text())
     assert (repo / state["best_model_checkpoint"] / "model.safetensors").exists()

@@ -45,8 +45,13 @@ def encode_words(tokenizer: Any, words: list[list[str]], max_length: int) -> Any
     return tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
 
 
-def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int]) -> tuple[dict, int]:
+def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int],
+                      training_split: bool = True) -> tuple[dict, int]:
     """Words -> sub-tokens with aligned labels; also keeps word ids and word-level gold labels for evaluation.
+
+    `label_all_tokens` labels continuation sub-tokens of the training split only: validation and test keep one
+    label per word (its first sub-token), so the validation F1 that picks the best checkpoint is the word-level
+    score the evaluate stage reports, not one that also counts continuation pieces.
 
     Returns the columns and the number of words that truncation cut off: those stay in `word_labels`, so
     evaluation counts them as missed instead of letting them vanish.
@@ -54,13 +59,14 @@ def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id:
     words = [[str(word) for word in sentence] for sentence in frame["tokens"]]  # Parquet gives numpy arrays
     encoded = encode_words(tokenizer, words, task["max_length"])
     b_to_i = begin_to_inside(label2id) if uses_bio(task) else {}  # POS tags are not entity starts
+    label_continuations = task["label_all_tokens"] and training_split
     columns: dict[str, list] = {key: list(value) for key, value in encoded.items()}
     columns["labels"], columns["word_ids"], columns["word_labels"] = [], [], []
     cut_words = 0
     for index, tags in enumerate(frame["tags"]):
         word_ids = encoded.word_ids(index)
         word_labels = [label2id[str(tag)] for tag in tags]
-        columns["labels"].append(align_word_labels(word_ids, word_labels, task["label_all_tokens"], b_to_i))
+        columns["labels"].append(align_word_labels(word_ids, word_labels, label_continuations, b_to_i))
         columns["word_ids"].append([NO_WORD if w is None else w for w in word_ids])
         columns["word_labels"].append(word_labels)
         seen = {w for w in word_ids if w is not None}

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     encoded = {}
     for split, frame in splits.items():
         if task["type"] == "token":
-            columns, cut = encode_token_task(tokenizer, frame, task, label2id)
+            columns, cut = encode_token_task(tokenizer, frame, task, label2id, training_split=split == "train")
             if cut:
                 log.warning("task %s, %s split: %d words beyond max_length=%d were cut; evaluation counts them "
                             "as missed", name, split, cut, task["max_length"])

@@ -174,11 +174,13 @@ TAGS = ["B-PER", "I-PER", "O", "B-ORG", "O"]
 LABEL2ID = {label: i for i, label in enumerate(CONLL_ORDER)}
 
 
-def encode(tokenizer, label_all: bool, words=WORDS, tags=TAGS, max_length: int = 64, scheme: str = "iob2"):
+def encode(tokenizer, label_all: bool, words=WORDS, tags=TAGS, max_length: int = 64, scheme: str = "iob2",
+           training_split: bool = True):
     task = token_task({"path": ".", "format": "conll", "train": "x", "scheme": scheme}, max_length=max_length,
                       label_all_tokens=label_all)
     label2id = LABEL2ID if scheme != "none" else {t: i for i, t in enumerate(sorted(set(tags)))}
-    return encode_token_task(tokenizer, pd.DataFrame({"tokens": [words], "tags": [tags]}), task, label2id)
+    return encode_token_task(tokenizer, pd.DataFrame({"tokens": [words], "tags": [tags]}), task, label2id,
+                             training_split=training_split)
 
 
 def test_first_subtoken_alignment(tokenizer):
@@ -202,6 +204,15 @@ def test_label_all_tokens_turns_b_into_i_on_continuations(tokenizer):
     ids = {t: i for i, t in enumerate(sorted({"B-X", "NN", "VBD", "NNP", "."}))}
     assert columns["labels"][0][7:9] == [ids["NNP"], ids["NNP"]]
     assert columns["labels"][0][2:6] == [ids["NN"]] * 4
+
+
+def test_label_all_tokens_leaves_validation_and_test_at_one_label_per_word(tokenizer):
+    """The validation F1 that selects the best checkpoint must be the word-level score evaluate reports."""
+    trained, _ = encode(tokenizer, label_all=True)
+    held_out, _ = encode(tokenizer, label_all=True, training_split=False)
+    first_only, _ = encode(tokenizer, label_all=False)
+    assert held_out["labels"] == first_only["labels"] != trained["labels"]
+    assert held_out["word_labels"] == trained["word_labels"]
 
 
 def test_long_sentence_words_are_counted_and_scored_as_missed(tokenizer):

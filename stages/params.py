@@ -197,6 +197,9 @@ SOURCE = Section(
         "files": opt(dict),  # format lines: label -> file, one example per line
         "encoding": opt(str, "utf-8"),
         "delimiter": opt(str),  # csv/tsv override
+        # csv/tsv: "csv" reads double-quoted fields (which may hold the delimiter or newlines); "none" takes quotes
+        # as plain text, one row per line (TSV exports whose texts hold a stray " quote)
+        "quoting": opt(str, "csv", choices=("csv", "none")),
         "split": opt(dict),  # fractions carved from train when a split is missing: {validation: 0.1, test: 0.1}
         "token_column": opt(int, 0),  # conll: which whitespace-separated column holds the word
         "tag_column": opt(int, -1),  # conll: which column holds the tag (NER -1, POS 1, chunk 2 in CoNLL-2003)

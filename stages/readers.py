@@ -94,7 +94,7 @@ def read_local(source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
             out[split] = read_conll(path, source["token_column"], source["tag_column"], source["scheme"],
                                     source["encoding"])
         else:
-            out[split] = read_table(path, fmt, source["encoding"], source["delimiter"])
+            out[split] = read_table(path, fmt, source["encoding"], source["delimiter"], quoting=source["quoting"])
         if len(out[split]) == 0:
             only = {"csv": " (only a header)", "tsv": " (only a header)", "conll": " (only -DOCSTART- or blank lines)"}
             raise PipelineError(f"{where}.source.{split}: {path} holds no examples{only.get(fmt, '')}: "
@@ -138,8 +138,9 @@ def split_lines(text: str) -> list[str]:
 
 
 def read_table(path: Path, fmt: str, encoding: str, delimiter: str | None,
-               params: str = "task's source") -> pd.DataFrame:
-    """CSV/TSV/JSONL/Parquet with named columns (`params` names the params section for hints)."""
+               params: str = "task's source", quoting: str = "csv") -> pd.DataFrame:
+    """CSV/TSV/JSONL/Parquet with named columns (`params` names the params section for hints; `quoting` "none"
+    reads CSV/TSV double quotes as plain text)."""
     if fmt == "parquet":
         if path.is_dir():
             raise PipelineError(f"{path}: is a directory, expected a Parquet file")
@@ -166,13 +167,15 @@ def read_table(path: Path, fmt: str, encoding: str, delimiter: str | None,
             rows.append(row)
         return pd.DataFrame(rows)
     sep = delimiter or ("\t" if fmt == "tsv" else ",")
-    return _read_delimited(path, text, sep, f"{params}.delimiter" if params.endswith("source") else None)
+    return _read_delimited(path, text, sep, params if params.endswith("source") else None, quoting == "csv")
 
 
-def _read_delimited(path: Path, text: str, sep: str, key: str | None) -> pd.DataFrame:
-    """CSV/TSV via the csv module: quoted fields may hold newlines or any length; errors name the line."""
+def _read_delimited(path: Path, text: str, sep: str, source_key: str | None, quoted: bool) -> pd.DataFrame:
+    """CSV/TSV via the csv module: quoted fields may hold newlines or any length; errors name the line and, for a
+    task source (`source_key`), the param that may fix them."""
     lines = io.StringIO(text, newline="").readlines()  # the csv reader's line_num counts these
-    reader = csv.reader(lines, delimiter=sep)
+    reader = csv.reader(lines, delimiter=sep) if quoted else csv.reader(lines, delimiter=sep, quoting=csv.QUOTE_NONE)
+    quote_hint = f"; if quotes are plain text in this file, set the {source_key}.quoting param to none" if source_key else ""
     rows: list[tuple[int, list[str]]] = []  # (first line of the row, fields)
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, len(text) + 1))  # one long text is data, not an error
@@ -185,18 +188,24 @@ def _read_delimited(path: Path, text: str, sep: str, key: str | None) -> pd.Data
                 break
             except csv.Error as err:
                 raise PipelineError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
+            if quoted and sep == "\t" and reader.line_num > start and any("\t" in f and "\n" in f for f in row):
+                raise PipelineError(
+                    f"{path}, line {start}: a quoted field runs to line {reader.line_num} and holds tabs and line "
+                    f"breaks: most likely a text starting with a stray double quote swallowed the rows after it"
+                    f"{quote_hint or '; quotes are plain text in this reader'}")
             rows.append((start, row))
-        truncated = bool(rows) and _ends_inside_quotes(lines[rows[-1][0] - 1:], sep)
+        truncated = quoted and bool(rows) and _ends_inside_quotes(lines[rows[-1][0] - 1:], sep)
     finally:
         csv.field_size_limit(limit)
     if truncated:
         raise PipelineError(f"{path}, line {rows[-1][0]}: a quoted field opened on this line is never closed: the "
-                            "file ends inside it (truncated file, or a stray double quote)")
+                            f"file ends inside it (truncated file, or a stray double quote{quote_hint})")
     header = rows[0][1]
     if len(header) == 1:
         for other in (",", "\t", ";", "|"):
             if other != sep and len(header[0].split(other)) > 1:
-                fix = f"set the {key} param to {other!r}" if key else f"this reader splits on {sep!r}"
+                fix = f"set the {source_key}.delimiter param to {other!r}" if source_key else \
+                    f"this reader splits on {sep!r}"
                 raise PipelineError(
                     f"{path}, line 1: the header {header[0][:60]!r} is a single column when split on {sep!r}, "
                     f"but the file looks {other!r}-separated ({fix})"
@@ -209,7 +218,8 @@ def _read_delimited(path: Path, text: str, sep: str, key: str | None) -> pd.Data
         if row and len(row) != len(header):
             raise PipelineError(
                 f"{path}, line {number}: {len(row)} fields where the header has {len(header)} "
-                f"(delimiter {sep!r}; is the file quoted correctly, or is it another delimiter?)"
+                f"(delimiter {sep!r}; is the file quoted correctly, or is it another delimiter?"
+                f"{quote_hint if quoted else ''})"
             )
     return pd.DataFrame([row for _, row in rows[1:] if row], columns=header)
 

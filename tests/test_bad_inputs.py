@@ -128,6 +128,9 @@ def line_texts(*present: str, total: int = 20) -> Callable[[dict[str, pd.DataFra
 
 CP1252 = ROWS[:2] + [("na\u00efve r\u00e9sum\u00e9", "pos")]
 CSV = utf8(csv_text(ROWS))
+STRAY_QUOTE_ROWS = [("a fine film", "pos"), ('"Wow, what a film', "pos"), ("dull and slow", "neg"),
+                    ('a 12" pizza', "neg"), ("c'est la vie", "pos")]
+STRAY_QUOTE_TSV = utf8("text\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in STRAY_QUOTE_ROWS))
 SEQUENCE_CASES = [
     # CSV
     table("csv", "truncated-in-quoted-field", CSV + b'"a review cut off in the mid', "line 7",
@@ -178,6 +181,9 @@ SEQUENCE_CASES = [
     table("tsv", "10mb-single-line", utf8(csv_text(ROWS + [(BIG, "pos")], sep="\t")), check=one_long_text),
     table("tsv", "crlf", utf8(csv_text(ROWS, sep="\t", end="\r\n")), check=rows_are(ROWS)),
     table("tsv", "bom", utf8(BOM + csv_text(ROWS, sep="\t")), check=rows_are(ROWS)),
+    table("tsv", "stray-quote-swallows-rows", STRAY_QUOTE_TSV, "line 3: a quoted field runs to line 5",
+          "set the task's source.quoting param to none"),
+    table("tsv", "stray-quote-with-quoting-none", STRAY_QUOTE_TSV, check=rows_are(STRAY_QUOTE_ROWS), quoting="none"),
     # JSONL
     table("jsonl", "truncated-mid-object", utf8(jsonl_text(ROWS) + '{"text": "cut off', ), "line 6: not valid JSON",
           "expected one JSON object per line"),

@@ -92,6 +92,22 @@ def test_wrong_field_count_names_line(tmp_path):
         read_task_splits(task, seed=0, where="tasks.t")
 
 
+def test_tsv_with_stray_quotes_reads_with_quoting_none(tmp_path):
+    """A TSV export where a text opens a double quote it never closes: the CSV quoting rules would swallow the
+    following lines, so the default names the line and the param; `quoting: none` reads quotes as text."""
+    rows = ['"Wow, what a film\tpos', "plain text\tneg", 'a 12" pizza\tpos', '"quoted" start\tneg']
+    write(tmp_path / "d.tsv", "text\tlabel\n" + "\n".join(rows * 3) + "\n")
+    source = {"path": str(tmp_path / "d.tsv"), "format": "tsv", "train": "."}
+    with pytest.raises(PipelineError, match=r"d\.tsv, line 2: a quoted field runs to line 4 .*"
+                                             r"set the task's source\.quoting param to none"):
+        read_task_splits(make_task(source), seed=0, where="tasks.t")
+    splits = read_task_splits(make_task({**source, "quoting": "none"}), seed=0, where="tasks.t")
+    texts = pd.concat(splits.values())["text"]
+    assert len(texts) == 12 and set(texts) == {'"Wow, what a film', 'a 12" pizza', "plain text", '"quoted" start'}
+    with pytest.raises(PipelineError, match=r"tasks\.t\.source\.quoting"):
+        make_task({**source, "quoting": "never"})
+
+
 def test_empty_file_and_empty_split(tmp_path):
     write(tmp_path / "d.csv", "")
     task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": "."})

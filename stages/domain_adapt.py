@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.atomic import atomic_dir, write_json
+from stages.distributed import is_main_process, process_rank, relaunch_if_parallel, world_size
 from stages.errors import PipelineError, run_stage
 from stages.labels import IGNORE_INDEX
 from stages.mlm import (
@@ -70,7 +71,8 @@ def mlm_settings(mlm: dict) -> dict:
     so a fine-tune setting never reruns domain adaptation). No evaluation during training: perplexity is
     measured before and after on the fixed masked set instead."""
     settings = {name: value.default for name, value in TRAIN_FIELDS.items()}
-    settings.update({k: mlm[k] for k in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "weight_decay")})
+    settings.update({k: mlm[k] for k in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "weight_decay",
+                                         "num_processes")})
     settings.update(eval_strategy="no", load_best_model_at_end=False, group_by_length=False)
     return settings
 
@@ -134,25 +136,30 @@ def _finite(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
-def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: bool = False) -> dict:
-    """Measure, train, measure. Returns the model, tokenizer, metrics and probes (nothing written here)."""
+def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: bool = False) -> dict | None:
+    """Measure, train, measure. Returns the model, tokenizer, metrics and probes (nothing written here).
+
+    Under data parallelism every process trains; only the main one measures and returns (the others get None).
+    """
     from transformers import set_seed
 
+    main_process = is_main_process()
     check_probability(mlm["mlm_probability"])
     tokenizer = load_tokenizer(base_dir, trust_remote_code)
     mask_token_id(tokenizer, str(base_dir))
     probe_inputs(mlm["probes"], tokenizer)  # a bad probe fails before any training
-    set_seed(seed)  # the new head's initial weights
+    set_seed(seed)  # the new head's initial weights (the same in every process)
     model, new_keys, unused = load_mlm_model(base_dir, trust_remote_code)
-    if new_keys:
+    if new_keys and main_process:
         log.warning("%s has no masked-LM head: %d weights newly initialised (%s) and trained here; the 'before' "
                     "perplexity and probes are those of an untrained head", base_dir, len(new_keys),
                     ", ".join(new_keys))
     whole_word = mlm["masking"] == "whole_word"
-    masked_eval = fixed_eval_masking(blocks["validation"], tokenizer, mlm["mlm_probability"], whole_word, seed)
-    loss_before = mean_masked_loss(model, masked_eval, mlm["eval_batch_size"])
-    probes_before = fill_mask(model, tokenizer, mlm["probes"], mlm["top_k"])
-    log.info("before: eval loss %.4f, perplexity %.1f", loss_before, perplexity(loss_before))
+    if main_process:
+        masked_eval = fixed_eval_masking(blocks["validation"], tokenizer, mlm["mlm_probability"], whole_word, seed)
+        loss_before = mean_masked_loss(model, masked_eval, mlm["eval_batch_size"])
+        probes_before = fill_mask(model, tokenizer, mlm["probes"], mlm["top_k"])
+        log.info("before: eval loss %.4f, perplexity %.1f", loss_before, perplexity(loss_before))
 
     output_dir = CHECKPOINT_ROOT / RUN_NAME
     shutil.rmtree(output_dir, ignore_errors=True)
@@ -160,13 +167,16 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
         model=model,
         args=training_arguments(mlm_settings(mlm), seed, output_dir, None, remove_unused_columns=False),
         train_dataset=blocks["train"],
-        data_collator=MlmCollator(tokenizer, mlm["mlm_probability"], whole_word, seed + 1),
+        # Each process masks its own shard from its own stream (rank 0: the single-process stream).
+        data_collator=MlmCollator(tokenizer, mlm["mlm_probability"], whole_word, seed + 1 + process_rank()),
         processing_class=tokenizer,
     )
     log.info("MLM training: %d blocks of %d tokens, %s masking p=%s, %s epochs, lr %s", len(blocks["train"]),
              len(blocks["train"][0]["input_ids"]), mlm["masking"], mlm["mlm_probability"], mlm["epochs"],
              mlm["learning_rate"])
     output = trainer.train()
+    if not main_process:
+        return None
     shutil.rmtree(output_dir, ignore_errors=True)
     model = trainer.model
     loss_after = mean_masked_loss(model, masked_eval, mlm["eval_batch_size"])
@@ -187,6 +197,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
         "epochs": mlm["epochs"],
         "learning_rate": mlm["learning_rate"],
         "seed": seed,
+        "num_processes": world_size(),
         "train_loss": round(float(output.training_loss), 6),
         "train_runtime_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
@@ -203,8 +214,12 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
 
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
+    if relaunch_if_parallel("stages.domain_adapt", [], mlm_settings(params["mlm"]), "mlm"):
+        return
     base_dir = init_dir("base")
     result = adapt(base_dir, load_blocks(), params["mlm"], mlm_seed(params), params["model"]["trust_remote_code"])
+    if result is None:  # a data-parallel process other than the main one
+        return
     with atomic_dir(MODEL_DIRS["adapted"]) as tmp:
         save_adapted(result["model"], result["tokenizer"], tmp, base_dir, result["carried"])
     write_json(METRICS_FILE, result["metrics"])

@@ -360,6 +360,7 @@ MLM = Section(
         "batch_size": opt(int, 16, minimum=1),
         "eval_batch_size": opt(int, 16, minimum=1),  # MLM logits are [batch, chunk, vocab]: keep it small
         "weight_decay": opt(float, 0.01, minimum=0.0),
+        "num_processes": opt(int, 1, minimum=1),  # data-parallel processes (accelerate launch); batch_size is global
         "seed": opt(int, minimum=0),  # block split, masking and training; null: the top-level seed
         "probes": opt(list, ["What a horrible [MASK]!"], items=Value((str,))),  # fill-mask sentences
         "top_k": opt(int, 5, minimum=1),

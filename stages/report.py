@@ -282,7 +282,8 @@ def _train_summary(run: str) -> dict:
     return read_json(path) if path.exists() else {}
 
 
-def runs_section(page: Page, metrics: dict[str, dict], dpi: int, per_run: int) -> None:
+def runs_section(page: Page, metrics: dict[str, dict], dpi: int, per_run: int, old: dict[str, dict] | None = None,
+                 rev: str | None = None) -> None:
     if not metrics:
         page.add("runs", "Runs", note("No evaluated runs (metrics/&lt;run&gt;.json) yet."))
         return
@@ -291,12 +292,20 @@ def runs_section(page: Page, metrics: dict[str, dict], dpi: int, per_run: int) -
         parts.append(f'<h3 id="run-{esc(run)}">{esc(run)}: task {esc(data.get("task", "?"))} '
                      f'({esc(data.get("type", "?"))}, init {esc(data.get("init", "?"))})</h3>')
         tables = [table(["test metric", "value"], scalar_rows(data, skip=("task", "type", "init")))]
-        per = data.get("per_type") or data.get("per_class")
+        group = "per_type" if data.get("per_type") else "per_class"
+        per = data.get(group)
         if per:
-            kind = "entity type" if data.get("per_type") else "class"
+            kind = "entity type" if group == "per_type" else "class"
+            headers = [kind, "precision", "recall", "f1", "support"]
             rows = [[esc(name)] + [fmt(v.get(k)) for k in ("precision", "recall", "f1", "support")]
                     for name, v in per.items()]
-            tables.append(table([kind, "precision", "recall", "f1", "support"], rows))
+            if rev:  # each type's F1 at the other revision, and the change
+                headers += [f"f1 at {rev}", "delta"]
+                before_run = (old or {}).get(run, {})
+                for row, (name, v) in zip(rows, per.items(), strict=True):
+                    before = before_run.get(f"{group}.{name}.f1")
+                    row += [fmt(before) if before is not None else "&ndash;", delta_cell("f1", before, v.get("f1"))]
+            tables.append(table(headers, rows))
         train = _train_summary(run)
         if train:
             tables.append(table(["training", "value"], scalar_rows(train, skip=("task", "init"))))
@@ -523,12 +532,13 @@ def read_other_revision(rev: str) -> dict:
 
 
 def old_run_metrics(diff: dict) -> dict[str, dict]:
-    """Top-level metrics of each run at the other revision, from the diff (keys metrics/<run>.json)."""
+    """Each run's metrics at the other revision, from the diff of metrics/<run>.json, under DVC's flattened keys
+    (`f1`, `per_type.LOC.f1`, ...)."""
     out: dict[str, dict] = {}
     for path, entries in diff.get("diff", {}).items():
         p = Path(path)
         if p.parent == plot.METRICS_DIR:
-            out[p.stem] = {k: v.get("old") for k, v in entries.items() if "." not in k}
+            out[p.stem] = {k: v.get("old") for k, v in entries.items()}
     return out
 
 
@@ -538,12 +548,13 @@ def build(params: dict, compare_rev: str | None) -> str:
     seed = params["seed"]
     metrics = plot.run_metrics()
     diff = read_other_revision(compare_rev) if compare_rev else None
+    old = old_run_metrics(diff) if diff else None
     page = Page()
-    overview_section(page, metrics, old_run_metrics(diff) if diff else None, compare_rev, dpi)
+    overview_section(page, metrics, old, compare_rev, dpi)
     if diff is not None:
         comparison_section(page, compare_rev, diff)
     params_section(page, params)
-    runs_section(page, metrics, dpi, settings["predictions_per_run"])
+    runs_section(page, metrics, dpi, settings["predictions_per_run"], old, compare_rev)
     loss_section(page, dpi)
     freeze_sweep_section(page, params, dpi)
     setfit_section(page, params, dpi)

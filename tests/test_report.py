@@ -221,19 +221,25 @@ def _git(repo: Path, *args: str) -> None:
 
 @pytest.fixture()
 def two_commits(tmp_path: Path) -> Path:
-    """A git + DVC repo whose dvc.yaml declares metrics/sentiment.json; f1 goes 0.6 -> 0.79 between commits."""
+    """A git + DVC repo with declared metrics; between the commits sentiment f1 goes 0.6 -> 0.79 and the ner
+    MISC f1 0.2 -> 0.4."""
     if shutil.which("git") is None:
         pytest.skip("git is absent")
     root = fabricate(tmp_path / "repo")
-    (root / "dvc.yaml").write_text("metrics:\n  - metrics/sentiment.json\n  - metrics/domain_adapt.json\n")
+    (root / "dvc.yaml").write_text("metrics:\n  - metrics/sentiment.json\n  - metrics/ner.json\n"
+                                   "  - metrics/domain_adapt.json\n")
     current = json.loads((root / "metrics/sentiment.json").read_text())
     _json(root / "metrics/sentiment.json", {**current, "f1": 0.6, "accuracy": 0.7})
+    ner = json.loads((root / "metrics/ner.json").read_text())
+    _json(root / "metrics/ner.json", {**ner, "per_type": {**ner["per_type"], "MISC": {**ner["per_type"]["MISC"],
+                                                                                      "f1": 0.2}}})
     _git(root, "init", "-q")
     dvc = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "dvc"
     subprocess.run([str(dvc) if dvc.exists() else "dvc", "init", "-q"], cwd=root, check=True, capture_output=True)
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", "first")
     _json(root / "metrics/sentiment.json", current)
+    _json(root / "metrics/ner.json", ner)
     _git(root, "commit", "-qam", "second")
     return root
 
@@ -251,6 +257,12 @@ def test_report_compares_with_another_revision(two_commits: Path, monkeypatch: p
     assert "<tr><td>accuracy</td><td>0.7</td><td>0.7</td>" in unchanged  # the same in both commits
     overview = section(page, "overview")
     assert "score at HEAD~1" in overview and '<span class="up">+0.19</span>' in overview
+    # Per entity type: each type's F1 at the other revision and its change, in the run's own table.
+    runs = section(page, "runs")
+    assert "f1 at HEAD~1" in runs
+    assert re.search(r"<tr><td>MISC</td>(<td>[^<]*</td>){4}<td>0\.2</td><td><span class=\"up\">\+0\.2</span></td>",
+                     runs), runs[:3000]
+    assert re.search(r"<tr><td>PER</td>(<td>[^<]*</td>){4}<td>0\.9</td><td><span class=\"same\">0</span></td>", runs)
 
 
 def test_compare_rev_param_is_used_and_a_bad_rev_is_a_clear_error(two_commits: Path,

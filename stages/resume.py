@@ -13,6 +13,8 @@ Two details make a resumed run equal an uninterrupted one instead of merely clos
   restores the checkpoint's own RNG state after the first resumed batch, for dropout).
 - The Trainer's running loss (used for the logged loss curve and the final train_loss) restarts at zero on
   resume. The running totals at save time are stored with the checkpoint and put back when training restarts.
+With several data-parallel processes a run resumes and completes, but only close to an uninterrupted one: the
+sharded loader does not replay the same batches and dropout (a known gap; the stage logs it).
 The checkpoints are in checkpoints/ (git- and DVC-ignored, never an output) and are deleted after a successful
 run; a run killed before that leaves them, and the stage's outputs are absent (atomic writes), so `dvc repro`
 reruns the stage and it resumes.
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.atomic import write_json
+from stages.distributed import world_size
 
 log = logging.getLogger("pipeline.resume")
 
@@ -128,6 +131,10 @@ def prepare(output_dir: Path, run_name: str, fingerprint: str | None, main_proce
             point = latest_complete(output_dir)
     if point is not None:
         log.warning("resuming run %s from step %d (%s)", run_name, point.step, point.path)
+        if world_size() > 1 and main_process:
+            log.warning("run %s: with %d data-parallel processes the resumed run is close to, but not "
+                        "bit-identical with, an uninterrupted one (the sharded loader does not replay the same "
+                        "batches and dropout); with one process it is exact", run_name, world_size())
         return point
     if main_process:
         shutil.rmtree(output_dir, ignore_errors=True)

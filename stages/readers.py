@@ -192,7 +192,8 @@ def _read_delimited(path: Path, text: str, sep: str, source_key: str | None, quo
                 raise PipelineError(
                     f"{path}, line {start}: a quoted field runs to line {reader.line_num} and holds tabs and line "
                     f"breaks: most likely a text starting with a stray double quote swallowed the rows after it"
-                    f"{quote_hint or '; quotes are plain text in this reader'}")
+                    f"{quote_hint or '; quotes are plain text in this reader'} (texts that really hold tabs and "
+                    f"line breaks: write the data as JSONL or Parquet)")
             rows.append((start, row))
         truncated = quoted and bool(rows) and _ends_inside_quotes(lines[rows[-1][0] - 1:], sep)
     finally:

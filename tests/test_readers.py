@@ -99,7 +99,7 @@ def test_tsv_with_stray_quotes_reads_with_quoting_none(tmp_path):
     write(tmp_path / "d.tsv", "text\tlabel\n" + "\n".join(rows * 3) + "\n")
     source = {"path": str(tmp_path / "d.tsv"), "format": "tsv", "train": "."}
     with pytest.raises(PipelineError, match=r"d\.tsv, line 2: a quoted field runs to line 4 .*"
-                                             r"set the task's source\.quoting param to none"):
+                                             r"set the task's source\.quoting param to none .*JSONL or Parquet"):
         read_task_splits(make_task(source), seed=0, where="tasks.t")
     splits = read_task_splits(make_task({**source, "quoting": "none"}), seed=0, where="tasks.t")
     texts = pd.concat(splits.values())["text"]

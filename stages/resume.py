@@ -13,8 +13,8 @@ Two details make a resumed run equal an uninterrupted one instead of merely clos
   restores the checkpoint's own RNG state after the first resumed batch, for dropout).
 - The Trainer's running loss (used for the logged loss curve and the final train_loss) restarts at zero on
   resume. The running totals at save time are stored with the checkpoint and put back when training restarts.
-With several data-parallel processes a run resumes and completes, but only close to an uninterrupted one: the
-sharded loader does not replay the same batches and dropout (a known gap; the stage logs it).
+With several data-parallel processes each process records its own generator state and running loss: the
+length-grouped sampler shuffles with each process's generator, so one shared state did not replay the batches.
 The checkpoints are in checkpoints/ (git- and DVC-ignored, never an output) and are deleted after a successful
 run; a run killed before that leaves them, and the stage's outputs are absent (atomic writes), so `dvc repro`
 reruns the stage and it resumes.
@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from stages.atomic import write_json
-from stages.distributed import world_size
+from stages.distributed import process_rank, world_size
 
 log = logging.getLogger("pipeline.resume")
 
 FINGERPRINT_FILE = "fingerprint.json"
 MARKER_FILE = "pipeline_resume.json"  # written last into each checkpoint: its presence means the save completed
+RANK_FILE = "pipeline_rank_{rank}.json"  # each process's own resume state, written before the marker
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _IGNORED_SETTINGS = ("checkpoint_steps",)  # how often we save does not change what is trained
 
@@ -131,10 +132,6 @@ def prepare(output_dir: Path, run_name: str, fingerprint: str | None, main_proce
             point = latest_complete(output_dir)
     if point is not None:
         log.warning("resuming run %s from step %d (%s)", run_name, point.step, point.path)
-        if world_size() > 1 and main_process:
-            log.warning("run %s: with %d data-parallel processes the resumed run is close to, but not "
-                        "bit-identical with, an uninterrupted one (the sharded loader does not replay the same "
-                        "batches and dropout); with one process it is exact", run_name, world_size())
         return point
     if main_process:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -174,13 +171,16 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
             self.epoch_rng: Any = None
             self.save_at_epoch_end = False
             self.pending = resume
+            self.rank_state: dict = {}
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.pending is None:
                 return
             marker, trainer = self.pending.marker, self.trainer
+            own = self.pending.path / RANK_FILE.format(rank=process_rank())
+            self.rank_state = json.loads(own.read_text()) if own.exists() else marker
             if all(hasattr(trainer, a) for a in ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")):
-                trainer._tr_loss += marker["pending_loss"]
+                trainer._tr_loss += self.rank_state["pending_loss"]
                 trainer._total_loss_scalar = marker["loss_sum"]
                 trainer._globalstep_last_logged = marker["last_logged_step"]
             else:  # another transformers version: the resumed loss curve restarts its running mean
@@ -188,7 +188,7 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.pending is not None:
-                torch.random.set_rng_state(_state_from_hex(self.pending.marker["epoch_rng"]))
+                torch.random.set_rng_state(_state_from_hex(self.rank_state["epoch_rng"]))
             self.pending = None
             self.epoch_rng = torch.random.get_rng_state()
 
@@ -206,19 +206,27 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
             self.save_at_epoch_end = False
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if not state.is_world_process_zero:
-                return
             trainer = self.trainer
-            # The generator state the resumed epoch must start from: this epoch's start in the middle of an epoch,
-            # the current state at an epoch's end (nothing draws from it before the next epoch's dataloader).
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            # Per process (the length-grouped sampler draws from each process's own generator, and each process
+            # has its own running loss): the generator state the resumed epoch must start from, i.e. this
+            # epoch's start in the middle of an epoch, the current state at an epoch's end (nothing draws from it
+            # before the next epoch's dataloader).
             mid_epoch = state.epoch is not None and not float(state.epoch).is_integer()
             epoch_rng = self.epoch_rng if mid_epoch and self.epoch_rng is not None else torch.random.get_rng_state()
-            write_json(Path(args.output_dir) / f"checkpoint-{state.global_step}" / MARKER_FILE, {
-                "global_step": state.global_step,
+            write_json(folder / RANK_FILE.format(rank=process_rank()), {
                 "pending_loss": float(trainer._tr_loss.item()) if hasattr(trainer, "_tr_loss") else 0.0,
+                "epoch_rng": _hex_state(epoch_rng),
+            })
+            if world_size() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()  # every process's state is on disk before the marker says complete
+            if not state.is_world_process_zero:
+                return
+            write_json(folder / MARKER_FILE, {
+                "global_step": state.global_step,
+                "world_size": world_size(),
                 "loss_sum": float(getattr(trainer, "_total_loss_scalar", 0.0)),
                 "last_logged_step": int(getattr(trainer, "_globalstep_last_logged", state.global_step)),
-                "epoch_rng": _hex_state(epoch_rng),
             })
 
     return ResumableCheckpoints()

@@ -175,7 +175,8 @@ def _read_delimited(path: Path, text: str, sep: str, source_key: str | None, quo
     task source (`source_key`), the param that may fix them."""
     lines = io.StringIO(text, newline="").readlines()  # the csv reader's line_num counts these
     reader = csv.reader(lines, delimiter=sep) if quoted else csv.reader(lines, delimiter=sep, quoting=csv.QUOTE_NONE)
-    quote_hint = f"; if quotes are plain text in this file, set the {source_key}.quoting param to none" if source_key else ""
+    quote_hint = (f"; if quotes are plain text in this file, set the {source_key}.quoting param to none"
+                  if source_key else "")
     rows: list[tuple[int, list[str]]] = []  # (first line of the row, fields)
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, len(text) + 1))  # one long text is data, not an error
@@ -192,7 +193,7 @@ def _read_delimited(path: Path, text: str, sep: str, source_key: str | None, quo
                 raise PipelineError(
                     f"{path}, line {start}: a quoted field runs to line {reader.line_num} and holds tabs and line "
                     f"breaks: most likely a text starting with a stray double quote swallowed the rows after it"
-                    f"{quote_hint or '; quotes are plain text in this reader'} (texts that really hold tabs and "
+                    f"{quote_hint} (texts that really hold tabs and "
                     f"line breaks: write the data as JSONL or Parquet)")
             rows.append((start, row))
         truncated = quoted and bool(rows) and _ends_inside_quotes(lines[rows[-1][0] - 1:], sep)

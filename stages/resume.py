@@ -177,8 +177,8 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
             if self.pending is None:
                 return
             marker, trainer = self.pending.marker, self.trainer
-            own = self.pending.path / RANK_FILE.format(rank=process_rank())
-            self.rank_state = json.loads(own.read_text()) if own.exists() else marker
+            # Present: every process writes its file before the main one writes the marker (see on_save).
+            self.rank_state = json.loads((self.pending.path / RANK_FILE.format(rank=process_rank())).read_text())
             if all(hasattr(trainer, a) for a in ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")):
                 trainer._tr_loss += self.rank_state["pending_loss"]
                 trainer._total_loss_scalar = marker["loss_sum"]

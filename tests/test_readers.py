@@ -106,6 +106,12 @@ def test_tsv_with_stray_quotes_reads_with_quoting_none(tmp_path):
     assert len(texts) == 12 and set(texts) == {'"Wow, what a film', 'a 12" pizza', "plain text", '"quoted" start'}
     with pytest.raises(PipelineError, match=r"tasks\.t\.source\.quoting"):
         make_task({**source, "quoting": "never"})
+    # The MLM corpus reader has no quoting param: its message names none.
+    from stages.readers import read_table
+
+    with pytest.raises(PipelineError, match=r"line 2: a quoted field runs to line 4") as caught:
+        read_table(tmp_path / "d.tsv", "tsv", "utf-8", None, params="mlm.corpus")
+    assert "quoting" not in str(caught.value) and "JSONL or Parquet" in str(caught.value)
 
 
 def test_empty_file_and_empty_split(tmp_path):

@@ -1,0 +1,74 @@
+"""Where every artifact lives: each path written once, here, and read by the stages and tools that need it.
+
+`dvc.yaml` spells the same paths for DVC (a test checks the two agree). Keeping this module free of heavy imports
+keeps each stage's code dependencies in `dvc.yaml` narrow: importing a path does not import a training library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS_FILE = Path("params.yaml")
+
+# Models (DVC outputs, shared through remotes)
+BASE_MODEL_DIR = Path("models/base")
+ADAPTED_MODEL_DIR = Path("models/adapted")
+FINETUNED_DIR = Path("models/finetuned")
+SETFIT_MODELS_DIR = Path("models/setfit")
+
+# Data (DVC outputs)
+RAW_DIR = Path("data/raw")
+TOKENIZED_DIR = Path("data/tokenized")
+MLM_DIR = Path("data/mlm")
+LABELS_FILE = "labels.json"
+SPLITS = ("train", "validation", "test")  # one Parquet file each under data/raw/<task>/
+
+# Quality metrics: small JSON read by `dvc metrics diff`; nothing in them changes when nothing changed
+METRICS_DIR = Path("metrics")
+TRAIN_METRICS_DIR = METRICS_DIR / "train"
+SWEEP_METRICS_DIR = METRICS_DIR / "freeze_sweep"
+SETFIT_METRICS_DIR = METRICS_DIR / "setfit"
+DOMAIN_ADAPT_METRICS = METRICS_DIR / "domain_adapt.json"
+COMPARE_METRICS = METRICS_DIR / "compare.json"
+
+# Timings and throughput: committed, shown by the report and the benchmarks, never declared as metrics
+TIMINGS_DIR = Path("timings")
+TRAIN_TIMINGS_DIR = TIMINGS_DIR / "train"
+SWEEP_TIMINGS_DIR = TIMINGS_DIR / "freeze_sweep"
+SETFIT_TIMINGS_DIR = TIMINGS_DIR / "setfit"
+DOMAIN_ADAPT_TIMINGS = TIMINGS_DIR / "domain_adapt.json"
+
+# Full test predictions (DVC-cached: pushed and pulled with the models); see stages/predictions.py
+PREDICTIONS_DIR = Path("predictions")
+FINETUNE_PREDICTIONS_DIR = PREDICTIONS_DIR / "finetune"
+SWEEP_PREDICTIONS_DIR = PREDICTIONS_DIR / "freeze_sweep"
+SETFIT_PREDICTIONS_DIR = PREDICTIONS_DIR / "setfit"
+
+# Plot data and figures
+PLOTS_DIR = Path("plots")
+LOSS_DIR = PLOTS_DIR / "loss"
+CONFUSION_DIR = PLOTS_DIR / "confusion"
+EXAMPLES_DIR = PLOTS_DIR / "predictions"  # a few test examples per run, errors first, for the report
+SWEEP_TABLE = PLOTS_DIR / "freeze_sweep.csv"
+FILL_MASK_FILE = PLOTS_DIR / "fill_mask.json"
+FIGURES_DIR = PLOTS_DIR / "figures"
+REPORT_FILE = PLOTS_DIR / "report.html"
+
+TASK_FILE = "task.json"  # in every fine-tuned model directory: task type, labels, max_length, threshold
+CHECKPOINT_ROOT = Path("checkpoints")  # resumable Trainer checkpoints: git-ignored, never a DVC output
+
+
+def run_predictions(run: str, seed: int) -> Path:
+    """One seed's test predictions of fine-tune run `run`."""
+    return FINETUNE_PREDICTIONS_DIR / run / f"seed-{seed}.json"
+
+
+def setfit_name(task: str, n: int) -> str:
+    return f"{task}-n{n}"
+
+
+def finetuned_dir(run: str, seeds: list[int], seed: int) -> Path:
+    """A fine-tuned model: the run's first seed at models/finetuned/<run> (what predict and users load), each
+    further seed inside it at seed-<s>/ (one DVC output per run)."""
+    root = FINETUNED_DIR / run
+    return root if seed == seeds[0] else root / f"seed-{seed}"

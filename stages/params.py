@@ -281,6 +281,8 @@ FINETUNE_RUN = Section(
     {
         "task": req(str),
         "init": opt(str, "base", choices=INIT_CHOICES),  # which checkpoint to start from
+        # Training seeds: one model per seed (null: the top-level seed). The first is the run's own model.
+        "seeds": opt(list, None, nullable=True, items=Value((int,), minimum=0)),
         "train": _partial(TRAIN_FIELDS),  # overrides of the shared `train` section for this run
     }
 )
@@ -386,6 +388,10 @@ SCHEMA = Section(
         "mlm": MLM,
         "evaluate": Section({"batch_size": opt(int, 64, minimum=1), "num_examples": opt(int, 20, minimum=0)},
                             optional=True),
+        # Confidence intervals and paired comparisons (stages/stats.py): bootstrap resamples, interval level.
+        "stats": Section({"resamples": opt(int, 2000, minimum=100), "confidence": opt(float, 0.95, minimum=0.5,
+                                                                                       maximum=1.0, exclusive=True)},
+                         optional=True),
         "plot": Section({"dpi": opt(int, 110, minimum=30, maximum=600)}, optional=True),
         # Stage report (plots/report.html); its random training examples use the top-level seed.
         "report": Section(
@@ -407,6 +413,9 @@ def _check_cross_references(params: dict) -> None:
             raise PipelineError(f"finetune.{run}.task: unknown task {spec['task']!r} (tasks: {known})")
         if spec["train"].get("freeze") is not None:
             check_freeze_value(spec["train"]["freeze"], f"finetune.{run}.train.freeze")
+        seeds = spec["seeds"]
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise PipelineError(f"finetune.{run}.seeds: expected distinct seeds (at least one), got {seeds}")
     check_freeze_value(params["train"]["freeze"], "train.freeze")
     if params["freeze_sweep"]["task"] not in params["tasks"]:
         known = ", ".join(params["tasks"]) or "none"
@@ -472,6 +481,25 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         return validate(raw)
     except PipelineError as err:
         raise PipelineError(f"{path}: {err}") from None
+
+
+def entry_from_args(argv: list[str] | None, params: dict, section: str, stage: str) -> tuple[str, dict]:
+    """The one positional argument of a per-task or per-run stage (`download@<task>`, `finetune@<run>`), checked
+    against params.yaml's `section` (tasks or finetune)."""
+    import argparse
+
+    what = {"tasks": "task", "finetune": "run"}[section]
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
+    parser.add_argument(what, help=f"a {what} name from params.yaml `{section}`")
+    name = getattr(parser.parse_args(argv), what)
+    if name not in params[section]:
+        raise PipelineError(f"{section}.{name}: no such {what} in params.yaml ({section}: {', '.join(params[section])})")
+    return name, params[section][name]
+
+
+def run_seeds(params: dict, run: str) -> list[int]:
+    """The training seeds of fine-tune run `run`: its own list, or the top-level seed."""
+    return list(params["finetune"][run]["seeds"] or [params["seed"]])
 
 
 def train_settings(params: dict, run: str) -> dict:

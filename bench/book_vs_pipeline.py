@@ -72,6 +72,7 @@ def run_book(workdir: Path) -> dict:
 def run_pipeline(workdir: Path) -> dict:
     _, wall, peak = measured(["dvc", "repro", "evaluate@sentiment"], workdir)
     train = json.loads((workdir / "metrics" / "train" / "sentiment.json").read_text())
+    train.update(json.loads((workdir / "timings" / "train" / "sentiment.json").read_text()))
     test = json.loads((workdir / "metrics" / "sentiment.json").read_text())
     return {"train_samples_per_second": train["train_samples_per_second"], "train_runtime_s":
             train["train_runtime_s"], "train_samples": train["train_samples"], "test_f1": round(test["f1"], 4),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 work = Path(sys.argv[1])
 adapt = json.loads((work / "metrics/domain_adapt.json").read_text())
+adapt.update(json.loads((work / "timings/domain_adapt.json").read_text()))
 print(f"\nMLM: {adapt['train_blocks']} train / {adapt['eval_blocks']} held-out blocks, {adapt['epochs']} epochs, "
       f"{adapt['train_runtime_s']:.0f} s; head initialised: {adapt['mlm_head_initialised']}")
 print(f"perplexity before {adapt['perplexity_before']} -> after {adapt['perplexity_after']} "
@@ -34,6 +35,7 @@ for probe in json.loads((work / "plots/fill_mask.json").read_text())["probes"]:
 for run in ("sentiment", "sentiment_adapted"):
     test = json.loads((work / f"metrics/{run}.json").read_text())
     train = json.loads((work / f"metrics/train/{run}.json").read_text())
+    train.update(json.loads((work / f"timings/train/{run}.json").read_text()))
     print(f"{run:18s} init={train['init']:8s} test f1={test['f1']:.4f} accuracy={test['accuracy']:.4f} "
           f"({test['test_examples']} test examples, train {train['train_runtime_s']:.0f} s)")
 PY

@@ -47,7 +47,7 @@ def main() -> None:
 
     from stages.modeling import MODEL_DIRS
     from stages.params import load_params, merge_train
-    from stages.tokenize_data import load_tokenized
+    from stages.task_data import load_tokenized
     from stages.training import train
 
     params = load_params()

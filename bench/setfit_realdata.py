@@ -29,6 +29,11 @@ sys.path.insert(0, str(BENCH))
 from realdata import SHARED, prepare_with  # noqa: E402
 
 
+def seconds(timings: Path) -> float:
+    """A training time from timings/ (kept out of the metrics files), 0 when absent."""
+    return json.loads(timings.read_text()).get("train_runtime_s", 0.0) if timings.exists() else 0.0
+
+
 def same_test_split(ours: Path, theirs: Path) -> bool:
     left, right = pd.read_parquet(ours), pd.read_parquet(theirs)
     return left[["text", "label"]].equals(right[["text", "label"]])
@@ -63,7 +68,7 @@ def main() -> None:
         test = Path("data/raw/sentiment/test.parquet")
         if not same_test_split(workdir / test, source / test):
             sys.exit(f"{source / test} is not this run's test split: cannot reuse its fine-tune")
-        for name in ("metrics/sentiment.json", "metrics/train/sentiment.json"):
+        for name in ("metrics/sentiment.json", "metrics/train/sentiment.json", "timings/train/sentiment.json"):
             (workdir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source / name, workdir / name)
         print(f"full fine-tune: reused {source / 'metrics/sentiment.json'} (same test split, checked row by row)")
@@ -72,10 +77,10 @@ def main() -> None:
     print(f"\n{'model':<28} {'train examples':>14} {'test F1':>8} {'accuracy':>9} {'train s':>8}")
     for run, entry in table["full_finetune"].items():
         print(f"{'full fine-tune ' + run:<28} {entry.get('train_examples') or '':>14} {entry['f1']:>8.4f} "
-              f"{entry['accuracy']:>9.4f} {entry.get('train_runtime_s') or 0:>8.0f}")
+              f"{entry['accuracy']:>9.4f} {seconds(workdir / 'timings/train' / f'{run}.json'):>8.0f}")
     for key, entry in sorted(table["setfit"].items(), key=lambda item: item[1]["samples_per_class"]):
         print(f"{'SetFit ' + key:<28} {entry['train_examples']:>14} {entry['f1']:>8.4f} {entry['accuracy']:>9.4f} "
-              f"{entry['train_runtime_s']:>8.0f}")
+              f"{seconds(workdir / 'timings/setfit' / f'sentiment-{key}.json'):>8.0f}")
     print(f"test examples: {sorted({e['test_examples'] for e in table['setfit'].values()})}; "
           f"same test split: {table['same_test_split']}")
     args.figures.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,11 @@ from stages.errors import PipelineError, run_stage
 from stages.mlm import mask_token_id, mlm_seed
 from stages.modeling import init_dir, load_tokenizer
 from stages.params import load_params
+from stages.paths import MLM_DIR
 from stages.readers import read_table, read_text
 from stages.tokenization import NO_WORD
 
 log = logging.getLogger("pipeline.chunk_mlm")
-MLM_DIR = Path("data/mlm")
 INFO_FILE = "chunks.json"
 MIN_CHUNK = 8
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl")

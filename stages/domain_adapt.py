@@ -35,12 +35,10 @@ from stages.mlm import (
 )
 from stages.modeling import MODEL_DIRS, init_dir, load_tokenizer
 from stages.params import TRAIN_FIELDS, load_params
-from stages.training import CHECKPOINT_ROOT, training_arguments
+from stages.paths import CHECKPOINT_ROOT, DOMAIN_ADAPT_METRICS, DOMAIN_ADAPT_TIMINGS, FILL_MASK_FILE, MLM_DIR
+from stages.training import split_timings, training_arguments
 
 log = logging.getLogger("pipeline.domain_adapt")
-MLM_DIR = Path("data/mlm")
-METRICS_FILE = Path("metrics/domain_adapt.json")
-PROBES_FILE = Path("plots/fill_mask.json")
 RUN_NAME = "domain_adapt"
 # sentence-transformers files: with them models/adapted loads in SetFit like models/base does.
 _ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -222,8 +220,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     with atomic_dir(MODEL_DIRS["adapted"]) as tmp:
         save_adapted(result["model"], result["tokenizer"], tmp, base_dir, result["carried"])
-    write_json(METRICS_FILE, result["metrics"])
-    write_json(PROBES_FILE, result["probes"])
+    quality, timings = split_timings(result["metrics"])
+    write_json(DOMAIN_ADAPT_METRICS, quality)
+    write_json(DOMAIN_ADAPT_TIMINGS, timings)
+    write_json(FILL_MASK_FILE, result["probes"])
     log.info("models/adapted written: perplexity %s -> %s", result["metrics"]["perplexity_before"],
              result["metrics"]["perplexity_after"])
 

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
 
 from stages.atomic import atomic_dir, write_json
-from stages.errors import PipelineError, run_stage
+from stages.errors import run_stage
 from stages.labels import build_label_list, check_labels_known, uses_bio
-from stages.params import load_params
-from stages.readers import SPLITS, read_task_splits, resolve_split_file
+from stages.params import entry_from_args, load_params
+from stages.paths import LABELS_FILE, RAW_DIR, SPLITS
+from stages.readers import read_task_splits, resolve_split_file
 
 log = logging.getLogger("pipeline.download")
-RAW_DIR = Path("data/raw")
-
-
-def task_from_args(argv: list[str] | None, params: dict, stage: str) -> tuple[str, dict]:
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
-    parser.add_argument("task", help="a task name from params.yaml `tasks`")
-    name = parser.parse_args(argv).task
-    if name not in params["tasks"]:
-        raise PipelineError(f"tasks.{name}: no such task in params.yaml (tasks: {', '.join(params['tasks'])})")
-    return name, params["tasks"][name]
 
 
 def conll_locator(task: dict, split: str, frame: pd.DataFrame) -> Callable[[int, int], str] | None:
@@ -40,7 +29,7 @@ def conll_locator(task: dict, split: str, frame: pd.DataFrame) -> Callable[[int,
 
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
-    name, task = task_from_args(argv, params, "download")
+    name, task = entry_from_args(argv, params, "tasks", "download")
     where = f"tasks.{name}"
     splits = read_task_splits(task, params["seed"], where)
     label_key = "tags" if task["type"] == "token" else "label"
@@ -53,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(RAW_DIR / name) as tmp:
         for split in SPLITS:
             splits[split].to_parquet(tmp / f"{split}.parquet", index=False)
-        write_json(tmp / "labels.json", {"type": task["type"], "labels": labels})
+        write_json(tmp / LABELS_FILE, {"type": task["type"], "labels": labels})
     log.info("task %s: %s examples, %d labels", name, {k: len(v) for k, v in splits.items()}, len(labels))
 
 

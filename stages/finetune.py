@@ -1,51 +1,65 @@
-"""Stage finetune@<run>: fine-tune the run's task from models/base or models/adapted into models/finetuned/<run>."""
+"""Stage finetune@<run>: fine-tune the run's task from models/base or models/adapted into models/finetuned/<run>.
+
+A run with several `seeds` trains one model per seed (the first at models/finetuned/<run>, the others inside it
+at seed-<s>/), so its evaluation can say how much of a score is the seed. Quality figures (train loss, best
+validation score) go to metrics/train/<run>.json; run time and throughput to timings/train/<run>.json, which
+`dvc metrics diff` does not read.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
 from stages.atomic import atomic_dir, write_json
 from stages.distributed import is_main_process, relaunch_if_parallel
-from stages.errors import PipelineError, run_stage
+from stages.errors import run_stage
 from stages.modeling import init_dir
-from stages.params import load_params, train_settings
-from stages.tokenize_data import load_tokenized
-from stages.training import save_model_dir, train, write_loss_curve
+from stages.params import entry_from_args, load_params, run_seeds, train_settings
+from stages.paths import FINETUNED_DIR, LOSS_DIR, TRAIN_METRICS_DIR, TRAIN_TIMINGS_DIR, finetuned_dir
+from stages.task_data import load_tokenized
+from stages.training import save_model_dir, split_timings, train, write_loss_curve
 
 log = logging.getLogger("pipeline.finetune")
-FINETUNED_DIR = Path("models/finetuned")
-TRAIN_METRICS_DIR = Path("metrics/train")
-LOSS_DIR = Path("plots/loss")
-
-
-def run_from_args(argv: list[str] | None, params: dict, stage: str) -> tuple[str, dict]:
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
-    parser.add_argument("run", help="a run name from params.yaml `finetune`")
-    name = parser.parse_args(argv).run
-    if name not in params["finetune"]:
-        raise PipelineError(f"finetune.{name}: no such run in params.yaml (runs: {', '.join(params['finetune'])})")
-    return name, params["finetune"][name]
 
 
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
-    name, run = run_from_args(argv, params, "finetune")
+    name, run = entry_from_args(argv, params, "finetune", "finetune")
     task = params["tasks"][run["task"]]
     settings = train_settings(params, name)
     if relaunch_if_parallel("stages.finetune", [name], settings, f"finetune.{name}.train"):
         return
     tokenized, labels = load_tokenized(run["task"])
-    result = train(task, tokenized, labels, init_dir(run["init"]), settings, params["seed"], name,
-                   params["model"]["trust_remote_code"])
+    seeds = run_seeds(params, name)
+    results = {}
+    for seed in seeds:
+        # The first seed keeps the run's own name (its resumable checkpoints stay where they were).
+        label = name if seed == seeds[0] else f"{name}-seed{seed}"
+        results[seed] = train(task, tokenized, labels, init_dir(run["init"]), settings, seed, label,
+                              params["model"]["trust_remote_code"])
+        results[seed].model.to("cpu")  # the next seed gets the accelerator's memory
+        log.info("run %s, seed %d: %s", name, seed, results[seed].summary)
     if not is_main_process():
         return
+    # Written only once every seed is trained, so a kill leaves nothing that looks like a finished run.
     with atomic_dir(FINETUNED_DIR / name) as tmp:
-        save_model_dir(result, tmp, task, labels, run["task"])
-    write_loss_curve(result.log_history, LOSS_DIR / f"{name}.csv")
-    write_json(TRAIN_METRICS_DIR / f"{name}.json", {"init": run["init"], "task": run["task"], **result.summary})
-    log.info("run %s: %s", name, result.summary)
+        for seed, result in results.items():
+            target = tmp / finetuned_dir(name, seeds, seed).relative_to(FINETUNED_DIR / name)
+            target.mkdir(parents=True, exist_ok=True)
+            save_model_dir(result, target, task, labels, run["task"])
+    write_loss_curve(results[seeds[0]].log_history, LOSS_DIR / f"{name}.csv")
+    quality, timings = {}, {}
+    for seed, result in results.items():
+        quality[seed], timings[seed] = split_timings(result.summary)
+    first = seeds[0]
+    summary = {"init": run["init"], "task": run["task"], "seed": first, **quality[first]}
+    if len(seeds) > 1:
+        summary["seeds"] = {str(seed): quality[seed] for seed in seeds}
+    write_json(TRAIN_METRICS_DIR / f"{name}.json", summary)
+    timing = {"seed": first, **timings[first]}
+    if len(seeds) > 1:
+        timing["seeds"] = {str(seed): timings[seed] for seed in seeds}
+    write_json(TRAIN_TIMINGS_DIR / f"{name}.json", timing)
 
 
 if __name__ == "__main__":

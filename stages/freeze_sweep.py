@@ -1,7 +1,8 @@
 """Stage freeze_sweep@<k>: fine-tune the sweep's task with the first k encoder blocks frozen, then score its test split.
 
-One stage per point (a DVC matrix over `freeze_sweep.points`), each writing metrics/freeze_sweep/<k>.json: the
-task's test metrics, trainable parameters, train time and samples/s. Training is the fine-tune stage's own code
+One stage per point (a DVC matrix over `freeze_sweep.points`), each writing metrics/freeze_sweep/<k>.json (the
+task's test metrics with 95% intervals, trainable parameters), timings/freeze_sweep/<k>.json (train time and
+samples/s: not metrics) and predictions/freeze_sweep/<k>.json (the full test predictions). Training is the fine-tune stage's own code
 path (`training.train`) with the shared `train` section plus the sweep's overrides, and scoring is the evaluate
 stage's (`score_split`). The stage lists those params but not the list of points, so changing a training param
 reruns every point while adding a point runs only the new one.
@@ -13,18 +14,20 @@ import argparse
 import logging
 from pathlib import Path
 
+from stages import predictions
 from stages.atomic import write_json
 from stages.distributed import is_main_process, relaunch_if_parallel
 from stages.errors import PipelineError, run_stage
-from stages.evaluate_model import score_split
 from stages.metrics import MAIN_METRIC
 from stages.modeling import count_encoder_blocks, init_dir
 from stages.params import check_freeze_value, load_params, merge_train
-from stages.tokenize_data import load_tokenized
-from stages.training import train
+from stages.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
+from stages.scoring import score_split
+from stages.stats import interval_summary
+from stages.task_data import load_tokenized, read_raw_split
+from stages.training import split_timings, train
 
 log = logging.getLogger("pipeline.freeze_sweep")
-SWEEP_METRICS_DIR = Path("metrics/freeze_sweep")
 
 
 def parse_point(text: str) -> int | str:
@@ -41,8 +44,8 @@ def check_point_fits(point: int | str, blocks: int, model_dir: Path) -> None:
                             f"{model_dir} (use 0..{blocks}, or 'head')")
 
 
-def sweep_point(params: dict, point: int | str) -> dict:
-    """Train and score one point; returns the row written to metrics/freeze_sweep/<k>.json."""
+def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
+    """Train and score one point; returns its metrics row, its timings and its predictions document."""
     sweep = params["freeze_sweep"]
     task = params["tasks"][sweep["task"]]
     trust = params["model"]["trust_remote_code"]
@@ -51,20 +54,25 @@ def sweep_point(params: dict, point: int | str) -> dict:
     tokenized, labels = load_tokenized(sweep["task"])
     settings = {**merge_train(params, sweep["train"]), "freeze": point}
     result = train(task, tokenized, labels, model_dir, settings, params["seed"], f"freeze_sweep-{point}", trust)
-    scores, _, _ = score_split(result.model, result.tokenizer, task, tokenized["test"], labels,
-                               settings["eval_batch_size"])
+    scores, _, outputs = score_split(result.model, result.tokenizer, task, tokenized["test"], labels,
+                                     settings["eval_batch_size"])
+    rows = predictions.rows_for(task, read_raw_split(sweep["task"], "test"), outputs, labels)
+    document = predictions.document(f"freeze_sweep/{point}", params["seed"], task, labels, rows)
     main_metric = MAIN_METRIC[task["type"]]
     freeze = result.freeze
-    return {
+    quality, timings = split_timings(result.summary)
+    row = {
         "task": sweep["task"],
         "init": sweep["init"],
-        **{k: v for k, v in result.summary.items() if not k.startswith("best_validation")},
+        **{k: v for k, v in quality.items() if not k.startswith("best_validation")},
         "trainable_blocks": 0 if point == "head" else freeze.total_blocks - freeze.frozen_blocks,
         "main_metric": main_metric,
         "test_examples": len(tokenized["test"]),
         # Scalar test scores only (the per-class tables live in the evaluate stage's metrics).
         **{k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        "intervals": interval_summary([document], params["stats"], params["seed"]),
     }
+    return row, timings, document
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,12 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = merge_train(params, params["freeze_sweep"]["train"])
     if relaunch_if_parallel("stages.freeze_sweep", [str(point)], settings, "freeze_sweep.train"):
         return
-    row = sweep_point(params, point)
+    row, timings, document = sweep_point(params, point)
     if not is_main_process():
         return
+    write_json(SWEEP_PREDICTIONS_DIR / f"{point}.json", document)
+    write_json(SWEEP_TIMINGS_DIR / f"{point}.json", timings)
     write_json(SWEEP_METRICS_DIR / f"{point}.json", row)
     log.info("freeze=%s: test %s = %.4f, %d trainable params, %.1f samples/s", point, row["main_metric"],
-             row[row["main_metric"]], row["trainable_params"], row["train_samples_per_second"])
+             row[row["main_metric"]], row["trainable_params"], timings["train_samples_per_second"])
 
 
 if __name__ == "__main__":

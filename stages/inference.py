@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from stages.errors import PipelineError
-from stages.training import TASK_FILE, make_collator
+from stages.modeling import make_collator
+from stages.paths import TASK_FILE
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from stages.labels import IGNORE_INDEX, uses_bio
 
 # The metric a task is judged by: the Trainer's best-model choice and the plots use it.
 MAIN_METRIC = {"single_label": "f1", "multi_label": "micro_f1", "regression": "pearson", "token": "f1"}
@@ -151,3 +154,23 @@ def token_metrics(true_sequences: list[list[str]], pred_sequences: list[list[str
     if bio:
         return entity_metrics(true_sequences, pred_sequences)
     return tag_metrics(true_sequences, pred_sequences)
+
+
+def scores_from_logits(logits: np.ndarray, labels: Any, task: dict, label_names: list[str]) -> dict:
+    """Task metrics from raw logits; used for validation during training and by the evaluate stage."""
+    kind = task["type"]
+    if kind == "regression":
+        return regression_metrics(np.asarray(labels, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
+    if kind == "multi_label":
+        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits)))
+        return multilabel_metrics(np.asarray(labels), probabilities >= task["threshold"], label_names)
+    if kind == "token":
+        predictions = np.argmax(logits, axis=-1)
+        gold_sequences, predicted_sequences = [], []
+        for gold_row, predicted_row in zip(labels, predictions, strict=True):
+            keep = [i for i, g in enumerate(gold_row) if g != IGNORE_INDEX]
+            gold_sequences.append([label_names[gold_row[i]] for i in keep])
+            predicted_sequences.append([label_names[predicted_row[i]] for i in keep])
+        return token_metrics(gold_sequences, predicted_sequences, uses_bio(task))
+    return classification_metrics(np.asarray(labels), np.argmax(logits, axis=-1), label_names,
+                                  task["positive_label"])

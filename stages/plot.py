@@ -40,6 +40,15 @@ def run_metrics() -> dict[str, dict]:
     return out
 
 
+def interval_errors(entries: list[dict], metric_of: list[str], values: list[float]) -> list[list[float]] | None:
+    """Asymmetric error bars (below, above) from each entry's 95% `intervals`, or None when none has them."""
+    bounds = [entry.get("intervals", {}).get(metric, {}) for entry, metric in zip(entries, metric_of, strict=True)]
+    if not any(bounds):
+        return None
+    return [[max(0.0, v - b.get("low", v)) for v, b in zip(values, bounds, strict=True)],
+            [max(0.0, b.get("high", v) - v) for v, b in zip(values, bounds, strict=True)]]
+
+
 def confusion_figure(run: str, pairs: pd.DataFrame, target: Path, dpi: int) -> None:
     plt = _pyplot()
     labels = sorted(set(pairs["actual"].astype(str)) | set(pairs["predicted"].astype(str)))
@@ -84,14 +93,15 @@ def main_metric_figure(metrics: dict[str, dict], target: Path, dpi: int) -> None
     plt = _pyplot()
     names = list(metrics)
     values = [metrics[n][metrics[n]["main_metric"]] for n in names]
+    errors = interval_errors([metrics[n] for n in names], [metrics[n]["main_metric"] for n in names], values)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.0 * len(names) + 2), 3.8))
-    bars = ax.bar(names, values, color="#4c72b0")
+    bars = ax.bar(names, values, color="#4c72b0", yerr=errors, capsize=4, ecolor="#333333")
     for bar, name, value in zip(bars, names, values, strict=True):
         ax.text(bar.get_x() + bar.get_width() / 2, value, f"{metrics[name]['main_metric']}\n{value:.3f}",
                 ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("test score (task's main metric)")
-    ax.set_title("test results per fine-tuned model")
+    ax.set_title("test results per fine-tuned model" + (" (bars: 95% bootstrap interval)" if errors else ""))
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(target, dpi=dpi)
@@ -163,6 +173,10 @@ def freeze_sweep_figure(target: Path, dpi: int) -> None:
     fig, ax = plt.subplots(figsize=(6.8, 4.3))
     ax.plot(blocks["trainable_blocks"], blocks["score"], marker="o", color="#4c72b0",
             label="first k blocks + embeddings frozen")
+    if "score_low" in frame and frame["score_low"].notna().all():
+        ax.errorbar(frame["trainable_blocks"], frame["score"], fmt="none", ecolor="#4c72b0", alpha=0.5, capsize=3,
+                    yerr=[frame["score"] - frame["score_low"], frame["score_high"] - frame["score"]],
+                    label="95% bootstrap interval")
     if len(head):
         ax.scatter(head["trainable_blocks"], head["score"], marker="s", s=80, facecolors="none",
                    edgecolors="#dd8452", linewidths=2, label="head only", zorder=4)
@@ -180,7 +194,7 @@ def freeze_sweep_figure(target: Path, dpi: int) -> None:
         row = stable.iloc[0]
         ax.scatter([row["trainable_blocks"]], [row["score"]], marker="*", s=320, color="#c44e52", zorder=5,
                    label=f"stabilises at {row['trainable_blocks']} trainable blocks\n"
-                         f"(fewest within tolerance of the best {metric})")
+                         f"(fewest as good as the best {metric}: within tolerance or noise)")
         ax.axvline(row["trainable_blocks"], color="#c44e52", linestyle="--", alpha=0.35)
     total = int((frame["frozen_blocks"] + frame["trainable_blocks"]).max())
     ax.set_xticks(range(total + 1))
@@ -231,7 +245,8 @@ def setfit_figure(target: Path, dpi: int) -> None:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         xs = [p["samples_per_class"] for p in points]
-        ax.plot(xs, [p["f1"] for p in points], marker="o", color="#4c72b0", label="SetFit (N per class)")
+        ax.errorbar(xs, [p["f1"] for p in points], marker="o", color="#4c72b0", label="SetFit (N per class), 95% interval",
+                    yerr=interval_errors(points, ["f1"] * len(points), [p["f1"] for p in points]), capsize=3)
         for p in points:
             ax.annotate(f"{p['f1']:.3f}", (p["samples_per_class"], p["f1"]), fontsize=7,
                         textcoords="offset points", xytext=(0, 7), ha="center")

@@ -21,10 +21,10 @@ import pandas as pd
 
 from stages.errors import PipelineError
 from stages.labels import check_bio_tag, check_labels_known, convert_iob1_to_iob2, validate_bio_tags
+from stages.paths import SPLITS
 
 log = logging.getLogger("pipeline.readers")
 
-SPLITS = ("train", "validation", "test")
 DEFAULT_SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import html
 import json
 import logging
 import math
 import random
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +29,7 @@ from stages import plot
 from stages.atomic import atomic_file
 from stages.errors import PipelineError, run_stage
 from stages.params import load_params, merge_train, train_settings
+from stages.paths import COMPARE_METRICS, SETFIT_TIMINGS_DIR, TRAIN_TIMINGS_DIR, setfit_name
 
 log = logging.getLogger("pipeline.report")
 REPORT_FILE = Path("plots/report.html")
@@ -38,7 +37,6 @@ RAW_DIR = Path("data/raw")
 LOSS_DIR = Path("plots/loss")
 CONFUSION_DIR = Path("plots/confusion")
 PREDICTIONS_DIR = Path("plots/predictions")
-TRAIN_METRICS_DIR = Path("metrics/train")
 # Training settings worth a column in the params table; the rest stay in params.yaml.
 TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "warmup_steps", "weight_decay", "lr_scheduler_type",
               "freeze", "max_train_samples", "eval_strategy", "load_best_model_at_end")
@@ -161,22 +159,11 @@ code{background:#eef1f5;padding:0 3px;border-radius:3px}
 """
 
 
-def git_header(compare_rev: str | None) -> str:
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    sha = git("rev-parse", "--short", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    subject = git("log", "-1", "--format=%s")
-    where = (f"workspace of git revision <code>{esc(sha)}</code>{' with uncommitted changes' if dirty else ''}"
-             f" &mdash; {esc(subject)}" if sha else "workspace (not a git checkout)")
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def page_header(compare_rev: str | None) -> str:
+    """The page's header. It holds no clock time and no git revision: the page is a DVC output, the same bytes
+    for the same inputs, and `git log` / `dvc.lock` already say which revision produced it."""
     compare = f"<p>compared with revision <code>{esc(compare_rev)}</code></p>" if compare_rev else ""
-    return (f"<header><h1>Fine-tuning pipeline report</h1><p>{where}</p><p>generated {stamp} by "
+    return ("<header><h1>Fine-tuning pipeline report</h1><p>the workspace's pipeline outputs, written by "
             f"<code>python -m stages.report</code>; self-contained, readable offline</p>{compare}</header>")
 
 
@@ -187,27 +174,31 @@ def scalar_rows(data: dict, skip: Iterable[str] = ()) -> list[list[str]]:
 
 
 def overview_section(page: Page, metrics: dict[str, dict], old: dict[str, dict] | None, rev: str | None,
-                     dpi: int) -> None:
+                     dpi: int, verdicts: dict[str, dict] | None = None, verdict_note: str = "") -> None:
     if not metrics:
         page.add("overview", "Overview", note("No evaluated runs yet (metrics/&lt;run&gt;.json is absent): run "
                                               "<code>dvc repro</code>."))
         return
-    headers = ["run", "task", "type", "init", "main metric", "test score", "test examples", "train time (s)"]
+    headers = ["run", "task", "type", "init", "main metric", "test score", "95% interval", "test examples",
+               "train time (s)"]
     if rev:
-        headers += [f"score at {rev}", "delta"]
+        headers += [f"score at {rev}", "delta", "verdict (paired)"]
     rows = []
     for run, data in metrics.items():
         main = data["main_metric"]
         train = _train_summary(run)
         row = [esc(run), esc(data.get("task", "")), esc(data.get("type", "")), esc(data.get("init", "")), esc(main),
-               f"<b>{fmt(data.get(main))}</b>", fmt(data.get("test_examples", data.get("n", ""))),
+               f"<b>{fmt(data.get(main))}</b>", interval_text(data, main),
+               fmt(data.get("test_examples", data.get("n", ""))),
                fmt(train.get("train_runtime_s", ""))]
         if rev:
             before = (old or {}).get(run, {}).get(main)
-            row += [fmt(before) if before is not None else "&ndash;", delta_cell(main, before, data.get(main))]
+            row += [fmt(before) if before is not None else "&ndash;", delta_cell(main, before, data.get(main)),
+                    verdict_cell((verdicts or {}).get(run), main)]
         rows.append(row)
     png = figure_png("test_scores.png", lambda d: plot.main_metric_figure(metrics, d / "test_scores.png", dpi))
-    page.add("overview", "Overview: test results per fine-tuned model", table(headers, rows) + img(png, "test scores"))
+    page.add("overview", "Overview: test results per fine-tuned model",
+             table(headers, rows) + verdict_note + img(png, "test scores"))
 
 
 def params_section(page: Page, params: dict) -> None:
@@ -278,8 +269,64 @@ def _metric_file_order(path: str) -> tuple[int, str]:
 
 
 def _train_summary(run: str) -> dict:
-    path = TRAIN_METRICS_DIR / f"{run}.json"
+    path = TRAIN_TIMINGS_DIR / f"{run}.json"
     return read_json(path) if path.exists() else {}
+
+
+def _timings(path: Path) -> dict:
+    return read_json(path) if path.exists() else {}
+
+
+def interval_text(data: dict, metric: str) -> str:
+    bounds = (data.get("intervals") or {}).get(metric)
+    return f"{fmt(bounds['low'])} &ndash; {fmt(bounds['high'])}" if bounds else "&ndash;"
+
+
+VERDICT_CLASS = {"better": "up", "worse": "down", "within noise": "same"}
+
+
+def verdict_cell(record: dict | None, metric: str) -> str:
+    """A paired comparison's verdict on `metric` with its p-value, or a dash when there is none."""
+    result = (record or {}).get("metrics", {}).get(metric)
+    if not result:
+        return "&ndash;"
+    verdict = result["verdict"]
+    return f'<span class="{VERDICT_CLASS.get(verdict, "")}">{esc(verdict)}</span> (p {fmt(result["p_value"])})'
+
+
+def revision_verdicts_or_note(params: dict, rev: str) -> tuple[dict[str, dict], str]:
+    """Paired verdicts against `rev` for the overview; an older revision without predictions gets a note."""
+    from stages.compare import revision_verdicts
+
+    try:
+        return revision_verdicts(params, rev), ""
+    except PipelineError as err:
+        return {}, note(f"No paired verdicts against {esc(rev)}: {esc(err)}")
+
+
+def verdicts_section(page: Page) -> None:
+    """Paired comparisons on the same test examples (stage compare): is a difference larger than chance?"""
+    if not COMPARE_METRICS.exists():
+        page.add("verdicts", "Comparisons: differences and whether they are real",
+                 note(f"{esc(COMPARE_METRICS)} is absent: run <code>dvc repro compare</code>."))
+        return
+    data = read_json(COMPARE_METRICS)
+    rows = []
+    for pair, entry in sorted(data.get("comparisons", {}).items()):
+        for metric, result in entry.get("metrics", {}).items():
+            verdict = result.get("verdict", "")
+            rows.append([esc(pair), esc(metric), fmt(result.get("a")), fmt(result.get("b")),
+                         delta_cell(metric, result.get("a"), result.get("b")),
+                         f"{fmt(result.get('low'))} &ndash; {fmt(result.get('high'))}", fmt(result.get("p_value")),
+                         f'<span class="{VERDICT_CLASS.get(verdict, "")}">{esc(verdict)}</span>'])
+    intro = (f"<p>Each pair is compared on the same test examples: the difference (second minus first), its "
+             f"{fmt(100 * data.get('confidence', 0.95))}% paired bootstrap interval over "
+             f"{fmt(data.get('resamples'))} resamples, a paired permutation p-value, and the verdict. A run with "
+             "several seeds is scored as the mean over its seeds. <code>python -m stages.compare --rev REV</code> "
+             "compares the workspace with another git revision the same way.</p>")
+    page.add("verdicts", "Comparisons: differences and whether they are real",
+             intro + (table(["pair", "metric", "first", "second", "difference", "interval", "p", "verdict"], rows)
+                      if rows else note("No pairs to compare (one run per task, no SetFit, no sweep).")))
 
 
 def runs_section(page: Page, metrics: dict[str, dict], dpi: int, per_run: int, old: dict[str, dict] | None = None,
@@ -454,8 +501,9 @@ def freeze_sweep_section(page: Page, params: dict, dpi: int) -> None:
                                ("freeze_sweep_time.png", plot.freeze_sweep_time_figure))]
     intro = (f"<p>Task <code>{esc(sweep['task'])}</code> from <code>{esc(sweep['init'])}</code>, "
              f"{fmt(settings['epochs'])} epochs at learning rate {fmt(settings['learning_rate'])}: the first k encoder "
-             f"blocks (and the embeddings) frozen per point. The score stabilises at the fewest trainable blocks within "
-             f"{fmt(sweep['tolerance'])} of the best (highlighted).</p>")
+             f"blocks (and the embeddings) frozen per point. The score stabilises at the fewest trainable blocks as good "
+             f"as the best point: within {fmt(sweep['tolerance'])} of it, or not significantly worse by a paired test "
+             f"on the same test examples (<code>vs_best</code>; highlighted).</p>")
     page.add("freeze", "Freeze sweep", intro + "".join(figures) + body)  # wide figures: one per line
 
 
@@ -471,13 +519,16 @@ def setfit_section(page: Page, params: dict, dpi: int) -> None:
         metric = data.get("metric", "f1")
         rows = []
         for entry in sorted(data.get("setfit", {}).values(), key=lambda e: e.get("samples_per_class", 0)):
+            name = setfit_name(data.get("task", ""), entry.get("samples_per_class", 0))
             rows.append([f"SetFit, N={fmt(entry.get('samples_per_class'))} per class", fmt(entry.get("train_examples")),
-                         f"<b>{fmt(entry.get(metric))}</b>", fmt(entry.get("accuracy")), fmt(entry.get("macro_f1")),
-                         fmt(entry.get("train_runtime_s"))])
+                         f"<b>{fmt(entry.get(metric))}</b>", interval_text(entry, metric), fmt(entry.get("accuracy")),
+                         fmt(entry.get("macro_f1")),
+                         fmt(_timings(SETFIT_TIMINGS_DIR / f"{name}.json").get("train_runtime_s"))])
         for run, entry in data.get("full_finetune", {}).items():
             rows.append([f"full fine-tune <code>{esc(run)}</code> (init {esc(entry.get('init', '?'))})",
-                         fmt(entry.get("train_examples")), f"<b>{fmt(entry.get(metric))}</b>", fmt(entry.get("accuracy")),
-                         fmt(entry.get("macro_f1")), fmt(entry.get("train_runtime_s"))])
+                         fmt(entry.get("train_examples")), f"<b>{fmt(entry.get(metric))}</b>",
+                         interval_text(entry, metric), fmt(entry.get("accuracy")), fmt(entry.get("macro_f1")),
+                         fmt(_train_summary(run).get("train_runtime_s"))])
         name = f"{path.stem}_f1.png"
         png = figure_png(name, lambda d: plot.setfit_figure(d, dpi))
         missing = data.get("missing") or []
@@ -485,7 +536,8 @@ def setfit_section(page: Page, params: dict, dpi: int) -> None:
         parts.append(f"<h3>{esc(task)}</h3>"
                      + (note("missing: " + esc(", ".join(map(str, missing)))) if missing else "")
                      + f'<div class="grid">{img(png, "SetFit vs full fine-tune: " + str(task))}'
-                     + table(["model", "train examples", metric, "accuracy", "macro_f1", "train time (s)"], rows)
+                     + table(["model", "train examples", metric, "95% interval", "accuracy", "macro_f1",
+                              "train time (s)"], rows)
                      + "</div>")
     page.add("setfit", "SetFit vs full fine-tune", "".join(parts))
 
@@ -549,8 +601,10 @@ def build(params: dict, compare_rev: str | None) -> str:
     metrics = plot.run_metrics()
     diff = read_other_revision(compare_rev) if compare_rev else None
     old = old_run_metrics(diff) if diff else None
+    verdicts, missing = revision_verdicts_or_note(params, compare_rev) if compare_rev else ({}, "")
     page = Page()
-    overview_section(page, metrics, old, compare_rev, dpi)
+    overview_section(page, metrics, old, compare_rev, dpi, verdicts, missing)
+    verdicts_section(page)
     if diff is not None:
         comparison_section(page, compare_rev, diff)
     params_section(page, params)
@@ -560,7 +614,7 @@ def build(params: dict, compare_rev: str | None) -> str:
     setfit_section(page, params, dpi)
     domain_adapt_section(page, dpi)
     examples_section(page, params, settings["examples_per_task"], seed, dpi)
-    return page.render(git_header(compare_rev))
+    return page.render(page_header(compare_rev))
 
 
 def main(argv: list[str] | None = None) -> None:

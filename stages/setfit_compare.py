@@ -3,7 +3,9 @@
 Reads metrics/setfit/<task>-n<N>.json for every N in `setfit.samples_per_class` and metrics/<run>.json of every
 fine-tune run on the task (`finetune.<run>.task`; base and domain-adapted alike), all scored on the same test
 split with the same metrics function, and writes metrics/setfit_<task>.json for `dvc metrics show/diff` and the
-plot stage. A run that has not been evaluated yet is listed under `missing` instead of failing the table.
+plot stage: each entry's scores with their 95% intervals (paired verdicts between them come from the compare
+stage). Training times live in timings/ and stay out of this metrics file. A run that has not been evaluated yet
+is listed under `missing` instead of failing the table.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from pathlib import Path
 from stages.atomic import write_json
 from stages.errors import PipelineError, run_stage
 from stages.params import load_params
-from stages.setfit_fewshot import SETFIT_METRICS_DIR, run_name
+from stages.paths import METRICS_DIR, SETFIT_METRICS_DIR, TRAIN_METRICS_DIR, setfit_name
 
 log = logging.getLogger("pipeline.setfit_compare")
-METRICS_DIR = Path("metrics")
-TRAIN_METRICS_DIR = Path("metrics/train")
-KEPT = ("f1", "accuracy", "macro_f1", "precision", "recall", "test_examples")
+KEPT = ("f1", "accuracy", "macro_f1", "precision", "recall", "test_examples", "intervals")
 
 
 def _read(path: Path) -> dict:
@@ -36,12 +36,11 @@ def compare(task_name: str, params: dict, metrics_dir: Path = METRICS_DIR) -> di
     setfit_dir = metrics_dir / SETFIT_METRICS_DIR.relative_to(METRICS_DIR)
     table: dict = {"task": task_name, "metric": "f1", "full_finetune": {}, "setfit": {}, "missing": []}
     for n in params["setfit"]["samples_per_class"]:
-        path = setfit_dir / f"{run_name(task_name, n)}.json"
+        path = setfit_dir / f"{setfit_name(task_name, n)}.json"
         if not path.exists():
             raise PipelineError(f"{path} does not exist: run `dvc repro setfit` first")
         data = _read(path)
         table["setfit"][f"n{n}"] = {"samples_per_class": n, "train_examples": data["train_examples"],
-                                    "train_runtime_s": data.get("train_runtime_s"),
                                     **{k: data[k] for k in KEPT if k in data}}
     for run, spec in params["finetune"].items():
         if spec["task"] != task_name:
@@ -56,7 +55,7 @@ def compare(task_name: str, params: dict, metrics_dir: Path = METRICS_DIR) -> di
         train = metrics_dir / TRAIN_METRICS_DIR.relative_to(METRICS_DIR) / f"{run}.json"
         if train.exists():
             summary = _read(train)
-            entry.update(train_examples=summary.get("train_samples"), train_runtime_s=summary.get("train_runtime_s"))
+            entry.update(train_examples=summary.get("train_samples"))
         table["full_finetune"][run] = entry
     sizes = {e.get("test_examples") for e in [*table["setfit"].values(), *table["full_finetune"].values()]}
     table["same_test_split"] = len(sizes) == 1

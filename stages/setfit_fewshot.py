@@ -4,7 +4,9 @@ SetFit fine-tunes a sentence-transformers body contrastively on pairs drawn from
 similar, different class: dissimilar), then fits a logistic-regression head on the embeddings. The stage samples
 exactly N examples per class (seeded; the sample for N is a prefix of the sample for 2N, so the curve over N is
 not blurred by resampling), trains, and scores on the same test split with the same metrics function as the full
-fine-tune. Writes models/setfit/<task>-n<N>/ (SetFit's own format) and metrics/setfit/<task>-n<N>.json.
+fine-tune. Writes models/setfit/<task>-n<N>/ (SetFit's own format), metrics/setfit/<task>-n<N>.json (test
+metrics with 95% intervals), predictions/setfit/<task>-n<N>.json (the full test predictions, for paired
+comparisons with the fine-tuned runs) and timings/setfit/<task>-n<N>.json.
 
 The head is a scikit-learn object that SetFit pickles (`model_head.pkl`, via joblib): loading a SetFit model
 unpickles it, which can run arbitrary code. Load SetFit directories only from sources you trust.
@@ -24,22 +26,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stages import predictions
 from stages.atomic import atomic_dir, write_json
 from stages.errors import PipelineError, run_stage
 from stages.metrics import classification_metrics
 from stages.modeling import init_dir
 from stages.params import load_params
+from stages.paths import (
+    SETFIT_METRICS_DIR,
+    SETFIT_MODELS_DIR,
+    SETFIT_PREDICTIONS_DIR,
+    SETFIT_TIMINGS_DIR,
+    setfit_name,
+)
+from stages.stats import interval_summary
+from stages.task_data import read_raw
 
 log = logging.getLogger("pipeline.setfit")
-SETFIT_MODELS_DIR = Path("models/setfit")
-SETFIT_METRICS_DIR = Path("metrics/setfit")
 # Files that mark a SetFit model directory (SetFit's own names).
 SETFIT_CONFIG = "config_setfit.json"
 SETFIT_HEAD = "model_head.pkl"
-
-
-def run_name(task: str, n: int) -> str:
-    return f"{task}-n{n}"
 
 
 def sample_per_class(frame: pd.DataFrame, labels: Sequence[str], n: int, seed: int, where: str) -> pd.DataFrame:
@@ -126,6 +132,14 @@ def evaluate_setfit(trainer: Any, test: pd.DataFrame, labels: list[str], positiv
     return trainer.evaluate(test_set)
 
 
+def test_rows(model: Any, test: pd.DataFrame, labels: list[str], batch_size: int = 32) -> list[dict]:
+    """The full test predictions (label and class probabilities per example) in the pipeline's document rows."""
+    probabilities = np.asarray(model.predict_proba(test["text"].astype(str).tolist(), batch_size=batch_size,
+                                                   as_numpy=True))
+    predicted = [labels[int(i)] for i in np.argmax(probabilities, axis=-1)]
+    return predictions.label_rows(test, predicted, probabilities, labels)
+
+
 def load_setfit(model_dir: str | Path) -> Any:
     """A saved SetFit model (this unpickles its head: trusted directories only)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -169,8 +183,6 @@ def main(argv: list[str] | None = None) -> None:
     # Everything the stage loads is local (models/<init>); offline mode also stops SetFit's model card from
     # probing the Hub for the model id.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from stages.tokenize_data import read_raw
-
     params = load_params()
     task_name, n = parse_args(argv, params)
     task = params["tasks"][task_name]
@@ -178,21 +190,26 @@ def main(argv: list[str] | None = None) -> None:
     seed = params["seed"] if settings["seed"] is None else settings["seed"]
     splits, labels = read_raw(task_name)
     train = sample_per_class(splits["train"], labels, n, seed, f"data/raw/{task_name}/train.parquet")
-    name = run_name(task_name, n)
+    name = setfit_name(task_name, n)
     log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
              len(train), settings["num_iterations"], 2 * settings["num_iterations"] * len(train), settings["epochs"])
     model, trainer, summary = train_setfit(init_dir(settings["init"]), train, labels, settings, seed,
                                            settings["max_length"] or task["max_length"],
                                            params["model"]["trust_remote_code"])
     scores = evaluate_setfit(trainer, splits["test"], labels, task["positive_label"])
+    document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
     with atomic_dir(SETFIT_MODELS_DIR / name) as tmp:
         model.save_pretrained(str(tmp))
+    write_json(SETFIT_PREDICTIONS_DIR / f"{name}.json", document)
+    runtime = summary.pop("train_runtime_s")
+    write_json(SETFIT_TIMINGS_DIR / f"{name}.json", {"train_runtime_s": runtime})
     write_json(SETFIT_METRICS_DIR / f"{name}.json",
                {"task": task_name, "method": "setfit", "init": settings["init"], "samples_per_class": n,
                 "num_iterations": settings["num_iterations"], "seed": seed, "main_metric": "f1",
-                "test_examples": len(splits["test"]), **summary, **scores})
+                "test_examples": len(splits["test"]), **summary, **scores,
+                "intervals": interval_summary([document], params["stats"], params["seed"])})
     log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
-             scores["accuracy"], len(splits["test"]), summary["train_runtime_s"])
+             scores["accuracy"], len(splits["test"]), runtime)
 
 
 if __name__ == "__main__":

@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
 
 from stages.atomic import atomic_dir, write_json
-from stages.download import RAW_DIR, task_from_args
 from stages.errors import PipelineError, run_stage
 from stages.modeling import MODEL_DIRS, load_tokenizer
-from stages.params import load_params
-from stages.readers import SPLITS
+from stages.params import entry_from_args, load_params
+from stages.paths import LABELS_FILE, TOKENIZED_DIR
+from stages.task_data import read_raw
 from stages.tokenization import encode_sequences, encode_token_task
 
 log = logging.getLogger("pipeline.tokenize")
-TOKENIZED_DIR = Path("data/tokenized")
-LABELS_FILE = "labels.json"
-
-
-def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    folder = RAW_DIR / name
-    if not folder.exists():
-        raise PipelineError(f"{folder} does not exist: run `dvc repro download@{name}` first")
-    labels = json.loads((folder / "labels.json").read_text())["labels"]
-    return {split: pd.read_parquet(folder / f"{split}.parquet") for split in SPLITS}, labels
-
-
-def load_tokenized(name: str) -> tuple[Any, list[str]]:
-    """The tokenized splits of a task and its label list."""
-    import datasets
-
-    folder = TOKENIZED_DIR / name
-    if not folder.exists():
-        raise PipelineError(f"{folder} does not exist: run `dvc repro tokenize@{name}` first")
-    labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
-    return datasets.load_from_disk(str(folder)), labels
 
 
 def main(argv: list[str] | None = None) -> None:
     import datasets
 
     params = load_params()
-    name, task = task_from_args(argv, params, "tokenize_data")
+    name, task = entry_from_args(argv, params, "tasks", "tokenize")
     splits, labels = read_raw(name)
     tokenizer = load_tokenizer(MODEL_DIRS["base"], params["model"]["trust_remote_code"])
     label2id = {label: i for i, label in enumerate(labels)}

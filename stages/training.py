@@ -15,25 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stages import resume
 from stages.atomic import atomic_file, write_json
 from stages.distributed import is_main_process, world_size
-from stages.labels import IGNORE_INDEX, uses_bio
-from stages.metrics import (
-    MAIN_METRIC,
-    classification_metrics,
-    multilabel_metrics,
-    regression_metrics,
-    token_metrics,
-)
-from stages.modeling import FreezeReport, freeze_model, load_tokenizer
+from stages.metrics import MAIN_METRIC, scores_from_logits
+from stages.modeling import FreezeReport, freeze_model, load_tokenizer, make_collator
+from stages.paths import CHECKPOINT_ROOT, TASK_FILE
 
 log = logging.getLogger("pipeline.training")
 
-TASK_FILE = "task.json"
-CHECKPOINT_ROOT = Path("checkpoints")  # Trainer checkpoints: git-ignored, never a DVC output
+# Figures that change from one run to the next on the same params: kept out of the files `dvc metrics diff` reads.
+TIMING_KEYS = ("train_runtime_s", "train_samples_per_second")
 _PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
                   "regression": "regression"}
 
@@ -61,34 +53,6 @@ def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remo
         return AutoModelForTokenClassification.from_pretrained(str(init_path), **kwargs)
     return AutoModelForSequenceClassification.from_pretrained(str(init_path), problem_type=_PROBLEM_TYPES[task["type"]],
                                                               **{k: v for k, v in kwargs.items() if k != "problem_type"})
-
-
-def make_collator(task: dict, tokenizer: Any) -> Any:
-    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
-
-    if task["type"] == "token":
-        return DataCollatorForTokenClassification(tokenizer)
-    return DataCollatorWithPadding(tokenizer)
-
-
-def scores_from_logits(logits: np.ndarray, labels: Any, task: dict, label_names: list[str]) -> dict:
-    """Task metrics from raw logits; used for validation during training and by the evaluate stage."""
-    kind = task["type"]
-    if kind == "regression":
-        return regression_metrics(np.asarray(labels, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
-    if kind == "multi_label":
-        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits)))
-        return multilabel_metrics(np.asarray(labels), probabilities >= task["threshold"], label_names)
-    if kind == "token":
-        predictions = np.argmax(logits, axis=-1)
-        gold_sequences, predicted_sequences = [], []
-        for gold_row, predicted_row in zip(labels, predictions, strict=True):
-            keep = [i for i, g in enumerate(gold_row) if g != IGNORE_INDEX]
-            gold_sequences.append([label_names[gold_row[i]] for i in keep])
-            predicted_sequences.append([label_names[predicted_row[i]] for i in keep])
-        return token_metrics(gold_sequences, predicted_sequences, uses_bio(task))
-    return classification_metrics(np.asarray(labels), np.argmax(logits, axis=-1), label_names,
-                                  task["positive_label"])
 
 
 def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
@@ -208,6 +172,12 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         **({} if resume_point is None else {"resumed_from_step": resume_point.step}),
     }
     return TrainResult(trainer.model, tokenizer, freeze, summary, history)
+
+
+def split_timings(summary: dict) -> tuple[dict, dict]:
+    """A run summary split into quality figures (metrics) and machine-dependent timings (never metrics)."""
+    quality = {k: v for k, v in summary.items() if k not in TIMING_KEYS}
+    return quality, {k: summary[k] for k in TIMING_KEYS if k in summary}
 
 
 def save_model_dir(result: TrainResult, target: Path, task: dict, labels: list[str], task_name: str) -> None:

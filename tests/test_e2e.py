@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "models", "raw", "tokenized", "mlm", "checkpoints", "figures",
-                                     "__pycache__", ".pytest_cache", "*.egg-info", "cache", "tmp")
+                                     "predictions", "__pycache__", ".pytest_cache", "*.egg-info", "cache", "tmp")
 
 
 def sh(repo: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
@@ -33,7 +33,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("e2e") / "repo"
     shutil.copytree(REPO, repo, ignore=COPY_IGNORE)
     # Outputs committed to git (metrics, plot data, dvc.lock) are removed so the run must produce them itself.
-    for folder in ("metrics", "plots"):
+    for folder in ("metrics", "plots", "timings"):
         shutil.rmtree(repo / folder, ignore_errors=True)
     (repo / "dvc.lock").unlink(missing_ok=True)
     sh(repo, "git", "init", "-q")
@@ -55,6 +55,17 @@ def test_every_run_is_evaluated_and_learns(reproduced):
         assert metrics["test_examples"] > 0
         assert (reproduced / "models" / "finetuned" / run / "model.safetensors").exists()
         assert not list((reproduced / "models" / "finetuned" / run).glob("*.bin"))
+        # the full test predictions, one row per test example, and the main metric's 95% interval
+        document = json.loads((reproduced / "predictions" / "finetune" / run / "seed-42.json").read_text())
+        assert len(document["rows"]) == metrics["test_examples"]
+        bounds = metrics["intervals"][metrics["main_metric"]]
+        assert bounds["low"] <= metrics[metrics["main_metric"]] <= bounds["high"]
+        assert not {"train_runtime_s", "train_samples_per_second"} & set(
+            json.loads((reproduced / "metrics" / "train" / f"{run}.json").read_text()))
+    compared = json.loads((reproduced / "metrics" / "compare.json").read_text())["comparisons"]
+    assert "sentiment_adapted vs sentiment" in compared and "setfit/sentiment-n8 vs sentiment" in compared
+    assert {m["verdict"] for c in compared.values() for m in c["metrics"].values()} <= {
+        "better", "worse", "within noise"}
     sentiment = json.loads((reproduced / "metrics" / "sentiment.json").read_text())
     assert sentiment["f1"] > 0.65 and sentiment["accuracy"] > 0.65  # chance is 0.5 on the balanced sample
     assert (reproduced / "plots" / "figures" / "confusion_sentiment.png").stat().st_size > 1000
@@ -63,6 +74,22 @@ def test_every_run_is_evaluated_and_learns(reproduced):
 def test_second_repro_runs_nothing(reproduced):
     result = sh(reproduced, "dvc", "repro")
     assert "Running stage" not in result.stdout, result.stdout
+
+
+def test_forced_rerun_with_nothing_changed_diffs_empty(reproduced):
+    """Rerunning stages with the same params and seed changes no metric, so `dvc metrics diff` prints nothing,
+    and the report (a DVC-cached output) comes out as the same bytes."""
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reproduced", "--allow-empty")
+    assert "plots/report.html" not in sh(reproduced, "git", "ls-files", "plots").stdout  # DVC tracks it, not git
+    report = (reproduced / "plots" / "report.html").read_bytes()
+    # one stage of every kind that writes metrics (all of them would take the whole default repro again)
+    for stage in ("domain_adapt", "finetune@topics", "evaluate@topics", "freeze_sweep@head", "freeze_sweep_table",
+                  "setfit@sentiment-8", "setfit_compare@sentiment", "compare", "report"):
+        sh(reproduced, "dvc", "repro", "--force", "--single-item", stage)
+    assert sh(reproduced, "dvc", "metrics", "diff").stdout.strip() == ""
+    assert (reproduced / "plots" / "report.html").read_bytes() == report
+    assert json.loads(sh(reproduced, "dvc", "status", "--json").stdout) == {}
 
 
 def test_plot_param_reruns_only_plot_and_report(reproduced):

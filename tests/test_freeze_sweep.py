@@ -15,7 +15,7 @@ import yaml
 
 from stages.errors import PipelineError
 from stages.freeze_sweep import check_point_fits, parse_point
-from stages.freeze_sweep_table import read_points, stabilised_index, sweep_table
+from stages.freeze_sweep_table import COLUMNS, read_points, stabilised_index, sweep_table
 from stages.params import merge_train, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_points_from_the_command_line():
 def metrics_row(freeze, trainable_blocks: int, f1: float, params: int, frozen: int | None = None) -> dict:
     return {"freeze": str(freeze), "frozen_blocks": 6 - trainable_blocks if frozen is None else frozen,
             "trainable_blocks": trainable_blocks, "trainable_params": params, "total_params": 1000,
-            "main_metric": "f1", "f1": f1, "train_runtime_s": 1.0, "train_samples_per_second": 10.0}
+            "main_metric": "f1", "f1": f1}
 
 
 def test_stabilises_at_fewest_blocks_within_tolerance():
@@ -86,6 +86,20 @@ def test_stabilises_at_fewest_blocks_within_tolerance():
     assert [r["near_best"] for r in table] == [False, False, False, True, True]
     assert [r["freeze"] for r in sweep_table(rows, tolerance=0.02) if r["stabilised"]] == ["4"]
     assert [r["freeze"] for r in sweep_table(rows, tolerance=0.0) if r["stabilised"]] == ["0"]
+
+
+def test_a_point_within_noise_of_the_best_counts_as_good_as_the_best():
+    # 0.70 is 0.15 below the best, far outside the tolerance, but on a small test set a paired test may find the
+    # difference within noise: then the sweep must not call the smaller model worse.
+    rows = [metrics_row(0, 6, 0.850, 900), metrics_row(4, 2, 0.70, 300), metrics_row("head", 0, 0.60, 40, frozen=6)]
+    noise = {"verdict": "within noise", "p_value": 0.3}
+    worse = {"verdict": "worse", "p_value": 0.001}
+    table = sweep_table(rows, tolerance=0.01, verdicts=[noise, noise, worse])
+    assert [r["freeze"] for r in table if r["stabilised"]] == ["4"]
+    assert [(r["freeze"], r["near_best"], r["vs_best"]) for r in table] == [
+        ("head", False, "worse"), ("4", True, "within noise"), ("0", True, "within noise")]
+    table = sweep_table(rows, tolerance=0.01, verdicts=[noise, worse, worse])
+    assert [r["freeze"] for r in table if r["stabilised"]] == ["0"]
 
 
 def test_stabilisation_tie_goes_to_fewer_trainable_params():
@@ -139,6 +153,8 @@ def test_sweep_points_table_and_figures(sweep_repo):
         freeze_sweep.main([point])
     rows = {p: json.loads((sweep_repo / "metrics" / "freeze_sweep" / f"{p}.json").read_text())
             for p in ("0", "1", "2", "head")}
+    timings = {p: json.loads((sweep_repo / "timings" / "freeze_sweep" / f"{p}.json").read_text())
+               for p in ("0", "1", "2", "head")}
     # Expected trainable counts from the checkpoint's own modules, independently of freeze_model.
     model = AutoModelForSequenceClassification.from_pretrained(str(sweep_repo / "models" / "base"), num_labels=2)
     size = lambda *ms: sum(p.numel() for m in ms for p in m.parameters())  # noqa: E731
@@ -148,17 +164,26 @@ def test_sweep_points_table_and_figures(sweep_repo):
     assert rows["2"]["trainable_params"] == size(pooler, head)
     assert rows["head"]["trainable_params"] == size(head)
     assert [rows[p]["trainable_blocks"] for p in ("0", "1", "2", "head")] == [2, 1, 0, 0]
-    for row in rows.values():
+    for point, row in rows.items():
         assert row["task"] == "sentiment" and row["main_metric"] == "f1" and 0.0 <= row["f1"] <= 1.0
         assert row["test_examples"] == 12 and row["train_samples"] == 96
-        assert row["train_runtime_s"] > 0 and row["train_samples_per_second"] > 0
         assert {"accuracy", "macro_f1", "total_params"} <= set(row)
+        # timings are not metrics: they live beside them, so `dvc metrics diff` never shows them
+        assert not {"train_runtime_s", "train_samples_per_second"} & set(row)
+        assert timings[point]["train_runtime_s"] > 0 and timings[point]["train_samples_per_second"] > 0
+        bounds = row["intervals"]["f1"]
+        assert bounds["low"] <= row["f1"] <= bounds["high"] and bounds["value"] == pytest.approx(row["f1"])
+        document = json.loads((sweep_repo / "predictions" / "freeze_sweep" / f"{point}.json").read_text())
+        assert len(document["rows"]) == 12 and document["kind"] == "single_label"
 
     freeze_sweep_table.main([])
     table = (sweep_repo / "plots" / "freeze_sweep.csv").read_text().splitlines()
     assert table[0].startswith("freeze,frozen_blocks,trainable_blocks,trainable_params")
     assert [line.split(",")[0] for line in table[1:]] == ["head", "2", "1", "0"]
     assert sum(line.endswith(",True") for line in table[1:]) == 1  # exactly one stabilisation point
+    # every point is compared with the best one on the same 12 test sentences: the best is within noise of itself
+    verdicts = [line.split(",")[COLUMNS.index("vs_best")] for line in table[1:]]
+    assert set(verdicts) <= {"within noise", "worse"} and "within noise" in verdicts
 
     plot.main([])
     for name in ("freeze_sweep_f1.png", "freeze_sweep_time.png"):

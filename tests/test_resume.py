@@ -165,10 +165,10 @@ def finished_run(repo: Path, run: str = RUN) -> dict:
     """A finished run's recorded results and its test-split scores (scored here, the same code for both)."""
     from safetensors.numpy import load_file
 
-    from stages.evaluate_model import score_split
     from stages.inference import load_finetuned
     from stages.params import load_params
-    from stages.tokenize_data import load_tokenized
+    from stages.scoring import score_split
+    from stages.task_data import load_tokenized
 
     cwd = Path.cwd()
     os.chdir(repo)

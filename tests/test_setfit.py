@@ -133,11 +133,20 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     setfit_fewshot.main(["sentiment", "2"])
     written = {p.relative_to(tmp_path).parts[:3] for p in set(tmp_path.rglob("*")) - before}
-    assert written == {("models", "setfit"), ("models", "setfit", "sentiment-n2"), ("metrics",),
-                       ("metrics", "setfit"), ("metrics", "setfit", "sentiment-n2.json")}
+    declared = {"models/setfit/sentiment-n2", "metrics/setfit/sentiment-n2.json",
+                "predictions/setfit/sentiment-n2.json", "timings/setfit/sentiment-n2.json"}
+    expected = {Path(p).parts[:i] for p in declared for i in (1, 2, 3)} - {("models",)}  # models/base was there
+    assert written == expected
     data = json.loads((tmp_path / "metrics" / "setfit" / "sentiment-n2.json").read_text())
     assert data["samples_per_class"] == 2 and data["train_examples"] == 4 and data["test_examples"] == 4
     assert data["positive_label"] == "pos" and 0.0 <= data["f1"] <= 1.0
+    assert "train_runtime_s" not in data  # a timing: in timings/, never in the metrics dvc diffs
+    assert data["intervals"]["f1"]["low"] <= data["f1"] <= data["intervals"]["f1"]["high"]
+    document = json.loads((tmp_path / "predictions" / "setfit" / "sentiment-n2.json").read_text())
+    rows = document["rows"]
+    assert [r["gold"] for r in rows] == ["pos", "pos", "neg", "neg"]
+    accuracy = sum(r["gold"] == r["predicted"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(data["accuracy"])  # the predictions file is what the metrics were computed on
     assert setfit_fewshot.is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
     with pytest.raises(PipelineError, match="class 'neg' has 4"):
         setfit_fewshot.main(["sentiment", "5"])
@@ -205,14 +214,15 @@ def test_compare_table_and_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     metrics = tmp_path / "metrics"
     for n, f1 in ((8, 0.61), (16, 0.7)):
         _write(metrics / "setfit" / f"sentiment-n{n}.json",
-               {"f1": f1, "accuracy": f1, "test_examples": 48, "train_examples": 2 * n, "train_runtime_s": 1.0})
+               {"f1": f1, "accuracy": f1, "test_examples": 48, "train_examples": 2 * n,
+                "intervals": {"f1": {"value": f1, "low": f1 - 0.1, "high": f1 + 0.1}}})
     _write(metrics / "sentiment.json", {"f1": 0.85, "accuracy": 0.84, "test_examples": 48, "main_metric": "f1"})
-    _write(metrics / "train" / "sentiment.json", {"train_samples": 384, "train_runtime_s": 30.0})
+    _write(metrics / "train" / "sentiment.json", {"train_samples": 384})
     table = compare("sentiment", params, metrics)
     assert table["setfit"]["n8"]["f1"] == 0.61 and table["setfit"]["n16"]["train_examples"] == 32
     assert table["full_finetune"] == {"sentiment": {"init": "base", "f1": 0.85, "accuracy": 0.84,
-                                                    "test_examples": 48, "train_examples": 384,
-                                                    "train_runtime_s": 30.0}}
+                                                    "test_examples": 48, "train_examples": 384}}
+    assert table["setfit"]["n8"]["intervals"]["f1"]["low"] == pytest.approx(0.51)  # intervals travel with scores
     assert table["missing"] == ["sentiment_adapted"] and table["same_test_split"]
     assert "main_metric" not in table  # the plot stage takes files with main_metric for evaluated runs
 

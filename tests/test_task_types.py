@@ -19,11 +19,10 @@ import pytest
 from conftest import REPO, make_stage_repo
 from stages.errors import PipelineError
 from stages.labels import build_label_list
-from stages.metrics import classification_metrics, multilabel_metrics, regression_metrics
+from stages.metrics import classification_metrics, multilabel_metrics, regression_metrics, scores_from_logits
 from stages.params import TASK
 from stages.readers import normalise, parse_label, read_task_splits
 from stages.tokenization import encode_sequences, label_targets
-from stages.training import scores_from_logits
 
 
 def make_task(kind: str, **overrides) -> dict:
@@ -442,9 +441,9 @@ def test_class_distribution_figures(pipeline, tmp_path, monkeypatch):
 
 def test_predict_pairs_scores_like_evaluation(pipeline):
     """A pair given to predict gets the same score as the same pair in the evaluated test split."""
-    from stages.evaluate_model import score_split
     from stages.inference import load_finetuned
     from stages.predict import parse_inputs, predict
+    from stages.scoring import score_split
 
     model_dir = pipeline / "models" / "finetuned" / "similarity"
     raw = pd.read_parquet(pipeline / "data" / "raw" / "similarity" / "test.parquet").head(3)

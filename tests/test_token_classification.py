@@ -13,14 +13,13 @@ import yaml
 
 from conftest import REPO, build_tiny_model, shared_data
 from stages.errors import PipelineError
-from stages.evaluate_model import evaluate_token_task
 from stages.labels import IGNORE_INDEX, build_label_list, convert_iob1_to_iob2
-from stages.metrics import MISSED_TAG, entity_metrics, tag_metrics
+from stages.metrics import MISSED_TAG, entity_metrics, scores_from_logits, tag_metrics
 from stages.params import TASK
 from stages.predict import group_entities
 from stages.readers import _hub_to_frame, read_conll, read_task_splits
+from stages.scoring import evaluate_token_task
 from stages.tokenization import NO_WORD, encode_token_task, split_words
-from stages.training import scores_from_logits
 
 CONLL_ORDER = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 HUB_ORDER = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]  # conll2003 on the Hub

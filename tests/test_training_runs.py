@@ -17,7 +17,7 @@ def two_runs(tmp_path_factory, tiny_model_dir) -> Path:
     repo = make_stage_repo(tmp_path_factory.mktemp("ddp"), two_run_params, tiny_model_dir)
     run_module(repo, "stages.download", "sentiment")
     run_module(repo, "stages.tokenize_data", "sentiment")
-    for name in ("one", "again", "two"):
+    for name in ("one", "again", "two", "seeded"):
         run_module(repo, "stages.finetune", name)
         run_module(repo, "stages.evaluate_model", name)
     return repo
@@ -31,7 +31,9 @@ def two_run_params(params: dict) -> None:
                      "max_train_samples": 128, "eval_strategy": "no", "logging_steps": 4}}
     params["finetune"] = {"one": {**run, "train": {**run["train"], "num_processes": 1}},
                           "again": {**run, "train": {**run["train"], "num_processes": 1}},
-                          "two": {**run, "train": {**run["train"], "num_processes": 2}}}
+                          "two": {**run, "train": {**run["train"], "num_processes": 2}},
+                          # `one` again, plus a second seed: seed 42 must reproduce `one` exactly
+                          "seeded": {**run, "seeds": [42, 7], "train": {**run["train"], "num_processes": 1}}}
     for section, key, value in (("freeze_sweep", "task", "sentiment"), ("setfit", "tasks", ["sentiment"])):
         if section in params:
             params[section][key] = value
@@ -104,3 +106,32 @@ def test_domain_adaptation_runs_data_parallel(two_runs):
     assert two["eval_loss_after"] < two["eval_loss_before"]
     print(f"MLM train_loss 1 process {one['train_loss']} vs 2 processes {two['train_loss']}; eval loss after "
           f"{one['eval_loss_after']} vs {two['eval_loss_after']}")  # for the record (pytest -s)
+
+
+def test_several_seeds_train_one_model_each_and_aggregate(two_runs):
+    metrics = two_runs / "metrics"
+    one = json.loads((metrics / "one.json").read_text())
+    seeded = json.loads((metrics / "seeded.json").read_text())
+    # the first seed is the run's own model, identical to a one-seed run with that seed
+    assert (two_runs / "models" / "finetuned" / "seeded" / "model.safetensors").exists()
+    assert (two_runs / "models" / "finetuned" / "seeded" / "seed-7" / "model.safetensors").exists()
+    assert seeded["seed"] == 42 and seeded["f1"] == one["f1"] and seeded["intervals"] == one["intervals"]
+    rows = {seed: json.loads((two_runs / "predictions" / "finetune" / "seeded" / f"seed-{seed}.json").read_text())
+            for seed in (42, 7)}
+    first = json.loads((two_runs / "predictions" / "finetune" / "one" / "seed-42.json").read_text())
+    assert rows[42]["rows"] == first["rows"] and rows[42]["test_sha256"] == rows[7]["test_sha256"]
+    # each seed's scores, and their spread
+    per_seed = seeded["seeds"]
+    assert per_seed["42"]["f1"] == pytest.approx(one["f1"])
+    accuracy_7 = sum(r["gold"] == r["predicted"] for r in rows[7]["rows"]) / len(rows[7]["rows"])
+    assert per_seed["7"]["accuracy"] == pytest.approx(accuracy_7)
+    aggregate = seeded["seed_aggregate"]["accuracy"]
+    values = [per_seed["42"]["accuracy"], per_seed["7"]["accuracy"]]
+    assert aggregate["mean"] == pytest.approx(sum(values) / 2, abs=1e-6)
+    assert aggregate["min"] == pytest.approx(min(values)) and aggregate["max"] == pytest.approx(max(values))
+    assert aggregate["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-6)  # sample std, n=2
+    pooled = seeded["pooled_intervals"]["accuracy"]
+    assert pooled["value"] == pytest.approx(aggregate["mean"], abs=1e-6)
+    assert pooled["low"] <= pooled["value"] <= pooled["high"]
+    train = json.loads((metrics / "train" / "seeded.json").read_text())
+    assert set(train["seeds"]) == {"42", "7"} and train["train_loss"] == train["seeds"]["42"]["train_loss"]

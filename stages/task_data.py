@@ -1,0 +1,38 @@
+"""A task's data as the stages after `download` read it: raw Parquet splits and tokenized Arrow splits.
+
+Shared by tokenize, fine-tune, evaluate, the freeze sweep and SetFit, so none of them imports another stage.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from stages.errors import PipelineError
+from stages.paths import LABELS_FILE, RAW_DIR, SPLITS, TOKENIZED_DIR
+
+
+def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The raw splits of a task (data/raw/<task>) and its label list."""
+    folder = RAW_DIR / name
+    if not folder.exists():
+        raise PipelineError(f"{folder} does not exist: run `dvc repro download@{name}` first")
+    labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
+    return {split: pd.read_parquet(folder / f"{split}.parquet") for split in SPLITS}, labels
+
+
+def read_raw_split(name: str, split: str) -> pd.DataFrame:
+    return pd.read_parquet(RAW_DIR / name / f"{split}.parquet")
+
+
+def load_tokenized(name: str) -> tuple[Any, list[str]]:
+    """The tokenized splits of a task and its label list."""
+    import datasets
+
+    folder = TOKENIZED_DIR / name
+    if not folder.exists():
+        raise PipelineError(f"{folder} does not exist: run `dvc repro tokenize@{name}` first")
+    labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
+    return datasets.load_from_disk(str(folder)), labels

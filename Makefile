@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # make repro PROFILE=book merges profiles/book.yaml into params.yaml first (see `git diff params.yaml`).
 repro: $(STAMP)
-	. $(VENV)/bin/activate && $(if $(PROFILE),python -m stages.profiles profiles/$(PROFILE).yaml &&) dvc repro
+	. $(VENV)/bin/activate && $(if $(PROFILE),python -m stages.cli.profiles profiles/$(PROFILE).yaml &&) dvc repro
 
 test: $(STAMP)
 	. $(VENV)/bin/activate && python -m pytest -q

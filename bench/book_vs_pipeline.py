@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from realdata import SHARED, prepare_with  # noqa: E402
 
-from stages.params import read_yaml  # noqa: E402
+from stages.core.params import read_yaml  # noqa: E402
 
 # Runs a command and prints the peak resident set (KiB) of every process it started, once they have ended.
 PEAK_RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "

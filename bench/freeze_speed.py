@@ -45,10 +45,10 @@ def main() -> None:
 
     import torch
 
-    from stages.modeling import MODEL_DIRS
-    from stages.params import load_params, merge_train
-    from stages.task_data import load_tokenized
-    from stages.training import train
+    from stages.core.modeling import MODEL_DIRS
+    from stages.core.params import load_params, merge_train
+    from stages.core.task_data import load_tokenized
+    from stages.core.training import train
 
     params = load_params()
     task = params["tasks"]["sentiment"]

@@ -48,7 +48,7 @@ def main() -> None:
     started = time.perf_counter()
     subprocess.run(["dvc", "repro", "freeze_sweep_table"], cwd=workdir, check=True)
     print(f"dvc repro freeze_sweep_table: {time.perf_counter() - started:.0f} s wall")
-    render = ("from pathlib import Path; from stages.plot import freeze_sweep_figure, freeze_sweep_time_figure; "
+    render = ("from pathlib import Path; from stages.core.figures import freeze_sweep_figure, freeze_sweep_time_figure; "
               f"[f(Path({str(args.figures)!r}), 110) for f in (freeze_sweep_figure, freeze_sweep_time_figure)]")
     args.figures.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-c", render], cwd=workdir, check=True)

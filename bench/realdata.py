@@ -3,7 +3,7 @@
     python bench/realdata.py bench/profiles/rt-polarity.yaml evaluate@sentiment
     python bench/realdata.py bench/profiles/rt-polarity.yaml evaluate@sentiment --workdir /tmp/rt --keep
 
-The overlay is merged into the copy's params.yaml by `stages.profiles` (mappings merge key by key; a task's
+The overlay is merged into the copy's params.yaml by `stages.cli.profiles` (mappings merge key by key; a task's
 `source` is replaced whole).
 `{shared}` in the overlay stands for the absolute path of ../shared/data beside the repo. Nothing is written
 inside the repo: the copy lives in --workdir (a fresh temporary directory by default).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from stages.profiles import apply_profile  # noqa: E402
+from stages.cli.profiles import apply_profile  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "checkpoints", "__pycache__", ".pytest_cache", "*.egg-info",
@@ -43,7 +43,7 @@ def prepare_with(workdir: Path, overlay_file: Path, extra: dict) -> Path:
     workdir (`<workdir>-overlay.yaml`) as the record of what ran (the caller removes it with the workdir)."""
     import yaml
 
-    from stages.profiles import merge
+    from stages.cli.profiles import merge
 
     merged = workdir.parent / f"{workdir.name}-overlay.yaml"
     merged.write_text(yaml.safe_dump(merge(yaml.safe_load(overlay_file.read_text()), extra), sort_keys=False))

@@ -7,7 +7,7 @@ each comparison paired on the same 1,066 test sentences with its interval, p-val
 The fine-tunes run as the pipeline runs them (`dvc repro evaluate@sentiment evaluate@sentiment_adapted` with
 `finetune.<run>.seeds`), and `python -m stages.compare --pair` compares them. SetFit has one seed per stage
 (`setfit.seed`), so the script runs setfit@sentiment-<N> once per seed and pools the three predictions files
-with the same statistics (stages/stats.py) that the compare command uses.
+with the same statistics (stages/core/stats.py) that the compare command uses.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ sys.path.insert(0, str(BENCH.parent))
 
 from realdata import SHARED, prepare_with  # noqa: E402
 
-from stages.predictions import read_document, scored_test  # noqa: E402
-from stages.stats import confidence_intervals, paired_comparison, point_estimates  # noqa: E402
+from stages.core.predictions import read_document, scored_test  # noqa: E402
+from stages.core.stats import confidence_intervals, paired_comparison, point_estimates  # noqa: E402
 
 
 def run(workdir: Path, *command: str) -> None:

@@ -84,7 +84,7 @@ def main() -> None:
     print(f"test examples: {sorted({e['test_examples'] for e in table['setfit'].values()})}; "
           f"same test split: {table['same_test_split']}")
     args.figures.mkdir(parents=True, exist_ok=True)
-    render = f"from pathlib import Path; from stages.plot import setfit_figure; setfit_figure(Path({str(args.figures)!r}), 110)"
+    render = f"from pathlib import Path; from stages.core.figures import setfit_figure; setfit_figure(Path({str(args.figures)!r}), 110)"
     subprocess.run([sys.executable, "-c", render], cwd=workdir, check=True)
     print(f"figure: {args.figures / 'setfit_sentiment_f1.png'}")
     overlay_file.unlink(missing_ok=True)

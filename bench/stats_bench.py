@@ -1,4 +1,4 @@
-"""Time stages.stats on test sets of real size: CoNLL-2003 test NER (3,453 sentences) and a 1,066-example binary task.
+"""Time stages.core.stats on test sets of real size: CoNLL-2003 test NER (3,453 sentences) and a 1,066-example binary task.
 
 Usage: python bench/stats_bench.py [--resamples 2000]
 
@@ -20,9 +20,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stages.labels import convert_iob1_to_iob2  # noqa: E402
-from stages.predictions import ScoredTest  # noqa: E402
-from stages.stats import confidence_intervals, paired_comparison  # noqa: E402
+from stages.core.labels import convert_iob1_to_iob2  # noqa: E402
+from stages.core.predictions import ScoredTest  # noqa: E402
+from stages.core.stats import confidence_intervals, paired_comparison  # noqa: E402
 
 CONLL_TEST = REPO.parent / "shared" / "data" / "conll2003" / "eng.testb"
 TYPES = ("LOC", "MISC", "ORG", "PER")

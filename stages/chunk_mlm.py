@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from stages.atomic import atomic_dir, write_json
-from stages.errors import PipelineError, run_stage
-from stages.mlm import mask_token_id, mlm_seed
-from stages.modeling import init_dir, load_tokenizer
-from stages.params import load_params
-from stages.paths import MLM_DIR
-from stages.readers import read_table, read_text
-from stages.tokenization import NO_WORD
+from stages.core.atomic import atomic_dir, write_json
+from stages.core.errors import PipelineError, run_stage
+from stages.core.mlm import mask_token_id, mlm_seed
+from stages.core.modeling import init_dir, load_tokenizer
+from stages.core.params import load_params
+from stages.core.paths import MLM_DIR
+from stages.core.readers import read_table, read_text
+from stages.core.tokenization import NO_WORD
 
 log = logging.getLogger("pipeline.chunk_mlm")
 INFO_FILE = "chunks.json"

@@ -16,11 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from stages.atomic import atomic_dir, write_json
-from stages.distributed import is_main_process, process_rank, relaunch_if_parallel, world_size
-from stages.errors import PipelineError, run_stage
-from stages.labels import IGNORE_INDEX
-from stages.mlm import (
+from stages.core.atomic import atomic_dir, write_json
+from stages.core.distributed import is_main_process, process_rank, relaunch_if_parallel, world_size
+from stages.core.errors import PipelineError, run_stage
+from stages.core.labels import IGNORE_INDEX
+from stages.core.mlm import (
     MlmCollator,
     check_probability,
     fill_mask,
@@ -33,10 +33,16 @@ from stages.mlm import (
     perplexity,
     probe_inputs,
 )
-from stages.modeling import MODEL_DIRS, init_dir, load_tokenizer
-from stages.params import TRAIN_FIELDS, load_params
-from stages.paths import CHECKPOINT_ROOT, DOMAIN_ADAPT_METRICS, DOMAIN_ADAPT_TIMINGS, FILL_MASK_FILE, MLM_DIR
-from stages.training import split_timings, training_arguments
+from stages.core.modeling import MODEL_DIRS, init_dir, load_tokenizer
+from stages.core.params import TRAIN_FIELDS, load_params
+from stages.core.paths import (
+    CHECKPOINT_ROOT,
+    DOMAIN_ADAPT_METRICS,
+    DOMAIN_ADAPT_TIMINGS,
+    FILL_MASK_FILE,
+    MLM_DIR,
+)
+from stages.core.training import split_timings, training_arguments
 
 log = logging.getLogger("pipeline.domain_adapt")
 RUN_NAME = "domain_adapt"

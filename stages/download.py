@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from stages.atomic import atomic_dir, write_json
-from stages.errors import run_stage
-from stages.labels import build_label_list, check_labels_known, uses_bio
-from stages.params import entry_from_args, load_params
-from stages.paths import LABELS_FILE, RAW_DIR, SPLITS
-from stages.readers import read_task_splits, resolve_split_file
+from stages.core.atomic import atomic_dir, write_json
+from stages.core.errors import run_stage
+from stages.core.labels import build_label_list, check_labels_known, uses_bio
+from stages.core.params import entry_from_args, load_params
+from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS
+from stages.core.readers import read_task_splits, resolve_split_file
 
 log = logging.getLogger("pipeline.download")
 

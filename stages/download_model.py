@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from stages.atomic import atomic_dir
-from stages.errors import run_stage
-from stages.modeling import MODEL_DIRS, materialize_model
-from stages.params import load_params
+from stages.core.atomic import atomic_dir
+from stages.core.errors import run_stage
+from stages.core.modeling import MODEL_DIRS, materialize_model
+from stages.core.params import load_params
 
 log = logging.getLogger("pipeline.download_model")
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 
-from stages.atomic import atomic_dir, write_json
-from stages.distributed import is_main_process, relaunch_if_parallel
-from stages.errors import run_stage
-from stages.modeling import init_dir
-from stages.params import entry_from_args, load_params, run_seeds, train_settings
-from stages.paths import FINETUNED_DIR, LOSS_DIR, TRAIN_METRICS_DIR, TRAIN_TIMINGS_DIR, finetuned_dir
-from stages.task_data import load_tokenized
-from stages.training import save_model_dir, split_timings, train, write_loss_curve
+from stages.core.atomic import atomic_dir, write_json
+from stages.core.distributed import is_main_process, relaunch_if_parallel
+from stages.core.errors import run_stage
+from stages.core.modeling import init_dir
+from stages.core.params import entry_from_args, load_params, run_seeds, train_settings
+from stages.core.paths import FINETUNED_DIR, LOSS_DIR, TRAIN_METRICS_DIR, TRAIN_TIMINGS_DIR, finetuned_dir
+from stages.core.task_data import load_tokenized
+from stages.core.training import save_model_dir, split_timings, train, write_loss_curve
 
 log = logging.getLogger("pipeline.finetune")
 

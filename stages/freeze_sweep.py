@@ -14,18 +14,18 @@ import argparse
 import logging
 from pathlib import Path
 
-from stages import predictions
-from stages.atomic import write_json
-from stages.distributed import is_main_process, relaunch_if_parallel
-from stages.errors import PipelineError, run_stage
-from stages.metrics import MAIN_METRIC
-from stages.modeling import count_encoder_blocks, init_dir
-from stages.params import check_freeze_value, load_params, merge_train
-from stages.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
-from stages.scoring import score_split
-from stages.stats import interval_summary
-from stages.task_data import load_tokenized, read_raw_split
-from stages.training import split_timings, train
+from stages.core import predictions
+from stages.core.atomic import write_json
+from stages.core.distributed import is_main_process, relaunch_if_parallel
+from stages.core.errors import PipelineError, run_stage
+from stages.core.metrics import MAIN_METRIC
+from stages.core.modeling import count_encoder_blocks, init_dir
+from stages.core.params import check_freeze_value, load_params, merge_train
+from stages.core.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
+from stages.core.scoring import score_split
+from stages.core.stats import interval_summary
+from stages.core.task_data import load_tokenized, read_raw_split
+from stages.core.training import split_timings, train
 
 log = logging.getLogger("pipeline.freeze_sweep")
 

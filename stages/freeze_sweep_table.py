@@ -3,7 +3,7 @@
 It also marks where the score stabilises, defined here once for the plots and the table: the point with the fewest
 trainable encoder blocks whose test score (the task's main metric, F1 for sentiment) is as good as the best point's,
 meaning within `freeze_sweep.tolerance` of it or not significantly worse by a paired test on the same test
-examples (stages/stats.py); ties go to fewer trainable parameters. On a small test set many points are within noise
+examples (stages/core/stats.py); ties go to fewer trainable parameters. On a small test set many points are within noise
 of the best: the table says so instead of ranking them by chance. Only the points listed in params are gathered.
 """
 
@@ -14,12 +14,12 @@ import json
 import logging
 from pathlib import Path
 
-from stages import predictions
-from stages.atomic import atomic_file
-from stages.errors import PipelineError, run_stage
-from stages.params import load_params
-from stages.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TABLE, SWEEP_TIMINGS_DIR
-from stages.stats import paired_comparison
+from stages.core import predictions
+from stages.core.atomic import atomic_file
+from stages.core.errors import PipelineError, run_stage
+from stages.core.params import load_params
+from stages.core.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TABLE, SWEEP_TIMINGS_DIR
+from stages.core.stats import paired_comparison
 
 log = logging.getLogger("pipeline.freeze_sweep_table")
 COLUMNS = ["freeze", "frozen_blocks", "trainable_blocks", "trainable_params", "total_params", "metric", "score",

@@ -25,11 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from stages import plot
-from stages.atomic import atomic_file
-from stages.errors import PipelineError, run_stage
-from stages.params import load_params, merge_train, train_settings
-from stages.paths import COMPARE_METRICS, SETFIT_TIMINGS_DIR, TRAIN_TIMINGS_DIR, setfit_name
+from stages.core import figures
+from stages.core.atomic import atomic_file
+from stages.core.errors import PipelineError, run_stage
+from stages.core.params import load_params, merge_train, train_settings
+from stages.core.paths import COMPARE_METRICS, SETFIT_TIMINGS_DIR, TRAIN_TIMINGS_DIR, setfit_name
 
 log = logging.getLogger("pipeline.report")
 REPORT_FILE = Path("plots/report.html")
@@ -89,7 +89,7 @@ def img(png: bytes | None, alt: str) -> str:
 
 def figure_png(name: str, draw: Callable[[Path], None]) -> bytes | None:
     """The plot stage's PNG plots/figures/<name>, or the same figure drawn now by stages.plot into memory."""
-    existing = plot.FIGURES_DIR / name
+    existing = figures.FIGURES_DIR / name
     if existing.exists():
         return existing.read_bytes()
     with tempfile.TemporaryDirectory(prefix="report-fig-") as folder:
@@ -196,7 +196,7 @@ def overview_section(page: Page, metrics: dict[str, dict], old: dict[str, dict] 
             row += [fmt(before) if before is not None else "&ndash;", delta_cell(main, before, data.get(main)),
                     verdict_cell((verdicts or {}).get(run), main)]
         rows.append(row)
-    png = figure_png("test_scores.png", lambda d: plot.main_metric_figure(metrics, d / "test_scores.png", dpi))
+    png = figure_png("test_scores.png", lambda d: figures.main_metric_figure(metrics, d / "test_scores.png", dpi))
     page.add("overview", "Overview: test results per fine-tuned model",
              table(headers, rows) + verdict_note + img(png, "test scores"))
 
@@ -296,7 +296,7 @@ def verdict_cell(record: dict | None, metric: str) -> str:
 
 def revision_verdicts_or_note(params: dict, rev: str) -> tuple[dict[str, dict], str]:
     """Paired verdicts against `rev` for the overview; an older revision without predictions gets a note."""
-    from stages.compare import revision_verdicts
+    from stages.core.comparison import revision_verdicts
 
     try:
         return revision_verdicts(params, rev), ""
@@ -367,22 +367,22 @@ def run_figures(run: str, data: dict, dpi: int) -> list[str]:
     confusion = CONFUSION_DIR / f"{run}.csv"
     if confusion.exists():
         name = f"confusion_{run}.png"
-        png = figure_png(name, lambda d: plot.confusion_figure(run, pd.read_csv(confusion, dtype=str), d / name, dpi))
+        png = figure_png(name, lambda d: figures.confusion_figure(run, pd.read_csv(confusion, dtype=str), d / name, dpi))
         out.append(img(png, f"confusion matrix: {run}"))
     if data.get("per_type"):
         name = f"per_type_f1_{run}.png"
-        png = figure_png(name, lambda d: plot.per_type_figure(run, data["per_type"], d / name, dpi,
+        png = figure_png(name, lambda d: figures.per_type_figure(run, data["per_type"], d / name, dpi,
                                                               "F1 per entity type"))
         out.append(img(png, f"F1 per entity type: {run}"))
     elif data.get("per_class") and len(data["per_class"]) > 2:
         name = f"per_class_f1_{run}.png"
-        png = figure_png(name, lambda d: plot.per_type_figure(run, data["per_class"], d / name, dpi,
+        png = figure_png(name, lambda d: figures.per_type_figure(run, data["per_class"], d / name, dpi,
                                                               "F1 per class"))
         out.append(img(png, f"F1 per class: {run}"))
     loss = LOSS_DIR / f"{run}.csv"
     if loss.exists():  # one curve per run (the plot stage draws them all in one figure): drawn here, in memory
         curve = pd.read_csv(loss)
-        png = figure_png(f"loss_{run}.png", lambda d: plot.loss_figure({run: curve}, d / f"loss_{run}.png", dpi))
+        png = figure_png(f"loss_{run}.png", lambda d: figures.loss_figure({run: curve}, d / f"loss_{run}.png", dpi))
         out.append(img(png, f"training loss: {run}"))
     return out
 
@@ -450,7 +450,7 @@ def examples_section(page: Page, params: dict, count: int, seed: int, dpi: int) 
                     text += f"<br><i>{esc(row['text_pair'])}</i>"
                 rows.append([fmt(i), text, label_html(row["label"], kind, labels)])
         headers = ["row", "words and tags"] if kind == "token" else ["row", "text", "label"]
-        png = figure_png(f"class_distribution_{name}.png", lambda d: plot.class_distribution_figure(d, dpi))
+        png = figure_png(f"class_distribution_{name}.png", lambda d: figures.class_distribution_figure(d, dpi))
         figure = img(png, f"training labels: {name}") if kind != "token" else ""
         parts.append(f"<h3>{esc(name)} ({esc(kind)}, {len(frame)} training examples)</h3>"
                      f'<div class="grid"><div>{table(headers, rows)}</div>{figure}</div>')
@@ -479,14 +479,14 @@ def loss_section(page: Page, dpi: int) -> None:
         return
     rows = [[esc(run), fmt(len(c)), fmt(float(c["loss"].iloc[0])) if len(c) else "&ndash;",
              fmt(float(c["loss"].iloc[-1])) if len(c) else "&ndash;"] for run, c in curves.items()]
-    png = figure_png("training_loss.png", lambda d: plot.loss_figure(curves, d / "training_loss.png", dpi))
+    png = figure_png("training_loss.png", lambda d: figures.loss_figure(curves, d / "training_loss.png", dpi))
     page.add("loss", "Training loss curves",
              f'<div class="grid">{img(png, "training loss per fine-tune")}'
              f'{table(["run", "logged points", "first loss", "last loss"], rows)}</div>')
 
 
 def freeze_sweep_section(page: Page, params: dict, dpi: int) -> None:
-    path = plot.FREEZE_SWEEP_TABLE
+    path = figures.FREEZE_SWEEP_TABLE
     sweep = params["freeze_sweep"]
     if not path.exists():
         page.add("freeze", "Freeze sweep", note(f"{esc(path)} is absent: run <code>dvc repro freeze_sweep_table</code>."))
@@ -496,19 +496,19 @@ def freeze_sweep_section(page: Page, params: dict, dpi: int) -> None:
     records = frame.to_dict("records")
     body = table(list(frame.columns), [[fmt(v) for v in record.values()] for record in records],
                  ["best" if str(record.get("stabilised")) == "True" else "" for record in records])
-    figures = [img(figure_png(name, lambda d, f=f: f(d, dpi)), name.removesuffix(".png").replace("_", " "))
-               for name, f in (("freeze_sweep_f1.png", plot.freeze_sweep_figure),
-                               ("freeze_sweep_time.png", plot.freeze_sweep_time_figure))]
+    images = [img(figure_png(name, lambda d, f=f: f(d, dpi)), name.removesuffix(".png").replace("_", " "))
+               for name, f in (("freeze_sweep_f1.png", figures.freeze_sweep_figure),
+                               ("freeze_sweep_time.png", figures.freeze_sweep_time_figure))]
     intro = (f"<p>Task <code>{esc(sweep['task'])}</code> from <code>{esc(sweep['init'])}</code>, "
              f"{fmt(settings['epochs'])} epochs at learning rate {fmt(settings['learning_rate'])}: the first k encoder "
              f"blocks (and the embeddings) frozen per point. The score stabilises at the fewest trainable blocks as good "
              f"as the best point: within {fmt(sweep['tolerance'])} of it, or not significantly worse by a paired test "
              f"on the same test examples (<code>vs_best</code>; highlighted).</p>")
-    page.add("freeze", "Freeze sweep", intro + "".join(figures) + body)  # wide figures: one per line
+    page.add("freeze", "Freeze sweep", intro + "".join(images) + body)  # wide figures: one per line
 
 
 def setfit_section(page: Page, params: dict, dpi: int) -> None:
-    files = sorted(plot.METRICS_DIR.glob("setfit_*.json"))
+    files = sorted(figures.METRICS_DIR.glob("setfit_*.json"))
     if not files:
         page.add("setfit", "SetFit vs full fine-tune",
                  note("No SetFit comparison (metrics/setfit_&lt;task&gt;.json): SetFit is not configured or has not run."))
@@ -530,7 +530,7 @@ def setfit_section(page: Page, params: dict, dpi: int) -> None:
                          interval_text(entry, metric), fmt(entry.get("accuracy")), fmt(entry.get("macro_f1")),
                          fmt(_train_summary(run).get("train_runtime_s"))])
         name = f"{path.stem}_f1.png"
-        png = figure_png(name, lambda d: plot.setfit_figure(d, dpi))
+        png = figure_png(name, lambda d: figures.setfit_figure(d, dpi))
         missing = data.get("missing") or []
         task = data.get("task", path.stem)
         parts.append(f"<h3>{esc(task)}</h3>"
@@ -543,7 +543,7 @@ def setfit_section(page: Page, params: dict, dpi: int) -> None:
 
 
 def domain_adapt_section(page: Page, dpi: int) -> None:
-    path = plot.DOMAIN_ADAPT_METRICS
+    path = figures.DOMAIN_ADAPT_METRICS
     if not path.exists():
         page.add("domain", "Domain adaptation", note(f"{esc(path)} is absent: run <code>dvc repro domain_adapt</code>."))
         return
@@ -553,7 +553,7 @@ def domain_adapt_section(page: Page, dpi: int) -> None:
             for label, a, b in pairs]
     parts = [f'<div class="grid">{table(["held-out MLM", "before", "after", "delta"], rows)}'
              f'{table(["setting", "value"], scalar_rows(data, skip=[k for _, a, b in pairs for k in (a, b)]))}</div>']
-    probes_path = plot.FILL_MASK_PROBES
+    probes_path = figures.FILL_MASK_PROBES
     probes = read_json(probes_path).get("probes", []) if probes_path.exists() else []
     if probes:
         def fillers(entries: list[dict]) -> str:
@@ -564,7 +564,7 @@ def domain_adapt_section(page: Page, dpi: int) -> None:
                      + table(["probe", "top fillers before (score)", "top fillers after (score)"], rows))
     else:
         parts.append(note(f"No fill-mask probes ({esc(probes_path)} is absent)."))
-    png = figure_png("domain_adapt.png", lambda d: plot.domain_adapt_figure(d, dpi))
+    png = figure_png("domain_adapt.png", lambda d: figures.domain_adapt_figure(d, dpi))
     parts.append(img(png, "domain adaptation: perplexity and probes"))
     page.add("domain", "Domain adaptation", "".join(parts))
 
@@ -589,7 +589,7 @@ def old_run_metrics(diff: dict) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for path, entries in diff.get("diff", {}).items():
         p = Path(path)
-        if p.parent == plot.METRICS_DIR:
+        if p.parent == figures.METRICS_DIR:
             out[p.stem] = {k: v.get("old") for k, v in entries.items()}
     return out
 
@@ -598,7 +598,7 @@ def build(params: dict, compare_rev: str | None) -> str:
     settings = params["report"]
     dpi = params["plot"]["dpi"]
     seed = params["seed"]
-    metrics = plot.run_metrics()
+    metrics = figures.run_metrics()
     diff = read_other_revision(compare_rev) if compare_rev else None
     old = old_run_metrics(diff) if diff else None
     verdicts, missing = revision_verdicts_or_note(params, compare_rev) if compare_rev else ({}, "")

@@ -15,10 +15,10 @@ import json
 import logging
 from pathlib import Path
 
-from stages.atomic import write_json
-from stages.errors import PipelineError, run_stage
-from stages.params import load_params
-from stages.paths import METRICS_DIR, SETFIT_METRICS_DIR, TRAIN_METRICS_DIR, setfit_name
+from stages.core.atomic import write_json
+from stages.core.errors import PipelineError, run_stage
+from stages.core.params import load_params
+from stages.core.paths import METRICS_DIR, SETFIT_METRICS_DIR, TRAIN_METRICS_DIR, setfit_name
 
 log = logging.getLogger("pipeline.setfit_compare")
 KEPT = ("f1", "accuracy", "macro_f1", "precision", "recall", "test_examples", "intervals")

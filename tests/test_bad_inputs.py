@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_stage_repo, run_module
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 ROWS = [("a fine film", "pos"), ("dull and slow", "neg"), ("warm, smart and funny", "pos"),
         ('he said "no" twice', "neg"), ("caf\u00e9 society", "pos")]

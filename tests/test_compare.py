@@ -18,9 +18,10 @@ import pytest
 import yaml
 
 from stages import compare
-from stages.errors import PipelineError, run_stage
-from stages.params import validate
-from stages.predictions import document
+from stages.core import comparison
+from stages.core.errors import PipelineError, run_stage
+from stages.core.params import validate
+from stages.core.predictions import document
 
 REPO = Path(__file__).resolve().parents[1]
 SENTIMENT = {"type": "single_label", "positive_label": "pos"}
@@ -66,7 +67,7 @@ def test_workspace_pairs_from_params():
                                  "sentiment_frozen": {"task": "sentiment", "train": {"freeze": 3}}},
                        freeze_sweep={"task": "sentiment", "points": [2, 0, "head"]},
                        setfit={"tasks": ["sentiment"], "samples_per_class": [8, 16]})
-    pairs = [(a.name, b.name) for a, b in compare.workspace_pairs(validate(raw))]
+    pairs = [(a.name, b.name) for a, b in comparison.workspace_pairs(validate(raw))]
     assert pairs == [("sentiment", "sentiment_adapted"), ("sentiment", "sentiment_frozen"),
                      ("sentiment", "setfit/sentiment-n8"), ("sentiment", "setfit/sentiment-n16"),
                      ("freeze_sweep/0", "freeze_sweep/2"), ("freeze_sweep/0", "freeze_sweep/head")]
@@ -75,9 +76,9 @@ def test_workspace_pairs_from_params():
 def test_sweep_without_point_zero_uses_the_first_point_and_paths_and_stages():
     params = validate(small_params(freeze_sweep={"task": "sentiment", "points": [4, "head"]},
                                    finetune={"sentiment": {"task": "sentiment", "seeds": [1, 2]}}))
-    pairs = [(a.name, b.name) for a, b in compare.workspace_pairs(params)]
+    pairs = [(a.name, b.name) for a, b in comparison.workspace_pairs(params)]
     assert pairs == [("sentiment", "setfit/sentiment-n8"), ("freeze_sweep/4", "freeze_sweep/head")]
-    subjects = compare.all_subjects(params)
+    subjects = comparison.all_subjects(params)
     assert subjects["sentiment"].path == "predictions/finetune/sentiment"
     assert subjects["sentiment"].seeds == (1, 2) and subjects["sentiment"].stage == "evaluate@sentiment"
     assert subjects["freeze_sweep/head"].path == "predictions/freeze_sweep/head.json"
@@ -155,7 +156,7 @@ def test_missing_workspace_predictions_name_the_file_and_stage(workspace: Path):
 
 
 def test_different_test_sets_are_refused_naming_both(workspace: Path, capsys: pytest.CaptureFixture):
-    from stages.stats import DifferentTestSets
+    from stages.core.stats import DifferentTestSets
 
     write_run(workspace, "sentiment", 2)
     write_doc(workspace / "predictions/setfit/sentiment-n8.json", "sentiment-n8", None, 2, text="another")
@@ -196,13 +197,13 @@ class UnavailableContentFS:
 
 
 def test_revision_reader_tells_new_names_from_missing_content():
-    reader = compare.RevisionReader(UnavailableContentFS(None), "v1")
+    reader = comparison.RevisionReader(UnavailableContentFS(None), "v1")
     assert not reader.exists("predictions/freeze_sweep/3.json")  # not tracked at v1: new since then
     with pytest.raises(PipelineError, match=r"predictions/finetune/x at revision v1 is tracked by DVC, but its "
                                             r"content is neither in the local DVC cache nor in any DVC remote "
                                             r"\(none is configured at that revision"):
         reader.exists("predictions/finetune/x")
-    reader = compare.RevisionReader(UnavailableContentFS("store"), "v1")
+    reader = comparison.RevisionReader(UnavailableContentFS("store"), "v1")
     with pytest.raises(PipelineError, match=r"predictions/setfit/sentiment-n8\.json at revision v1 .* the DVC "
                                             r"remote 'store' .*git checkout v1 && dvc pull"):
         reader.read_text("predictions/setfit/sentiment-n8.json")
@@ -219,7 +220,7 @@ import json
 import sys
 from pathlib import Path
 
-from stages.predictions import document
+from stages.core.predictions import document
 
 wrong = json.loads(Path("quality.json").read_text())["wrong_per_10"]
 labels = ["neg", "pos"]

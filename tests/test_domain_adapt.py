@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from stages.chunk_mlm import check_chunk_size, chunk_documents, model_limit, read_corpus, split_blocks
-from stages.errors import PipelineError
-from stages.labels import IGNORE_INDEX
-from stages.mlm import (
+from stages.core.errors import PipelineError
+from stages.core.labels import IGNORE_INDEX
+from stages.core.mlm import (
     MlmCollator,
     check_probability,
     fill_mask,
@@ -29,8 +29,8 @@ from stages.mlm import (
     probe_inputs,
     select_positions,
 )
-from stages.params import validate
-from stages.tokenization import NO_WORD
+from stages.core.params import validate
+from stages.core.tokenization import NO_WORD
 from tests.conftest import REPO, build_tiny_model
 
 DOCS = ["The tokenization was unbelievably slow.", "A gorgeous, heartfelt film.", "Dull and overlong.",
@@ -313,7 +313,7 @@ def test_params_schema_rejects_bad_mlm_values():
 def test_chunk_stage_exits_2_with_a_clear_message_and_no_output(tmp_path, monkeypatch, capsys, tiny_model_dir,
                                                                  mlm, message):
     from stages import chunk_mlm
-    from stages.errors import run_stage
+    from stages.core.errors import run_stage
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "base").symlink_to(tiny_model_dir)
@@ -335,7 +335,8 @@ def test_chunk_stage_exits_2_with_a_clear_message_and_no_output(tmp_path, monkey
 def test_tiny_end_to_end_adaptation(tmp_path, monkeypatch):
     from transformers import AutoModelForSequenceClassification
 
-    from stages import chunk_mlm, domain_adapt, plot
+    from stages import chunk_mlm, domain_adapt
+    from stages.core import figures as plot
 
     build_tiny_model(tmp_path / "models" / "base")  # a bare BertModel: no MLM head, but a pooler
     (tmp_path / "corpus.txt").write_text("\n".join(DOCS * 6))

@@ -26,7 +26,7 @@ def imported_modules(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE)
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
             found.add(node.module)
-            # `from stages import resume` imports the module stages.resume
+            # `from stages.core import resume` imports the module stages.core.resume
             found.update(f"{node.module}.{alias.name}" for alias in node.names
                          if module_file(f"{node.module}.{alias.name}").exists())
     return {name for name in found if module_file(name).exists() and module_file(name).name != "__init__.py"}

@@ -110,7 +110,7 @@ def test_plot_param_reruns_only_plot_and_report(reproduced):
 
 
 def test_predict_on_the_trained_model(reproduced):
-    result = sh(reproduced, "python", "-m", "stages.predict", "models/finetuned/sentiment",
+    result = sh(reproduced, "python", "-m", "stages.cli.predict", "models/finetuned/sentiment",
                 "A warm, funny and beautifully acted film.")
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["label"] in ("neg", "pos") and 0.5 <= line["score"] <= 1.0

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
+from stages.core.params import merge_train, validate
 from stages.freeze_sweep import check_point_fits, parse_point
 from stages.freeze_sweep_table import COLUMNS, read_points, stabilised_index, sweep_table
-from stages.params import merge_train, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,10 +137,10 @@ def sweep_repo(tmp_path, monkeypatch, tiny_model_dir):
                                        "logging_steps": 2}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    from stages import download, tokenize_data
+    from stages import download, tokenize
 
     download.main(["sentiment"])
-    tokenize_data.main(["sentiment"])
+    tokenize.main(["sentiment"])
     return tmp_path
 
 

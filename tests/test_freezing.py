@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.errors import PipelineError
-from stages.modeling import count_encoder_blocks, encoder_blocks, freeze_model
+from stages.core.errors import PipelineError
+from stages.core.modeling import count_encoder_blocks, encoder_blocks, freeze_model
 
 LAYERS = 4
 
@@ -145,7 +145,7 @@ def test_no_autograd_graph_below_the_first_trainable_block(freeze_embeddings):
 def test_saved_checkpoints_through_the_training_loader(tmp_path, architecture):
     """The pipeline's own loader (build_model) on tiny saved checkpoints, and the cheap block count."""
     from conftest import build_tiny_model
-    from stages.training import build_model
+    from stages.core.training import build_model
 
     path = build_tiny_model(tmp_path / architecture, architecture, layers=3)
     assert count_encoder_blocks(path) == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.metrics import classification_metrics
+from stages.core.metrics import classification_metrics
 
 
 def test_binary_metrics_by_hand():

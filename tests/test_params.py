@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.errors import PipelineError
-from stages.params import load_params, train_settings, validate
+from stages.core.errors import PipelineError
+from stages.core.params import load_params, train_settings, validate
 
 REPO = Path(__file__).resolve().parents[1]
 

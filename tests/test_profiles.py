@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.errors import PipelineError
-from stages.profiles import apply_profile
+from stages.cli.profiles import apply_profile
+from stages.core.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from conftest import shared_data
-from stages.errors import PipelineError
-from stages.labels import build_label_list, check_labels_known
-from stages.params import TASK
-from stages.readers import fill_missing_splits, read_task_splits
+from stages.core.errors import PipelineError
+from stages.core.labels import build_label_list, check_labels_known
+from stages.core.params import TASK
+from stages.core.readers import fill_missing_splits, read_task_splits
 
 
 def make_task(source: dict, **extra) -> dict:
@@ -107,7 +107,7 @@ def test_tsv_with_stray_quotes_reads_with_quoting_none(tmp_path):
     with pytest.raises(PipelineError, match=r"tasks\.t\.source\.quoting"):
         make_task({**source, "quoting": "never"})
     # The MLM corpus reader has no quoting param: its message names none.
-    from stages.readers import read_table
+    from stages.core.readers import read_table
 
     with pytest.raises(PipelineError, match=r"line 2: a quoted field runs to line 4") as caught:
         read_table(tmp_path / "d.tsv", "tsv", "utf-8", None, params="mlm.corpus")

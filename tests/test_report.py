@@ -15,7 +15,7 @@ import pytest
 
 from conftest import make_stage_repo
 from stages import report
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 URL = "http:" + "//evil.example/x.js"  # data text that must not come out as a URL
 

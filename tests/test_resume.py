@@ -74,7 +74,7 @@ def prepared(tmp_path_factory, tiny_model_dir) -> Path:
     """Sample data downloaded and tokenized once; every test works on a copy."""
     repo = make_stage_repo(tmp_path_factory.mktemp("resume") / "prepared", resume_params, tiny_model_dir)
     run_module(repo, "stages.download", "sentiment")
-    run_module(repo, "stages.tokenize_data", "sentiment")
+    run_module(repo, "stages.tokenize", "sentiment")
     # Inside the repo, so every copy of it carries the hook along (a folder beside it would not be copied).
     hook = repo / HOOK_DIR
     hook.mkdir()
@@ -165,10 +165,10 @@ def finished_run(repo: Path, run: str = RUN) -> dict:
     """A finished run's recorded results and its test-split scores (scored here, the same code for both)."""
     from safetensors.numpy import load_file
 
-    from stages.inference import load_finetuned
-    from stages.params import load_params
-    from stages.scoring import score_split
-    from stages.task_data import load_tokenized
+    from stages.core.inference import load_finetuned
+    from stages.core.params import load_params
+    from stages.core.scoring import score_split
+    from stages.core.task_data import load_tokenized
 
     cwd = Path.cwd()
     os.chdir(repo)
@@ -251,7 +251,7 @@ def test_checkpoint_of_other_params_is_discarded(killed, tmp_path):
 def test_fingerprint_tracks_training_inputs_not_checkpoint_frequency(tmp_path, tiny_model_dir):
     from datasets import Dataset
 
-    from stages.resume import run_fingerprint
+    from stages.core.resume import run_fingerprint
 
     data = [Dataset.from_dict({"input_ids": [[1, 2], [3]], "labels": [0, 1]})]
     settings = {"learning_rate": 1e-3, "epochs": 3, "checkpoint_steps": 4}
@@ -271,7 +271,7 @@ def test_fingerprint_tracks_training_inputs_not_checkpoint_frequency(tmp_path, t
 
 def test_incomplete_checkpoint_is_not_resumed(tmp_path):
     """A kill while a checkpoint is being written leaves it without its marker: the previous one is used."""
-    from stages.resume import MARKER_FILE, latest_complete
+    from stages.core.resume import MARKER_FILE, latest_complete
 
     for step, complete in ((4, True), (8, False)):
         folder = tmp_path / f"checkpoint-{step}"

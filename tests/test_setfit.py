@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from conftest import REPO, build_tiny_model
-from stages.errors import PipelineError
-from stages.metrics import classification_metrics
-from stages.params import validate
-from stages.setfit_fewshot import sample_per_class
+from stages.core.errors import PipelineError
+from stages.core.fewshot import sample_per_class
+from stages.core.metrics import classification_metrics
+from stages.core.params import validate
 
 LABELS = ["neg", "pos"]
 POSITIVE = ["a fine film", "great acting", "warm and funny", "I loved it", "a joy to watch", "superb"]
@@ -99,7 +99,7 @@ def tiny_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tiny_body: Path):
-    from stages.setfit_fewshot import train_setfit
+    from stages.core.fewshot import train_setfit
 
     train = pd.DataFrame({"text": POSITIVE[:4] + NEGATIVE[:4], "label": ["pos"] * 4 + ["neg"] * 4})
     settings = {"num_iterations": 1, "epochs": 1, "batch_size": 8, "learning_rate": 1e-4}
@@ -116,7 +116,7 @@ def test_training_summary(trained):
 def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import shutil
 
-    from stages import setfit_fewshot
+    from stages import setfit
 
     raw = _params(samples_per_class=[2], num_iterations=1, batch_size=8)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -131,7 +131,7 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     shutil.copytree(tiny_body, tmp_path / "models" / "base")
     before = {p for p in tmp_path.rglob("*")}
     monkeypatch.chdir(tmp_path)
-    setfit_fewshot.main(["sentiment", "2"])
+    setfit.main(["sentiment", "2"])
     written = {p.relative_to(tmp_path).parts[:3] for p in set(tmp_path.rglob("*")) - before}
     declared = {"models/setfit/sentiment-n2", "metrics/setfit/sentiment-n2.json",
                 "predictions/setfit/sentiment-n2.json", "timings/setfit/sentiment-n2.json"}
@@ -147,15 +147,15 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     assert [r["gold"] for r in rows] == ["pos", "pos", "neg", "neg"]
     accuracy = sum(r["gold"] == r["predicted"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(data["accuracy"])  # the predictions file is what the metrics were computed on
-    assert setfit_fewshot.is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
+    assert setfit.is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
     with pytest.raises(PipelineError, match="class 'neg' has 4"):
-        setfit_fewshot.main(["sentiment", "5"])
+        setfit.main(["sentiment", "5"])
 
 
 def test_offline_metric_path_uses_our_metrics(trained, monkeypatch: pytest.MonkeyPatch):
     import evaluate
 
-    from stages.setfit_fewshot import evaluate_setfit
+    from stages.core.fewshot import evaluate_setfit
 
     def no_hub(*args, **kwargs):
         raise AssertionError("evaluate.load must not be called (it needs the network)")
@@ -173,8 +173,8 @@ def test_offline_metric_path_uses_our_metrics(trained, monkeypatch: pytest.Monke
 
 
 def test_save_reload_and_predict(trained, tmp_path: Path):
-    from stages.predict import predict
-    from stages.setfit_fewshot import SETFIT_HEAD, is_setfit_dir, load_setfit
+    from stages.cli.predict import predict
+    from stages.core.fewshot import SETFIT_HEAD, is_setfit_dir, load_setfit
 
     model, _, _ = trained
     target = tmp_path / "setfit-model"
@@ -204,7 +204,7 @@ def _write(path: Path, data: dict) -> None:
 
 
 def test_compare_table_and_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from stages import plot
+    from stages.core import figures as plot
     from stages.setfit_compare import compare
 
     params = validate(_params(samples_per_class=[8, 16]))

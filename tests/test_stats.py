@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired comparisons (stages/stats.py): known answers, coverage, and refusals."""
+"""Bootstrap intervals and paired comparisons (stages/core/stats.py): known answers, coverage, and refusals."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import warnings
 import numpy as np
 import pytest
 
-from stages.errors import PipelineError
-from stages.metrics import (
+from stages.core.errors import PipelineError
+from stages.core.metrics import (
     MISSED_TAG,
     classification_metrics,
     multilabel_metrics,
     regression_metrics,
     tag_metrics,
 )
-from stages.predictions import ScoredTest
-from stages.stats import (
+from stages.core.predictions import ScoredTest
+from stages.core.stats import (
     DifferentTestSets,
     check_same_test,
     confidence_intervals,

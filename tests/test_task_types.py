@@ -17,12 +17,17 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, make_stage_repo
-from stages.errors import PipelineError
-from stages.labels import build_label_list
-from stages.metrics import classification_metrics, multilabel_metrics, regression_metrics, scores_from_logits
-from stages.params import TASK
-from stages.readers import normalise, parse_label, read_task_splits
-from stages.tokenization import encode_sequences, label_targets
+from stages.core.errors import PipelineError
+from stages.core.labels import build_label_list
+from stages.core.metrics import (
+    classification_metrics,
+    multilabel_metrics,
+    regression_metrics,
+    scores_from_logits,
+)
+from stages.core.params import TASK
+from stages.core.readers import normalise, parse_label, read_task_splits
+from stages.core.tokenization import encode_sequences, label_targets
 
 
 def make_task(kind: str, **overrides) -> dict:
@@ -129,8 +134,8 @@ def test_bad_cell_is_named_by_the_download_stage(tmp_path, monkeypatch, capsys):
     """The same errors through a whole stage: file split, row and column, exit status 2, no partial output."""
     import yaml
 
+    from stages.core.errors import run_stage
     from stages.download import main as download
-    from stages.errors import run_stage
 
     (tmp_path / "pairs.csv").write_text("a,b,score\nx,y,1.0\nx,y,n/a\n")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -361,7 +366,7 @@ def tiny_params(params: dict) -> None:
 def pipeline(tmp_path_factory, tiny_model_dir) -> Path:
     import torch
 
-    from stages import download, evaluate_model, finetune, tokenize_data
+    from stages import download, evaluate, finetune, tokenize
 
     repo = make_stage_repo(tmp_path_factory.mktemp("task-types"), tiny_params, tiny_model_dir)
     previous, threads = Path.cwd(), torch.get_num_threads()
@@ -370,9 +375,9 @@ def pipeline(tmp_path_factory, tiny_model_dir) -> Path:
     try:
         for name in TASKS:
             download.main([name])
-            tokenize_data.main([name])
+            tokenize.main([name])
             finetune.main([name])
-            evaluate_model.main([name])
+            evaluate.main([name])
     finally:
         os.chdir(previous)
         torch.set_num_threads(threads)
@@ -427,7 +432,7 @@ def test_multi_label_end_to_end(pipeline):
 
 
 def test_class_distribution_figures(pipeline, tmp_path, monkeypatch):
-    from stages.plot import class_distribution_figure
+    from stages.core.figures import class_distribution_figure
 
     monkeypatch.chdir(pipeline)
     class_distribution_figure(tmp_path, 60)
@@ -441,9 +446,9 @@ def test_class_distribution_figures(pipeline, tmp_path, monkeypatch):
 
 def test_predict_pairs_scores_like_evaluation(pipeline):
     """A pair given to predict gets the same score as the same pair in the evaluated test split."""
-    from stages.inference import load_finetuned
-    from stages.predict import parse_inputs, predict
-    from stages.scoring import score_split
+    from stages.cli.predict import parse_inputs, predict
+    from stages.core.inference import load_finetuned
+    from stages.core.scoring import score_split
 
     model_dir = pipeline / "models" / "finetuned" / "similarity"
     raw = pd.read_parquet(pipeline / "data" / "raw" / "similarity" / "test.parquet").head(3)
@@ -466,7 +471,7 @@ def test_predict_pairs_scores_like_evaluation(pipeline):
 
 
 def test_predict_multi_label_uses_the_threshold(pipeline):
-    from stages.predict import predict
+    from stages.cli.predict import predict
 
     results = predict(pipeline / "models" / "finetuned" / "tags",
                       [{"text": "I was charged twice and the parcel never arrived."}, {"text": "Hello."}])

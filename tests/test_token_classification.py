@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from conftest import REPO, build_tiny_model, shared_data
-from stages.errors import PipelineError
-from stages.labels import IGNORE_INDEX, build_label_list, convert_iob1_to_iob2
-from stages.metrics import MISSED_TAG, entity_metrics, scores_from_logits, tag_metrics
-from stages.params import TASK
-from stages.predict import group_entities
-from stages.readers import _hub_to_frame, read_conll, read_task_splits
-from stages.scoring import evaluate_token_task
-from stages.tokenization import NO_WORD, encode_token_task, split_words
+from stages.cli.predict import group_entities
+from stages.core.errors import PipelineError
+from stages.core.labels import IGNORE_INDEX, build_label_list, convert_iob1_to_iob2
+from stages.core.metrics import MISSED_TAG, entity_metrics, scores_from_logits, tag_metrics
+from stages.core.params import TASK
+from stages.core.readers import _hub_to_frame, read_conll, read_task_splits
+from stages.core.scoring import evaluate_token_task
+from stages.core.tokenization import NO_WORD, encode_token_task, split_words
 
 CONLL_ORDER = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 HUB_ORDER = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]  # conll2003 on the Hub
@@ -309,8 +309,8 @@ def test_group_entities_spans_types_scores():
 
 
 def test_token_tasks_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, caplog):
-    from stages import download, evaluate_model, finetune, plot, tokenize_data
-    from stages.predict import predict
+    from stages import download, evaluate, finetune, plot, tokenize
+    from stages.cli.predict import predict
 
     sentences = [("Ana Kowalczyk joined Silverline Media .", "NNP NNP VBD NNP NNP .", "B-PER I-PER O B-ORG I-ORG O"),
                  ("Rain fell on Zurich today .", "NN VBD IN NNP NN .", "O O O B-LOC O O"),
@@ -338,9 +338,9 @@ def test_token_tasks_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     for name in ("ner", "pos"):
         download.main([name])
-        tokenize_data.main([name])
+        tokenize.main([name])
         finetune.main([name])
-        evaluate_model.main([name])
+        evaluate.main([name])
     assert "test split: 8 words beyond max_length=16 were cut" in caplog.text
 
     ner = json.loads(Path("metrics/ner.json").read_text())

@@ -16,10 +16,10 @@ from conftest import make_stage_repo, run_module
 def two_runs(tmp_path_factory, tiny_model_dir) -> Path:
     repo = make_stage_repo(tmp_path_factory.mktemp("ddp"), two_run_params, tiny_model_dir)
     run_module(repo, "stages.download", "sentiment")
-    run_module(repo, "stages.tokenize_data", "sentiment")
+    run_module(repo, "stages.tokenize", "sentiment")
     for name in ("one", "again", "two", "seeded"):
         run_module(repo, "stages.finetune", name)
-        run_module(repo, "stages.evaluate_model", name)
+        run_module(repo, "stages.evaluate", name)
     return repo
 
 

@@ -12,16 +12,22 @@ from __future__ import annotations
 import csv
 import logging
 
-from stages import predictions
-from stages.atomic import atomic_dir, atomic_file, write_json
-from stages.errors import run_stage
-from stages.inference import load_finetuned
-from stages.metrics import MAIN_METRIC
-from stages.params import entry_from_args, load_params, run_seeds
-from stages.paths import CONFUSION_DIR, EXAMPLES_DIR, FINETUNE_PREDICTIONS_DIR, METRICS_DIR, finetuned_dir
-from stages.scoring import score_split
-from stages.stats import headline_metrics, interval_summary, point_estimates, seed_summary
-from stages.task_data import load_tokenized, read_raw_split
+from stages.core import predictions
+from stages.core.atomic import atomic_dir, atomic_file, write_json
+from stages.core.errors import run_stage
+from stages.core.inference import load_finetuned
+from stages.core.metrics import MAIN_METRIC
+from stages.core.params import entry_from_args, load_params, run_seeds
+from stages.core.paths import (
+    CONFUSION_DIR,
+    EXAMPLES_DIR,
+    FINETUNE_PREDICTIONS_DIR,
+    METRICS_DIR,
+    finetuned_dir,
+)
+from stages.core.scoring import score_split
+from stages.core.stats import headline_metrics, interval_summary, point_estimates, seed_summary
+from stages.core.task_data import load_tokenized, read_raw_split
 
 log = logging.getLogger("pipeline.evaluate")
 

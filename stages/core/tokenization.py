@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.labels import IGNORE_INDEX, align_word_labels, begin_to_inside, uses_bio
+from stages.core.labels import IGNORE_INDEX, align_word_labels, begin_to_inside, uses_bio
 
 log = logging.getLogger("pipeline.tokenization")
 

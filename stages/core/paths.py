@@ -38,7 +38,7 @@ SWEEP_TIMINGS_DIR = TIMINGS_DIR / "freeze_sweep"
 SETFIT_TIMINGS_DIR = TIMINGS_DIR / "setfit"
 DOMAIN_ADAPT_TIMINGS = TIMINGS_DIR / "domain_adapt.json"
 
-# Full test predictions (DVC-cached: pushed and pulled with the models); see stages/predictions.py
+# Full test predictions (DVC-cached: pushed and pulled with the models); see stages/core/predictions.py
 PREDICTIONS_DIR = Path("predictions")
 FINETUNE_PREDICTIONS_DIR = PREDICTIONS_DIR / "finetune"
 SWEEP_PREDICTIONS_DIR = PREDICTIONS_DIR / "freeze_sweep"

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 IGNORE_INDEX = -100  # what the loss and the metrics skip
 _BIO_TAG = re.compile(r"^(?:O|[BI]-\S+)$")

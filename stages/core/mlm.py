@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import PipelineError
-from stages.labels import IGNORE_INDEX
-from stages.tokenization import NO_WORD
+from stages.core.errors import PipelineError
+from stages.core.labels import IGNORE_INDEX
+from stages.core.tokenization import NO_WORD
 
 log = logging.getLogger("pipeline.mlm")
 

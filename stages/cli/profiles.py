@@ -1,6 +1,6 @@
 """Profiles: a YAML overlay merged into params.yaml, so a whole configuration switch is one reviewable diff.
 
-    python -m stages.profiles profiles/book.yaml      # then `dvc repro`; `git diff params.yaml` shows the switch
+    python -m stages.cli.profiles profiles/book.yaml      # then `dvc repro`; `git diff params.yaml` shows the switch
     make repro PROFILE=book                           # the same, then dvc repro
 
 Mappings merge key by key; a task's `source` is replaced whole (a Hub source must not inherit local file keys).
@@ -14,8 +14,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from stages.errors import PipelineError, run_stage
-from stages.params import PARAMS_FILE, read_yaml, validate
+from stages.core.errors import PipelineError, run_stage
+from stages.core.params import PARAMS_FILE, read_yaml, validate
 
 REPLACED_WHOLE = {"source"}
 
@@ -41,7 +41,7 @@ def _yaml() -> Any:
 
 def apply_profile(overlay_file: Path, params_file: Path = Path(PARAMS_FILE), replacements: dict | None = None) -> None:
     """Merge an overlay file into params.yaml; `replacements` substitutes {name} placeholders in the overlay."""
-    from stages.atomic import atomic_file
+    from stages.core.atomic import atomic_file
 
     if not overlay_file.exists():
         raise PipelineError(f"profile {overlay_file} does not exist (profiles live in profiles/*.yaml)")
@@ -66,7 +66,7 @@ def apply_profile(overlay_file: Path, params_file: Path = Path(PARAMS_FILE), rep
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.profiles", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.cli.profiles", description=__doc__.split("\n\n")[0])
     parser.add_argument("profile", type=Path, help="an overlay file, e.g. profiles/book.yaml")
     apply_profile(parser.parse_args(argv).profile)
 

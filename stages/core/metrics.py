@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.labels import IGNORE_INDEX, uses_bio
+from stages.core.labels import IGNORE_INDEX, uses_bio
 
 # The metric a task is judged by: the Trainer's best-model choice and the plots use it.
 MAIN_METRIC = {"single_label": "f1", "multi_label": "micro_f1", "regression": "pearson", "token": "f1"}

@@ -1,8 +1,8 @@
 """Predict with a fine-tuned model directory: texts in, one JSON line per text out.
 
-    python -m stages.predict models/finetuned/sentiment "A gentle, funny film." "Two hours I will not get back."
-    python -m stages.predict models/finetuned/ner --file sentences.txt
-    python -m stages.predict models/finetuned/similarity --file pairs.jsonl   # {"text": ..., "text_pair": ...}
+    python -m stages.cli.predict models/finetuned/sentiment "A gentle, funny film." "Two hours I will not get back."
+    python -m stages.cli.predict models/finetuned/ner --file sentences.txt
+    python -m stages.cli.predict models/finetuned/similarity --file pairs.jsonl   # {"text": ..., "text_pair": ...}
 
 Input lines may be plain text, `first<TAB>second` for sentence-pair models, or JSON objects with `text` and
 `text_pair`. Output per model type: label + score (+ all class scores); labels above the threshold (multi-label);
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import PipelineError, run_stage
-from stages.inference import batched_logits, load_finetuned
-from stages.labels import is_bio_label_set
-from stages.tokenization import encode_words, split_words
+from stages.core.errors import PipelineError, run_stage
+from stages.core.inference import batched_logits, load_finetuned
+from stages.core.labels import is_bio_label_set
+from stages.core.tokenization import encode_words, split_words
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -146,7 +146,7 @@ def predict(model_dir: str | Path, items: list[dict], batch_size: int = 32) -> l
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise PipelineError(f"model directory {model_dir} does not exist")
-    from stages.setfit_fewshot import is_setfit_dir, predict_setfit
+    from stages.core.fewshot import is_setfit_dir, predict_setfit
 
     if is_setfit_dir(model_dir):  # models/setfit/<task>-n<N>: same output as a single-label fine-tune
         return predict_setfit(model_dir, items, batch_size)
@@ -162,7 +162,7 @@ def model_takes_pairs(model_dir: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.cli.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a fine-tuned model directory, e.g. models/finetuned/sentiment")
     parser.add_argument("texts", nargs="*", help="texts to label (or use --file)")
     parser.add_argument("--file", help="a file with one input per line (plain, TAB-separated pair or JSON)")

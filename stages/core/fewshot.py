@@ -1,12 +1,4 @@
-"""Stage setfit@<task>-<N>: few-shot classification with SetFit from N labelled examples per class.
-
-SetFit fine-tunes a sentence-transformers body contrastively on pairs drawn from the few examples (same class:
-similar, different class: dissimilar), then fits a logistic-regression head on the embeddings. The stage samples
-exactly N examples per class (seeded; the sample for N is a prefix of the sample for 2N, so the curve over N is
-not blurred by resampling), trains, and scores on the same test split with the same metrics function as the full
-fine-tune. Writes models/setfit/<task>-n<N>/ (SetFit's own format), metrics/setfit/<task>-n<N>.json (test
-metrics with 95% intervals), predictions/setfit/<task>-n<N>.json (the full test predictions, for paired
-comparisons with the fine-tuned runs) and timings/setfit/<task>-n<N>.json.
+"""Few-shot SetFit: per-class sampling, training, scoring and loading, shared by the setfit stage and predict.
 
 The head is a scikit-learn object that SetFit pickles (`model_head.pkl`, via joblib): loading a SetFit model
 unpickles it, which can run arbitrary code. Load SetFit directories only from sources you trust.
@@ -14,7 +6,6 @@ unpickles it, which can run arbitrary code. Load SetFit directories only from so
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
@@ -26,21 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages import predictions
-from stages.atomic import atomic_dir, write_json
-from stages.errors import PipelineError, run_stage
-from stages.metrics import classification_metrics
-from stages.modeling import init_dir
-from stages.params import load_params
-from stages.paths import (
-    SETFIT_METRICS_DIR,
-    SETFIT_MODELS_DIR,
-    SETFIT_PREDICTIONS_DIR,
-    SETFIT_TIMINGS_DIR,
-    setfit_name,
-)
-from stages.stats import interval_summary
-from stages.task_data import read_raw
+from stages.core import predictions
+from stages.core.errors import PipelineError
+from stages.core.metrics import classification_metrics
 
 log = logging.getLogger("pipeline.setfit")
 # Files that mark a SetFit model directory (SetFit's own names).
@@ -165,52 +144,3 @@ def predict_setfit(model_dir: str | Path, items: list[dict], batch_size: int = 3
         results.append({**item, "label": labels[best], "score": round(float(row[best]), 4),
                         "scores": {labels[i]: round(float(p), 4) for i, p in enumerate(row)}})
     return results
-
-
-def parse_args(argv: list[str] | None, params: dict) -> tuple[str, int]:
-    parser = argparse.ArgumentParser(prog="python -m stages.setfit_fewshot")
-    parser.add_argument("task", help="a task name from params.yaml `tasks`")
-    parser.add_argument("n", type=int, help="examples per class")
-    args = parser.parse_args(argv)
-    if args.task not in params["tasks"]:
-        raise PipelineError(f"setfit: unknown task {args.task!r} (tasks: {', '.join(params['tasks'])})")
-    if args.n < 1:
-        raise PipelineError(f"setfit: examples per class must be at least 1, got {args.n}")
-    return args.task, args.n
-
-
-def main(argv: list[str] | None = None) -> None:
-    # Everything the stage loads is local (models/<init>); offline mode also stops SetFit's model card from
-    # probing the Hub for the model id.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    params = load_params()
-    task_name, n = parse_args(argv, params)
-    task = params["tasks"][task_name]
-    settings = params["setfit"]
-    seed = params["seed"] if settings["seed"] is None else settings["seed"]
-    splits, labels = read_raw(task_name)
-    train = sample_per_class(splits["train"], labels, n, seed, f"data/raw/{task_name}/train.parquet")
-    name = setfit_name(task_name, n)
-    log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
-             len(train), settings["num_iterations"], 2 * settings["num_iterations"] * len(train), settings["epochs"])
-    model, trainer, summary = train_setfit(init_dir(settings["init"]), train, labels, settings, seed,
-                                           settings["max_length"] or task["max_length"],
-                                           params["model"]["trust_remote_code"])
-    scores = evaluate_setfit(trainer, splits["test"], labels, task["positive_label"])
-    document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
-    with atomic_dir(SETFIT_MODELS_DIR / name) as tmp:
-        model.save_pretrained(str(tmp))
-    write_json(SETFIT_PREDICTIONS_DIR / f"{name}.json", document)
-    runtime = summary.pop("train_runtime_s")
-    write_json(SETFIT_TIMINGS_DIR / f"{name}.json", {"train_runtime_s": runtime})
-    write_json(SETFIT_METRICS_DIR / f"{name}.json",
-               {"task": task_name, "method": "setfit", "init": settings["init"], "samples_per_class": n,
-                "num_iterations": settings["num_iterations"], "seed": seed, "main_metric": "f1",
-                "test_examples": len(splits["test"]), **summary, **scores,
-                "intervals": interval_summary([document], params["stats"], params["seed"])})
-    log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
-             scores["accuracy"], len(splits["test"]), runtime)
-
-
-if __name__ == "__main__":
-    run_stage(main, "setfit")

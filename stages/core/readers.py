@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.errors import PipelineError
-from stages.labels import check_bio_tag, check_labels_known, convert_iob1_to_iob2, validate_bio_tags
-from stages.paths import SPLITS
+from stages.core.errors import PipelineError
+from stages.core.labels import check_bio_tag, check_labels_known, convert_iob1_to_iob2, validate_bio_tags
+from stages.core.paths import SPLITS
 
 log = logging.getLogger("pipeline.readers")
 

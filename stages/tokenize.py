@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from stages.atomic import atomic_dir, write_json
-from stages.errors import PipelineError, run_stage
-from stages.modeling import MODEL_DIRS, load_tokenizer
-from stages.params import entry_from_args, load_params
-from stages.paths import LABELS_FILE, TOKENIZED_DIR
-from stages.task_data import read_raw
-from stages.tokenization import encode_sequences, encode_token_task
+from stages.core.atomic import atomic_dir, write_json
+from stages.core.errors import PipelineError, run_stage
+from stages.core.modeling import MODEL_DIRS, load_tokenizer
+from stages.core.params import entry_from_args, load_params
+from stages.core.paths import LABELS_FILE, TOKENIZED_DIR
+from stages.core.task_data import read_raw
+from stages.core.tokenization import encode_sequences, encode_token_task
 
 log = logging.getLogger("pipeline.tokenize")
 

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 log = logging.getLogger("pipeline.distributed")
 

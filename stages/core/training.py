@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages import resume
-from stages.atomic import atomic_file, write_json
-from stages.distributed import is_main_process, world_size
-from stages.metrics import MAIN_METRIC, scores_from_logits
-from stages.modeling import FreezeReport, freeze_model, load_tokenizer, make_collator
-from stages.paths import CHECKPOINT_ROOT, TASK_FILE
+from stages.core import resume
+from stages.core.atomic import atomic_file, write_json
+from stages.core.distributed import is_main_process, world_size
+from stages.core.metrics import MAIN_METRIC, scores_from_logits
+from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer, make_collator
+from stages.core.paths import CHECKPOINT_ROOT, TASK_FILE
 
 log = logging.getLogger("pipeline.training")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 INPUT_FIELDS = ("text", "text_pair", "tokens")
 
@@ -57,7 +57,7 @@ def test_fingerprint(rows: list[dict]) -> str:
 
 def document(name: str, seed: int | None, task: dict, labels: list[str], rows: list[dict]) -> dict:
     """The predictions document of one model (see the module docstring)."""
-    from stages.labels import uses_bio
+    from stages.core.labels import uses_bio
 
     return {"name": name, "seed": seed, "kind": task["type"], "labels": list(labels),
             "positive_label": task.get("positive_label"), "bio": task["type"] == "token" and uses_bio(task),

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.atomic import write_json
-from stages.distributed import process_rank, world_size
+from stages.core.atomic import write_json
+from stages.core.distributed import process_rank, world_size
 
 log = logging.getLogger("pipeline.resume")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import PipelineError
-from stages.modeling import make_collator
-from stages.paths import TASK_FILE
+from stages.core.errors import PipelineError
+from stages.core.modeling import make_collator
+from stages.core.paths import TASK_FILE
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from stages.errors import PipelineError
-from stages.metrics import MISSED_TAG
-from stages.predictions import ScoredTest
+from stages.core.errors import PipelineError
+from stages.core.metrics import MISSED_TAG
+from stages.core.predictions import ScoredTest
 
 # Headline metrics per task kind, every one higher-is-better. Token tasks split by `bio`: "token" holds the
 # entity scores of IOB-tagged tasks (NER, chunks), "token_tags" the word-level scores of plain tags (POS).
@@ -435,7 +435,7 @@ def paired_comparison(a: ScoredTest, b: ScoredTest, resamples: int = 2000, confi
 def interval_summary(documents: list[dict], stats_params: dict, seed: int) -> dict[str, dict[str, float]]:
     """The intervals a metrics file carries: each headline metric's value, low and high for the predictions in
     `documents` (one model, or several seeds pooled), rounded so the file is stable across reruns."""
-    from stages.predictions import scored_test
+    from stages.core.predictions import scored_test
 
     intervals = confidence_intervals(scored_test(documents), stats_params["resamples"], stats_params["confidence"],
                                      seed)

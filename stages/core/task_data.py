@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from stages.errors import PipelineError
-from stages.paths import LABELS_FILE, RAW_DIR, SPLITS, TOKENIZED_DIR
+from stages.core.errors import PipelineError
+from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS, TOKENIZED_DIR
 
 
 def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
 _REQUIRED = object()
@@ -388,7 +388,7 @@ SCHEMA = Section(
         "mlm": MLM,
         "evaluate": Section({"batch_size": opt(int, 64, minimum=1), "num_examples": opt(int, 20, minimum=0)},
                             optional=True),
-        # Confidence intervals and paired comparisons (stages/stats.py): bootstrap resamples, interval level.
+        # Confidence intervals and paired comparisons (stages/core/stats.py): bootstrap resamples, interval level.
         "stats": Section({"resamples": opt(int, 2000, minimum=100), "confidence": opt(float, 0.95, minimum=0.5,
                                                                                        maximum=1.0, exclusive=True)},
                          optional=True),

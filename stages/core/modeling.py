@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 log = logging.getLogger("pipeline.modeling")
 

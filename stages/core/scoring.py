@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from stages.inference import batched_logits, stack
-from stages.labels import uses_bio
-from stages.metrics import MISSED_TAG, scores_from_logits, token_metrics
-from stages.tokenization import NO_WORD, word_predictions
+from stages.core.inference import batched_logits, stack
+from stages.core.labels import uses_bio
+from stages.core.metrics import MISSED_TAG, scores_from_logits, token_metrics
+from stages.core.tokenization import NO_WORD, word_predictions
 
 
 def sigmoid(logits: Any) -> np.ndarray:

@@ -363,10 +363,11 @@ MLM_CASES = [
 @pytest.mark.parametrize("name, filename, data, error, documents", MLM_CASES, ids=[c[0] for c in MLM_CASES])
 def test_bad_mlm_corpus(name, filename, data, error, documents, tmp_path: Path) -> None:
     from stages.chunk_mlm import read_corpus
+    from stages.core.params import Corpus
 
     path = tmp_path / filename
     path.write_bytes(data)
-    corpus = {"path": str(path), "columns": ["text", "text_pair"], "encoding": "utf-8"}
+    corpus = Corpus(path=str(path), columns=["text", "text_pair"], encoding="utf-8")
     if error:
         with pytest.raises(PipelineError) as info:
             read_corpus(corpus)

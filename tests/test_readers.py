@@ -1,7 +1,8 @@
-"""Readers for classification sources, label lists, seeded splits, and their error messages."""
+"""Readers for classification sources, label lists, seeded splits, and their error messages; the format registry."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,14 +10,27 @@ import pytest
 
 from conftest import shared_data
 from stages.core.errors import PipelineError
+from stages.core.formats import (
+    FORMATS,
+    Conll,
+    Csv,
+    DelimitedFormat,
+    TableFormat,
+    TableOptions,
+    corpus_format,
+    get_format,
+    read_text,
+    register_format,
+    source_formats,
+)
 from stages.core.labels import build_label_list, check_labels_known
-from stages.core.params import TASK
+from stages.core.params import SOURCE_FORMATS, Corpus, validate_task
 from stages.core.readers import fill_missing_splits, read_task_splits
 
 
 def make_task(source: dict, **extra) -> dict:
     raw = {"type": "single_label", "source": source, **extra}
-    return TASK.check(raw, "tasks.t")
+    return validate_task(raw, "tasks.t")
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -158,3 +172,137 @@ def test_real_rotten_tomatoes_files_read_in_cp1252():
     assert total == 10662
     assert abs(len(splits["test"]) - 1066) <= 2
     assert splits["test"]["label"].value_counts()["pos"] == splits["test"]["label"].value_counts()["neg"]
+
+
+# --- the format registry -------------------------------------------------------------------------------------
+
+
+def test_the_registry_lists_exactly_the_formats():
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "lines", "hub"]
+    assert source_formats() == ("csv", "tsv", "jsonl", "parquet", "conll", "lines")  # hub: by source.hub
+    assert set(SOURCE_FORMATS) == set(source_formats()), "params.py's source.format choices must be the registry's"
+    by_suffix = {name: corpus_format(Path(name)).name for name in
+                 ("a.csv", "a.TSV", "a.jsonl", "a.parquet", "a.txt", "a.conll", "eng.testb", "README")}
+    assert by_suffix == {"a.csv": "csv", "a.TSV": "tsv", "a.jsonl": "jsonl", "a.parquet": "parquet",
+                         "a.txt": "lines", "a.conll": "lines", "eng.testb": "lines", "README": "lines"}
+
+
+def test_unknown_format_names_the_known_ones():
+    with pytest.raises(PipelineError, match=r"^format: unknown data format 'cvs'; the known formats are "
+                                            r"\['csv', .*'hub'\] \(did you mean 'csv'\?\)$"):
+        get_format("cvs")
+    with pytest.raises(PipelineError, match=r"unknown data format 'xlsx'; the known formats are \[.*'hub'\]$"):
+        get_format("xlsx")  # nothing close: no hint
+    task = make_task({"path": ".", "format": "csv", "train": "."})
+    for name in ("xlsx", "hub"):  # params.yaml rejects both first; the registry, read without it, too
+        task["source"]["format"] = name
+        with pytest.raises(PipelineError, match=rf"^tasks\.t\.source\.format: unknown data format '{name}'; the "
+                                                r"known formats are \['csv', 'tsv', 'jsonl', 'parquet', 'conll', "
+                                                r"'lines'\]$"):
+            read_task_splits(task, seed=0, where="tasks.t")
+
+
+def test_registering_checks_names_and_suffixes():
+    class Again(Csv):
+        pass
+
+    class Claims(DelimitedFormat):
+        name = "claims"
+        suffixes = (".tsv",)
+
+    class Upper(DelimitedFormat):
+        name = "upper"
+        suffixes = (".PSV",)
+
+    for cls, problem in ((Again, "already registered"), (Claims, "'.tsv' is already format 'tsv'"),
+                         (Upper, "must be lower case")):
+        with pytest.raises(ValueError, match=problem):
+            register_format(cls)
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "lines", "hub"]
+
+
+class Psv(DelimitedFormat):
+    """A toy format: |-separated, read by the CSV reader with another delimiter."""
+
+    name = "psv"
+    suffixes = (".psv",)
+    delimiter = "|"
+
+
+class JsonArray(TableFormat):
+    """A toy format from scratch: one JSON array of objects."""
+
+    name = "jsonarray"
+    suffixes = (".json",)
+
+    def read_table(self, path: Path, how: TableOptions) -> pd.DataFrame:
+        rows = json.loads(read_text(path, how.encoding, f"{how.params}.encoding"))
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise PipelineError(f"{path}: expected a JSON array of objects")
+        return pd.DataFrame(rows)
+
+
+TOY_FILES = {
+    "psv": "text|label|id\n" + "".join(f"toy sentence {i}|{'pos' if i % 2 else 'neg'}|{i}\n" for i in range(20)),
+    "jsonarray": json.dumps([{"text": f"toy sentence {i}", "label": "pos" if i % 2 else "neg", "id": i}
+                             for i in range(20)]),
+}
+
+
+@pytest.fixture(params=[Psv, JsonArray], ids=["psv", "jsonarray"])
+def toy_format(request):
+    """A format registered here, through the registry alone, and removed afterwards."""
+    register_format(request.param)
+    try:
+        yield FORMATS[request.param.name]
+    finally:
+        FORMATS.pop(request.param.name)
+    assert request.param.name not in FORMATS
+
+
+def test_a_registered_format_reads_as_task_source_and_mlm_corpus(toy_format, tmp_path):
+    from stages.chunk_mlm import read_corpus
+
+    path = write(tmp_path / f"d{toy_format.suffixes[0]}", TOY_FILES[toy_format.name])
+    task = make_task({"path": str(path), "format": "csv", "train": "."})
+    task["source"]["format"] = toy_format.name  # params.yaml's choices were taken when params.py was imported
+    splits = read_task_splits(task, seed=0, where="tasks.t")
+    assert {k: len(v) for k, v in splits.items()} == {"train": 16, "validation": 2, "test": 2}
+    assert sorted(pd.concat(splits.values())["text"]) == sorted(f"toy sentence {i}" for i in range(20))
+    assert set(splits["train"]["label"]) == {"pos", "neg"}
+    corpus = Corpus(path=str(path), columns=["text", "text_pair"], encoding="utf-8")
+    assert read_corpus(corpus) == [f"toy sentence {i}" for i in range(20)]  # the text column only
+    with pytest.raises(PipelineError, match=r"mlm\.corpus\.columns"):
+        read_corpus(corpus.model_copy(update={"columns": ["review"]}))
+
+
+def test_a_format_built_on_the_csv_reader_keeps_its_messages(tmp_path):
+    register_format(Psv)
+    try:
+        write(tmp_path / "d.psv", "text|label\nfine|pos\nbad|row|extra\n")
+        task = make_task({"path": str(tmp_path / "d.psv"), "format": "csv", "train": "."})
+        task["source"]["format"] = "psv"
+        with pytest.raises(PipelineError, match=r"d\.psv, line 3: 3 fields where the header has 2 \(delimiter '\|'"):
+            read_task_splits(task, seed=0, where="tasks.t")
+        write(tmp_path / "d.psv", "text|label\n")
+        with pytest.raises(PipelineError, match=r"holds no examples \(only a header\): the train split is empty"):
+            read_task_splits(task, seed=0, where="tasks.t")
+        write(tmp_path / "d.psv", "text,label\nfine,pos\n")
+        with pytest.raises(PipelineError, match=r"looks ','-separated \(set the task's source\.delimiter param"):
+            read_task_splits(task, seed=0, where="tasks.t")
+    finally:
+        FORMATS.pop("psv")
+
+
+def test_a_corpus_format_that_reads_no_corpus_says_so(tmp_path):
+    class Conllx(Conll):
+        name = "conllx"
+        suffixes = (".conllx",)
+
+    register_format(Conllx)
+    try:
+        path = write(tmp_path / "c.conllx", "EU B-ORG\n")
+        with pytest.raises(PipelineError, match=r"c\.conllx: the 'conllx' format is not read as a corpus"):
+            corpus_format(path).read_corpus(path, {"encoding": "utf-8", "columns": ["text"]})
+    finally:
+        FORMATS.pop("conllx")

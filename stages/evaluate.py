@@ -16,7 +16,6 @@ from stages.core import predictions
 from stages.core.atomic import atomic_dir, atomic_file, write_json
 from stages.core.errors import run_stage
 from stages.core.inference import load_finetuned
-from stages.core.metrics import MAIN_METRIC
 from stages.core.params import entry_from_args, load_params, run_seeds
 from stages.core.paths import (
     CONFUSION_DIR,
@@ -28,26 +27,15 @@ from stages.core.paths import (
 from stages.core.scoring import score_split
 from stages.core.stats import headline_metrics, interval_summary, point_estimates, seed_summary
 from stages.core.task_data import load_tokenized, read_raw_split
+from stages.core.task_types import get_task_type
 
 log = logging.getLogger("pipeline.evaluate")
 
 
 def report_examples(kind: str, rows: list[dict], limit: int) -> list[dict]:
     """A few test predictions with gold and predicted labels, errors first (for the report)."""
-    examples = []
-    for row in rows:
-        if kind == "token":
-            entry = {"text": " ".join(row["tokens"]), "gold": row["gold"], "predicted": row["predicted"]}
-            entry["correct"] = entry["gold"] == entry["predicted"]
-        else:
-            entry = {"text": row["text"], **({"text_pair": row["text_pair"]} if "text_pair" in row else {})}
-            if kind == "regression":
-                entry.update(gold=row["gold"], predicted=round(row["predicted"], 4))
-                entry["correct"] = abs(entry["gold"] - entry["predicted"]) < 0.5
-            else:
-                entry.update(gold=row["gold"], predicted=row["predicted"])
-                entry["correct"] = entry["gold"] == entry["predicted"]
-        examples.append(entry)
+    task_type = get_task_type(kind)
+    examples = [task_type.report_example(row) for row in rows]
     examples.sort(key=lambda entry: entry["correct"])
     return examples[:limit]
 
@@ -71,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             first_scores, first_pairs, first_rows = scores, pairs, rows
     stats = params["stats"]
     metrics = {"task": run["task"], "type": task["type"], "init": run["init"], "seed": seeds[0],
-               "main_metric": MAIN_METRIC[task["type"]], "test_examples": len(test), **first_scores,
+               "main_metric": get_task_type(task["type"]).main_metric, "test_examples": len(test), **first_scores,
                "confidence": stats["confidence"],
                "intervals": interval_summary(documents[:1], stats, params["seed"])}
     if len(seeds) > 1:

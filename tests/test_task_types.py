@@ -23,17 +23,17 @@ from stages.core.metrics import (
     classification_metrics,
     multilabel_metrics,
     regression_metrics,
-    scores_from_logits,
 )
-from stages.core.params import TASK
+from stages.core.params import validate_task
 from stages.core.readers import normalise, parse_label, read_task_splits
+from stages.core.task_types import scores_from_logits
 from stages.core.tokenization import encode_sequences, label_targets
 
 
 def make_task(kind: str, **overrides) -> dict:
     """A task as the params schema fills it in (a local CSV unless `source` is given)."""
     task = {"type": kind, "source": {"path": "x.csv", "format": "csv", "train": "."}, **overrides}
-    return TASK.check(task, "tasks.t")
+    return validate_task(task, "tasks.t")
 
 
 # ---------------------------------------------------------------------------------------------------------------

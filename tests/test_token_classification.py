@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from conftest import REPO, build_tiny_model, shared_data
-from stages.cli.predict import group_entities
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX, build_label_list, convert_iob1_to_iob2
-from stages.core.metrics import MISSED_TAG, entity_metrics, scores_from_logits, tag_metrics
-from stages.core.params import TASK
+from stages.core.metrics import MISSED_TAG, entity_metrics, tag_metrics
+from stages.core.params import validate_task
 from stages.core.readers import _hub_to_frame, read_conll, read_task_splits
 from stages.core.scoring import evaluate_token_task
+from stages.core.task_types import group_entities, scores_from_logits
 from stages.core.tokenization import NO_WORD, encode_token_task, split_words
 
 CONLL_ORDER = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -26,7 +26,7 @@ HUB_ORDER = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC"
 
 
 def token_task(source: dict, **extra) -> dict:
-    return TASK.check({"type": "token", "source": source, **extra}, "tasks.t")
+    return validate_task({"type": "token", "source": source, **extra}, "tasks.t")
 
 
 def write(path: Path, text: str, newline: str = "\n") -> Path:

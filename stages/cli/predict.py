@@ -5,8 +5,9 @@
     python -m stages.cli.predict models/finetuned/similarity --file pairs.jsonl   # {"text": ..., "text_pair": ...}
 
 Input lines may be plain text, `first<TAB>second` for sentence-pair models, or JSON objects with `text` and
-`text_pair`. Output per model type: label + score (+ all class scores); labels above the threshold (multi-label);
-the predicted value (regression); entities with type, score and character offsets (token classification).
+`text_pair`. Output per model type (its `predict` in stages/core/task_types.py): label + score (+ all class scores);
+labels above the threshold (multi-label); the predicted value (regression); entities with type, score and
+character offsets (token classification).
 """
 
 from __future__ import annotations
@@ -15,19 +16,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from stages.core.errors import PipelineError, run_stage
 from stages.core.inference import batched_logits, load_finetuned
-from stages.core.labels import is_bio_label_set
-from stages.core.tokenization import encode_words, split_words
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+from stages.core.task_types import get_task_type
 
 
 def parse_inputs(texts: list[str], file: str | None, pair: bool) -> list[dict]:
@@ -61,86 +53,6 @@ def parse_inputs(texts: list[str], file: str | None, pair: bool) -> list[dict]:
     return items
 
 
-def group_entities(words: list[tuple[str, int, int]], tags: list[str], scores: list[float], text: str) -> list[dict]:
-    """Merge word-level B-/I- tags into entity spans; an I- tag without a matching B- starts a new entity."""
-    entities: list[dict] = []
-    current: dict | None = None
-    for (_, start, end), tag, score in zip(words, tags, scores, strict=True):
-        kind = tag[2:] if tag[:2] in ("B-", "I-") else None
-        continues = current is not None and tag.startswith("I-") and kind == current["type"]
-        if continues:
-            current["end"] = end
-            current["_scores"].append(score)
-            continue
-        if current is not None:
-            entities.append(current)
-            current = None
-        if kind is not None:
-            current = {"type": kind, "start": start, "end": end, "_scores": [score]}
-    if current is not None:
-        entities.append(current)
-    for entity in entities:
-        entity["text"] = text[entity["start"]:entity["end"]]
-        entity["score"] = round(float(np.mean(entity.pop("_scores"))), 4)
-    return entities
-
-
-def feature_rows(encoded: Any, count: int) -> list[dict]:
-    """A tokenizer's column-wise output as one dict per example."""
-    return [{key: encoded[key][i] for key in encoded} for i in range(count)]
-
-
-def predict_token(model: Any, tokenizer: Any, info: dict, items: list[dict], batch_size: int) -> list[dict]:
-    labels = info["labels"]
-    bio = is_bio_label_set(labels)  # entity spans for IOB tags (NER, chunks), word tags otherwise (POS)
-    words_per_item = [split_words(item["text"]) for item in items]
-    encoded = encode_words(tokenizer, [[w for w, _, _ in words] or [""] for words in words_per_item],
-                           info["max_length"])
-    logits = batched_logits(model, tokenizer, feature_rows(encoded, len(items)), batch_size, token_level=True)
-    results = []
-    for index, (item, words) in enumerate(zip(items, words_per_item, strict=True)):
-        probabilities = _softmax(logits[index])
-        tags, scores, seen = ["O"] * len(words), [1.0] * len(words), set()
-        for position, word in enumerate(encoded.word_ids(index)):
-            if word is None or word in seen or word >= len(words):
-                continue
-            seen.add(word)
-            best = int(np.argmax(probabilities[position]))
-            tags[word], scores[word] = labels[best], float(probabilities[position][best])
-        if bio:
-            results.append({"text": item["text"], "entities": group_entities(words, tags, scores, item["text"]),
-                            "truncated_words": len(words) - len(seen)})
-        else:  # plain per-word tags (POS): one entry per word; a word cut by max_length has no tag
-            results.append({"text": item["text"], "words": [
-                {"word": word, "start": start, "end": end, "tag": tags[i] if i in seen else None,
-                 "score": round(scores[i], 4) if i in seen else None}
-                for i, (word, start, end) in enumerate(words)], "truncated_words": len(words) - len(seen)})
-    return results
-
-
-def predict_sequence(model: Any, tokenizer: Any, info: dict, items: list[dict], batch_size: int) -> list[dict]:
-    pairs = [item.get("text_pair") for item in items] if info.get("text_pair") else None
-    encoded = tokenizer([item["text"] for item in items], pairs, truncation=True, max_length=info["max_length"])
-    logits = np.stack(batched_logits(model, tokenizer, feature_rows(encoded, len(items)), batch_size,
-                                     token_level=False))
-    labels, results = info["labels"], []
-    for item, row in zip(items, logits, strict=True):
-        out = dict(item)
-        if info["type"] == "regression":
-            out.update(label=None, score=round(float(row.reshape(-1)[0]), 4))
-        elif info["type"] == "multi_label":
-            probabilities = 1.0 / (1.0 + np.exp(-row))
-            chosen = [labels[i] for i in np.flatnonzero(probabilities >= info["threshold"])]
-            out.update(labels=chosen, scores={labels[i]: round(float(p), 4) for i, p in enumerate(probabilities)})
-        else:
-            probabilities = _softmax(row)
-            best = int(np.argmax(probabilities))
-            out.update(label=labels[best], score=round(float(probabilities[best]), 4),
-                       scores={labels[i]: round(float(p), 4) for i, p in enumerate(probabilities)})
-        results.append(out)
-    return results
-
-
 def predict(model_dir: str | Path, items: list[dict], batch_size: int = 32) -> list[dict]:
     """Predictions for parsed inputs; the model directory's task.json says which kind of output."""
     model_dir = Path(model_dir)
@@ -151,9 +63,12 @@ def predict(model_dir: str | Path, items: list[dict], batch_size: int = 32) -> l
     if is_setfit_dir(model_dir):  # models/setfit/<task>-n<N>: same output as a single-label fine-tune
         return predict_setfit(model_dir, items, batch_size)
     model, tokenizer, info = load_finetuned(model_dir)
-    if info["type"] == "token":
-        return predict_token(model, tokenizer, info, items, batch_size)
-    return predict_sequence(model, tokenizer, info, items, batch_size)
+    task_type = get_task_type(info["type"])
+
+    def logits_for(features: list[dict]) -> list:
+        return batched_logits(model, tokenizer, features, batch_size, task_type)
+
+    return task_type.predict(tokenizer, info, items, logits_for)
 
 
 def model_takes_pairs(model_dir: str | Path) -> bool:

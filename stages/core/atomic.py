@@ -71,9 +71,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def remove_outputs(*paths: str | os.PathLike) -> None:
-    """Delete stale outputs before a stage starts, so a failure cannot leave an old file looking current."""
-    for path in paths:
-        _remove(Path(path))

@@ -120,12 +120,3 @@ def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]
             aligned.append(IGNORE_INDEX)
         previous = word
     return aligned
-
-
-def first_subtoken_positions(word_ids: Sequence[int | None]) -> dict[int, int]:
-    """word index -> position of its first sub-token (words cut off by truncation are absent)."""
-    positions: dict[int, int] = {}
-    for position, word in enumerate(word_ids):
-        if word is not None and word not in positions:
-            positions[word] = position
-    return positions

@@ -1,6 +1,7 @@
 """Metrics computed offline (scikit-learn, scipy, seqeval): never a Hub metric script.
 
-Each task type has one function returning a flat-ish dict that `dvc metrics show/diff` can read.
+Each kind of score has one function returning a flat-ish dict that `dvc metrics show/diff` can read; which one
+a task uses, and from which logits, is its task type's choice (stages/core/task_types.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,31 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.labels import IGNORE_INDEX, uses_bio
 
-# The metric a task is judged by: the Trainer's best-model choice and the plots use it.
-MAIN_METRIC = {"single_label": "f1", "multi_label": "micro_f1", "regression": "pearson", "token": "f1"}
+def __getattr__(name: str) -> Any:
+    """`MAIN_METRIC`, {task type: the metric it is judged by}, comes from the task-type registry."""
+    if name == "MAIN_METRIC":
+        from stages.core.task_types import TASK_TYPES  # the registry imports this module's metric functions
+
+        return {kind: task_type.main_metric for kind, task_type in TASK_TYPES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _per_class(names: Sequence[str], precision: Any, recall: Any, f1: Any, support: Any) -> dict:
+    """{name: precision, recall, F1 and support} from sklearn's per-class arrays (average=None)."""
+    return {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i])} for i, name in enumerate(names)}
+
+
+def _averaged(y_true: Any, y_pred: Any, averages: Sequence[str], **options: Any) -> dict:
+    """`<average>_f1`, `_precision` and `_recall` for each sklearn average ("macro", "micro", "weighted")."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    out = {}
+    for average in averages:
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0, **options)
+        out.update({f"{average}_f1": float(f), f"{average}_precision": float(p), f"{average}_recall": float(r)})
+    return out
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str],
@@ -26,23 +48,15 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     per_p, per_r, per_f, per_s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    out: dict = {"accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true))}
-    for average in ("macro", "micro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
-        out[f"{average}_f1"] = float(f)
-        out[f"{average}_precision"] = float(p)
-        out[f"{average}_recall"] = float(r)
+    out: dict = {"accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true)),
+                 **_averaged(y_true, y_pred, ("macro", "micro", "weighted"), labels=ids)}
     if len(labels) == 2:
         positive = labels.index(positive_label) if positive_label in labels else 1
         out.update(f1=float(per_f[positive]), precision=float(per_p[positive]), recall=float(per_r[positive]),
                    positive_label=labels[positive])
     else:
         out.update(f1=out["macro_f1"], precision=out["macro_precision"], recall=out["macro_recall"])
-    out["per_class"] = {
-        label: {"precision": float(per_p[i]), "recall": float(per_r[i]), "f1": float(per_f[i]),
-                "support": int(per_s[i])}
-        for i, label in enumerate(labels)
-    }
+    out["per_class"] = _per_class(labels, per_p, per_r, per_f, per_s)
     return out
 
 
@@ -72,18 +86,10 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]
 
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
-    out: dict = {"subset_accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true))}
-    for average in ("micro", "macro"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
-        out[f"{average}_f1"] = float(f)
-        out[f"{average}_precision"] = float(p)
-        out[f"{average}_recall"] = float(r)
+    out: dict = {"subset_accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true)),
+                 **_averaged(y_true, y_pred, ("micro", "macro"))}
     per_p, per_r, per_f, per_s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
-    out["per_class"] = {
-        label: {"precision": float(per_p[i]), "recall": float(per_r[i]), "f1": float(per_f[i]),
-                "support": int(per_s[i])}
-        for i, label in enumerate(labels)
-    }
+    out["per_class"] = _per_class(labels, per_p, per_r, per_f, per_s)
     return out
 
 
@@ -136,15 +142,12 @@ def tag_metrics(true_sequences: list[list[str]], pred_sequences: list[list[str]]
     gold = [tag for sentence in true_sequences for tag in sentence]
     pred = [tag for sentence in pred_sequences for tag in sentence]
     tags = sorted((set(gold) | set(pred)) - {MISSED_TAG})
-    out: dict = {"accuracy": float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])) if gold else 0.0}
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(gold, pred, labels=tags, average=average, zero_division=0)
-        out.update({f"{average}_f1": float(f), f"{average}_precision": float(p), f"{average}_recall": float(r)})
+    out: dict = {"accuracy": float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])) if gold else 0.0,
+                 **_averaged(gold, pred, ("macro", "weighted"), labels=tags)}
     out.update(f1=out["macro_f1"], precision=out["macro_precision"], recall=out["macro_recall"])
     per_p, per_r, per_f, per_s = precision_recall_fscore_support(gold, pred, labels=tags, average=None,
                                                                  zero_division=0)
-    out["per_class"] = {tag: {"precision": float(per_p[i]), "recall": float(per_r[i]), "f1": float(per_f[i]),
-                              "support": int(per_s[i])} for i, tag in enumerate(tags)}
+    out["per_class"] = _per_class(tags, per_p, per_r, per_f, per_s)
     out.update(words=len(gold), sentences=len(true_sequences))
     return out
 
@@ -154,23 +157,3 @@ def token_metrics(true_sequences: list[list[str]], pred_sequences: list[list[str
     if bio:
         return entity_metrics(true_sequences, pred_sequences)
     return tag_metrics(true_sequences, pred_sequences)
-
-
-def scores_from_logits(logits: np.ndarray, labels: Any, task: dict, label_names: list[str]) -> dict:
-    """Task metrics from raw logits; used for validation during training and by the evaluate stage."""
-    kind = task["type"]
-    if kind == "regression":
-        return regression_metrics(np.asarray(labels, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
-    if kind == "multi_label":
-        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits)))
-        return multilabel_metrics(np.asarray(labels), probabilities >= task["threshold"], label_names)
-    if kind == "token":
-        predictions = np.argmax(logits, axis=-1)
-        gold_sequences, predicted_sequences = [], []
-        for gold_row, predicted_row in zip(labels, predictions, strict=True):
-            keep = [i for i, g in enumerate(gold_row) if g != IGNORE_INDEX]
-            gold_sequences.append([label_names[gold_row[i]] for i in keep])
-            predicted_sequences.append([label_names[predicted_row[i]] for i in keep])
-        return token_metrics(gold_sequences, predicted_sequences, uses_bio(task))
-    return classification_metrics(np.asarray(labels), np.argmax(logits, axis=-1), label_names,
-                                  task["positive_label"])

@@ -168,11 +168,3 @@ def freeze_model(model: Any, freeze: int | str, freeze_embeddings: bool = True) 
     log.info("freeze=%s: %d/%d blocks frozen, %d of %d parameters trainable", freeze, frozen, len(blocks),
              trainable, total)
     return report
-
-
-def make_collator(task: dict, tokenizer: Any) -> Any:
-    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
-
-    if task["type"] == "token":
-        return DataCollatorForTokenClassification(tokenizer)
-    return DataCollatorWithPadding(tokenizer)

@@ -19,22 +19,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.metrics import MISSED_TAG
 from stages.core.predictions import ScoredTest
-
-# Headline metrics per task kind, every one higher-is-better. Token tasks split by `bio`: "token" holds the
-# entity scores of IOB-tagged tasks (NER, chunks), "token_tags" the word-level scores of plain tags (POS).
-HEADLINE: dict[str, tuple[str, ...]] = {
-    "single_label": ("accuracy", "f1", "macro_f1"),
-    "multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
-    "regression": ("pearson", "spearman"),
-    "token": ("f1", "precision", "recall"),
-    "token_tags": ("accuracy", "f1"),
-}
+from stages.core.task_types import get_task_type
 
 # Upper bound on the cells (resamples x examples) one vectorised call of a statistic materialises: keeps memory
 # near 100 MB however large the test set, by letting scipy split the resamples (and BCa's jackknife) in batches.
@@ -48,13 +40,8 @@ class DifferentTestSets(PipelineError):
 
 
 def headline_metrics(test: ScoredTest) -> tuple[str, ...]:
-    """The metrics reported with intervals for this test's task kind."""
-    if test.kind == "token":
-        return HEADLINE["token" if test.bio else "token_tags"]
-    if test.kind not in HEADLINE:
-        raise PipelineError(f"unknown task kind {test.kind!r}: expected one of single_label, multi_label, "
-                            "regression, token")
-    return HEADLINE[test.kind]
+    """The metrics reported with intervals for this test's task type (every one higher-is-better)."""
+    return get_task_type(test.kind).headline_metrics(test.bio)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,11 +77,24 @@ def _one_hot(ids: np.ndarray, classes: int) -> np.ndarray:
     return np.eye(classes, dtype=np.int8)[np.asarray(ids, dtype=int)]
 
 
-def _tag_units(gold: list[list[str]], predicted: list[list[list[str]]], tags: list[str]) -> np.ndarray:
+def _label_units(test: ScoredTest, tags: list[str]) -> np.ndarray:
+    """One class id per example: class counts of the one-hot answers."""
+    classes = len(test.labels)
+    return _class_units(_one_hot(test.gold, classes), [_one_hot(p, classes) for p in test.predicted])
+
+
+def _label_set_units(test: ScoredTest, tags: list[str]) -> np.ndarray:
+    """A 0/1 row of labels per example: its class counts."""
+    gold = np.asarray(test.gold, dtype=np.int8)
+    return _class_units(gold, [np.asarray(p, dtype=np.int8) for p in test.predicted])
+
+
+def _tag_units(test: ScoredTest, tags: list[str]) -> np.ndarray:
     """Per sentence and seed: [words, right words, tp per tag, fp per tag, fn per tag].
 
     A word predicted as MISSED_TAG is wrong and counts as a miss of its gold tag only, like `tag_metrics`.
     """
+    gold, predicted = test.gold, test.predicted
     index = {tag: i for i, tag in enumerate(tags)}
     n, t = len(gold), len(tags)
     lengths = np.array([len(sentence) for sentence in gold], dtype=int)
@@ -121,7 +121,7 @@ def _tag_units(gold: list[list[str]], predicted: list[list[list[str]]], tags: li
     return np.stack(seeds, axis=1).astype(float)
 
 
-def _entity_units(gold: list[list[str]], predicted: list[list[list[str]]]) -> np.ndarray:
+def _entity_units(test: ScoredTest, tags: list[str]) -> np.ndarray:
     """Per sentence and seed: [entities right (same type and span), entities predicted, gold entities].
 
     seqeval pools entities over all sentences (an entity never crosses a sentence), so summing these counts over
@@ -129,6 +129,7 @@ def _entity_units(gold: list[list[str]], predicted: list[list[list[str]]]) -> np
     """
     from seqeval.metrics.sequence_labeling import get_entities
 
+    gold, predicted = test.gold, test.predicted
     gold_sets = [set(get_entities(list(sentence))) for sentence in gold]
     units = np.zeros((len(gold), len(predicted), 3))
     for s, pred in enumerate(predicted):
@@ -140,10 +141,10 @@ def _entity_units(gold: list[list[str]], predicted: list[list[list[str]]]) -> np
     return units
 
 
-def _regression_units(gold: np.ndarray, predicted: list[np.ndarray]) -> np.ndarray:
+def _value_units(test: ScoredTest, tags: list[str]) -> np.ndarray:
     """Per example and seed: [gold value, predicted value] (correlations are not sums, so keep the values)."""
-    gold = np.asarray(gold, dtype=float)
-    return np.stack([np.stack([gold, np.asarray(p, dtype=float)], axis=-1) for p in predicted], axis=1)
+    gold = np.asarray(test.gold, dtype=float)
+    return np.stack([np.stack([gold, np.asarray(p, dtype=float)], axis=-1) for p in test.predicted], axis=1)
 
 
 def _tag_vocabulary(tests: list[ScoredTest]) -> list[str]:
@@ -158,18 +159,7 @@ def _tag_vocabulary(tests: list[ScoredTest]) -> list[str]:
 def _units(test: ScoredTest, tags: list[str]) -> np.ndarray:
     """The (n, seeds, statistics) array of one test's predictions."""
     _check_predictions(test, test.predicted)
-    if test.kind == "single_label":
-        classes = len(test.labels)
-        return _class_units(_one_hot(test.gold, classes), [_one_hot(p, classes) for p in test.predicted])
-    if test.kind == "multi_label":
-        gold = np.asarray(test.gold, dtype=np.int8)
-        return _class_units(gold, [np.asarray(p, dtype=np.int8) for p in test.predicted])
-    if test.kind == "regression":
-        return _regression_units(test.gold, test.predicted)
-    if test.kind == "token":
-        return _entity_units(test.gold, test.predicted) if test.bio else _tag_units(test.gold, test.predicted, tags)
-    headline_metrics(test)  # raises on an unknown kind
-    raise AssertionError(test.kind)
+    return _statistic(test).units(test, tags)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -183,32 +173,43 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def _class_metrics(sums: np.ndarray, test: ScoredTest, classes: int) -> np.ndarray:
+def _class_counts(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Summed class units -> the share of examples all right, tp, fp, fn per class and the per-class F1."""
+    classes = (sums.shape[-1] - 2) // 3
     count, exact = sums[..., 0], sums[..., 1]
     tp = sums[..., 2:2 + classes]
     fp = sums[..., 2 + classes:2 + 2 * classes]
     fn = sums[..., 2 + 2 * classes:]
-    per_class = _ratio(2 * tp, 2 * tp + fp + fn)
-    if test.kind == "token":
-        # tag_metrics averages over the tags present in the gold or predicted words (of this resample).
-        present = (tp + fp + fn) > 0
-        macro = _ratio((per_class * present).sum(-1), present.sum(-1).astype(float))
-        return np.stack([_ratio(exact, count), macro])
+    return _ratio(exact, count), tp, fp, fn, _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def _label_metrics(sums: np.ndarray, test: ScoredTest) -> dict[str, np.ndarray]:
+    accuracy, tp, _, _, per_class = _class_counts(sums)
     macro = per_class.mean(-1)
-    if test.kind == "multi_label":
-        micro = _ratio(2 * tp.sum(-1), (2 * tp + fp + fn).sum(-1))
-        return np.stack([micro, macro, _ratio(exact, count)])
-    if classes == 2:
+    if tp.shape[-1] == 2:
         positive = test.labels.index(test.positive_label) if test.positive_label in test.labels else 1
         f1 = per_class[..., positive]
     else:
         f1 = macro
-    return np.stack([_ratio(exact, count), f1, macro])
+    return {"accuracy": accuracy, "f1": f1, "macro_f1": macro}
 
 
-def _entity_metrics(sums: np.ndarray) -> np.ndarray:
+def _label_set_metrics(sums: np.ndarray, test: ScoredTest) -> dict[str, np.ndarray]:
+    subset_accuracy, tp, fp, fn, per_class = _class_counts(sums)
+    return {"micro_f1": _ratio(2 * tp.sum(-1), (2 * tp + fp + fn).sum(-1)), "macro_f1": per_class.mean(-1),
+            "subset_accuracy": subset_accuracy}
+
+
+def _tag_metrics(sums: np.ndarray, test: ScoredTest) -> dict[str, np.ndarray]:
+    accuracy, tp, fp, fn, per_class = _class_counts(sums)
+    # tag_metrics averages over the tags present in the gold or predicted words (of this resample).
+    present = (tp + fp + fn) > 0
+    return {"accuracy": accuracy, "f1": _ratio((per_class * present).sum(-1), present.sum(-1).astype(float))}
+
+
+def _entity_metrics(sums: np.ndarray, test: ScoredTest) -> dict[str, np.ndarray]:
     tp, predicted, gold = sums[..., 0], sums[..., 1], sums[..., 2]
-    return np.stack([_ratio(2 * tp, predicted + gold), _ratio(tp, predicted), _ratio(tp, gold)])
+    return {"f1": _ratio(2 * tp, predicted + gold), "precision": _ratio(tp, predicted), "recall": _ratio(tp, gold)}
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -218,6 +219,40 @@ def _correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     yc = y - y.mean(axis=-1, keepdims=True)
     r = _ratio((xc * yc).sum(-1), np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1)) * ~constant)
     return np.clip(r, -1.0, 1.0)
+
+
+def _value_metrics(values: np.ndarray, test: ScoredTest) -> dict[str, np.ndarray]:
+    """Correlations of resampled (gold, predicted) values shaped (..., seeds, 2, m)."""
+    from scipy.stats import rankdata
+
+    gold, pred = values[..., 0, :], values[..., 1, :]
+    return {"pearson": _correlation(gold, pred),
+            "spearman": _correlation(rankdata(gold, axis=-1), rankdata(pred, axis=-1))}
+
+
+@dataclass(frozen=True)
+class _Statistic:
+    """How one kind of answer is resampled: its per-example units and the metrics of a resample."""
+
+    units: Callable[[ScoredTest, list[str]], np.ndarray]  # (examples, seeds, statistics)
+    metrics: Callable[[np.ndarray, ScoredTest], dict[str, np.ndarray]]  # of summed (or gathered) units
+    summed: bool = True  # False: the metrics need the resampled values themselves (correlations), not sums
+    sequences: bool = False  # answers are tag sequences, one per sentence
+    tag_vocabulary: bool = False  # the units count per tag, over the tags of every side compared
+
+
+# What a task type's `statistic()` may name (stages/core/task_types.py); its headline metrics are some of these.
+STATISTICS: dict[str, _Statistic] = {
+    "classes": _Statistic(_label_units, _label_metrics),
+    "label_sets": _Statistic(_label_set_units, _label_set_metrics),
+    "values": _Statistic(_value_units, _value_metrics, summed=False),
+    "entities": _Statistic(_entity_units, _entity_metrics, sequences=True),
+    "tags": _Statistic(_tag_units, _tag_metrics, sequences=True, tag_vocabulary=True),
+}
+
+
+def _statistic(test: ScoredTest) -> _Statistic:
+    return STATISTICS[get_task_type(test.kind).statistic(test.bio)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,9 +268,11 @@ class _Scorer:
     def __init__(self, test: ScoredTest, units: np.ndarray):
         self.test = test
         self.units = units
+        self.statistic = _statistic(test)
+        self.names = headline_metrics(test)
         self.count, self.seeds, self.width = units.shape
         # Cells one resample materialises: its gathered values, or a multiplicity weight per unit.
-        self.cells = self.count * (2 * self.seeds if test.kind == "regression" else 1)
+        self.cells = self.count * (1 if self.statistic.summed else 2 * self.seeds)
         self.flat = units.reshape(self.count, -1)
 
     def __call__(self, idx: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -243,24 +280,15 @@ class _Scorer:
         idx = np.asarray(idx, dtype=np.intp)
         lead = idx.shape[:-1]
         rows = idx.reshape(-1, idx.shape[-1])
-        if self.test.kind == "regression":
-            values = np.moveaxis(self.units[rows], 1, -1)  # (R, seeds, 2, m)
-            gold, pred = values[..., 0, :], values[..., 1, :]
-            from scipy.stats import rankdata
-
-            metrics = np.stack([_correlation(gold, pred),
-                                _correlation(rankdata(gold, axis=-1), rankdata(pred, axis=-1))])
-        else:
+        if self.statistic.summed:
             # Multiplicity of each unit in each resample, then one product sums the statistics of all resamples.
             offsets = (np.arange(len(rows)) * self.count)[:, None]
             weights = np.bincount((rows + offsets).ravel(), minlength=len(rows) * self.count)
             sums = (weights.reshape(len(rows), self.count).astype(float) @ self.flat)
-            sums = sums.reshape(len(rows), self.seeds, self.width)
-            if self.test.kind == "token" and self.test.bio:
-                metrics = _entity_metrics(sums)
-            else:
-                classes = (self.width - 2) // 3
-                metrics = _class_metrics(sums, self.test, classes)
+            computed = self.statistic.metrics(sums.reshape(len(rows), self.seeds, self.width), self.test)
+        else:
+            computed = self.statistic.metrics(np.moveaxis(self.units[rows], 1, -1), self.test)  # (R, seeds, 2, m)
+        metrics = np.stack([computed[name] for name in self.names])
         return metrics.mean(axis=-1).reshape(len(metrics), *lead)
 
     def batch(self) -> int:
@@ -269,7 +297,7 @@ class _Scorer:
 
 
 def _scorer(test: ScoredTest) -> _Scorer:
-    return _Scorer(test, _units(test, _tag_vocabulary([test]) if test.kind == "token" and not test.bio else []))
+    return _Scorer(test, _units(test, _tag_vocabulary([test]) if _statistic(test).tag_vocabulary else []))
 
 
 def _interval(statistic: Statistic, n: int, batch: int, resamples: int, confidence: float,
@@ -336,13 +364,11 @@ def _label(test: ScoredTest) -> str:
 
 
 def _kind(test: ScoredTest) -> str:
-    if test.kind == "token":
-        return "token with IOB tags" if test.bio else "token with plain tags"
-    return test.kind
+    return get_task_type(test.kind).describe(test.bio)
 
 
 def _same_gold(a: ScoredTest, b: ScoredTest) -> bool:
-    if a.kind == "token":
+    if _statistic(a).sequences:
         return [list(s) for s in a.gold] == [list(s) for s in b.gold]
     return np.array_equal(np.asarray(a.gold), np.asarray(b.gold))
 
@@ -351,7 +377,7 @@ def check_same_test(a: ScoredTest, b: ScoredTest) -> None:
     """Refuse a pairwise comparison of predictions made on different test sets (different examples or answers)."""
     if a.test_sha256 and b.test_sha256 and a.test_sha256 != b.test_sha256:
         reason = "their test fingerprints (test_sha256) differ"
-    elif headline_metrics(a) != headline_metrics(b):
+    elif headline_metrics(a) != headline_metrics(b) or _statistic(a) != _statistic(b):
         reason = f"the task kinds differ ({_kind(a)} vs {_kind(b)})"
     elif list(a.labels) != list(b.labels):
         reason = "their label lists differ"
@@ -372,7 +398,7 @@ def _comparison_scorers(a: ScoredTest, b: ScoredTest) -> tuple[_Scorer, _Scorer,
     In the stacked one, seeds are repeated up to the least common multiple of both counts, which keeps each
     side's seed mean, so a permutation can swap an example's predictions between the sides as a whole.
     """
-    tags = _tag_vocabulary([a, b]) if a.kind == "token" and not a.bio else []
+    tags = _tag_vocabulary([a, b]) if _statistic(a).tag_vocabulary else []
     ua, ub = _units(a, tags), _units(b, tags)
     seeds = math.lcm(ua.shape[1], ub.shape[1])
     stacked = np.concatenate([np.tile(ua, (1, seeds // ua.shape[1], 1)),

@@ -17,18 +17,10 @@ NO_WORD = -1  # word_ids stored in Arrow: special tokens get -1 instead of None
 
 
 def label_targets(values: pd.Series, task_type: str, label2id: dict[str, int]) -> list[Any]:
-    """Label column -> training targets: class id, float, or a multi-hot float vector."""
-    if task_type == "regression":
-        return [float(v) for v in values]
-    if task_type == "multi_label":
-        targets = []
-        for names in values:
-            row = np.zeros(len(label2id), dtype=np.float32)
-            for name in names:
-                row[label2id[name]] = 1.0
-            targets.append(row.tolist())
-        return targets
-    return [label2id[v] for v in values]
+    """Label column -> training targets of the task type (class id, float, multi-hot vector, ...)."""
+    from stages.core.task_types import get_task_type  # the registry's types encode with this module
+
+    return get_task_type(task_type).label_targets(values, label2id)
 
 
 def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int]) -> dict:
@@ -43,6 +35,11 @@ def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: 
 
 def encode_words(tokenizer: Any, words: list[list[str]], max_length: int) -> Any:
     return tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+
+
+def feature_rows(encoded: Any, count: int) -> list[dict]:
+    """A tokenizer's column-wise output as one dict per example."""
+    return [{key: encoded[key][i] for key in encoded} for i in range(count)]
 
 
 def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int],
@@ -96,4 +93,5 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
-__all__ = ["IGNORE_INDEX", "encode_sequences", "encode_token_task", "word_predictions", "split_words"]
+__all__ = ["IGNORE_INDEX", "encode_sequences", "encode_token_task", "feature_rows", "word_predictions",
+           "split_words"]

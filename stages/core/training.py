@@ -1,8 +1,8 @@
 """Fine-tuning shared by every task type, the fine-tune stage and the freeze sweep.
 
-One code path builds the right head (sequence or token classification, regression, multi-label), the right
-collator (dynamic padding), the Trainer with the run's settings, and saves a clean model directory:
-safetensors, config with id2label/label2id, tokenizer and `task.json`, nothing pickled.
+One code path builds the task type's head and collator (dynamic padding; stages/core/task_types.py), the Trainer
+with the run's settings, and saves a clean model directory: safetensors, config with id2label/label2id, tokenizer
+and `task.json`, nothing pickled.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ from typing import Any
 from stages.core import resume
 from stages.core.atomic import atomic_file, write_json
 from stages.core.distributed import is_main_process, world_size
-from stages.core.metrics import MAIN_METRIC, scores_from_logits
-from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer, make_collator
+from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer
 from stages.core.paths import CHECKPOINT_ROOT, TASK_FILE
+from stages.core.task_types import get_task_type
 
 log = logging.getLogger("pipeline.training")
 
 # Figures that change from one run to the next on the same params: kept out of the files `dvc metrics diff` reads.
 TIMING_KEYS = ("train_runtime_s", "train_samples_per_second")
-_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
-                  "regression": "regression"}
 
 
 @dataclass
@@ -41,24 +39,15 @@ class TrainResult:
 
 def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False) -> Any:
     """Load the encoder from `init_path` with a freshly initialised head for the task."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if task["type"] == "regression":
-        kwargs.update(num_labels=1, problem_type="regression")
-    else:
-        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                      label2id={label: i for i, label in enumerate(labels)})
-    if task["type"] == "token":
-        return AutoModelForTokenClassification.from_pretrained(str(init_path), **kwargs)
-    return AutoModelForSequenceClassification.from_pretrained(str(init_path), problem_type=_PROBLEM_TYPES[task["type"]],
-                                                              **{k: v for k, v in kwargs.items() if k != "problem_type"})
+    return get_task_type(task["type"]).build_model(init_path, labels, trust_remote_code)
 
 
 def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
+    task_type = get_task_type(task["type"])
+
     def compute(prediction: Any) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        scores = scores_from_logits(logits, prediction.label_ids, task, label_names)
+        scores = task_type.scores_from_logits(logits, prediction.label_ids, task, label_names)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     return compute
@@ -127,13 +116,14 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     from transformers import Trainer, set_seed
 
     set_seed(seed)
+    task_type = get_task_type(task["type"])
     tokenizer = load_tokenizer(init_path, trust_remote_code)
     model = build_model(init_path, task, labels, trust_remote_code)
     freeze = freeze_model(model, settings["freeze"], settings["freeze_embeddings"])
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
     train_set = _subset(tokenized["train"], settings["max_train_samples"]).remove_columns(drop)
     eval_set = longest_first(_subset(tokenized["validation"], settings["max_eval_samples"]).remove_columns(drop))
-    main_metric = MAIN_METRIC[task["type"]]
+    main_metric = task_type.main_metric
     output_dir = CHECKPOINT_ROOT / run_name
     every = settings.get("checkpoint_steps")
     fingerprint = None if not every else resume.run_fingerprint(
@@ -145,7 +135,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         args=training_arguments(settings, seed, output_dir, main_metric),
         train_dataset=train_set,
         eval_dataset=eval_set if settings["eval_strategy"] != "no" else None,
-        data_collator=make_collator(task, tokenizer),
+        data_collator=task_type.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task, labels),
         callbacks=callbacks,

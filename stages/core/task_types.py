@@ -1,0 +1,515 @@
+"""Task types: one class per kind of task, registered by name; every stage dispatches through the registry.
+
+Everything that differs between task types lives in its class: the model head and collator, the training targets,
+the metrics from logits (Trainer validation and the evaluate stage), the confusion pairs, the rows of the
+predictions document and their encoding for the statistics, the headline metrics and which resampled statistic
+computes them (stages/core/stats.py), the predict command's output and the report's example rows. The rest of
+the pipeline calls `get_task_type(task["type"]).<hook>(...)`, so a new task type is one subclass registered with
+`@register`, plus its tests; the params schema accepts exactly the registered names.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.core.errors import PipelineError
+from stages.core.labels import IGNORE_INDEX, is_bio_label_set, uses_bio
+from stages.core.metrics import (
+    MISSED_TAG,
+    classification_metrics,
+    multilabel_metrics,
+    regression_metrics,
+    token_metrics,
+)
+from stages.core.tokenization import (
+    NO_WORD,
+    encode_sequences,
+    encode_token_task,
+    encode_words,
+    feature_rows,
+    split_words,
+    word_predictions,
+)
+
+# Runs the model on tokenized features (one dict per example) and returns one logits array per example.
+LogitsFor = Callable[[list[dict]], list[np.ndarray]]
+
+
+def sigmoid(logits: Any) -> np.ndarray:
+    """Elementwise logistic function, in the precision of `logits` (cast to float first for float64 scores)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits)))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in the precision of `logits`."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def rounded_scores(labels: Sequence[str], scores: Sequence[float], digits: int) -> dict[str, float]:
+    """{label: score} with each score rounded, for prediction rows and the predict output."""
+    return {label: round(float(score), digits) for label, score in zip(labels, scores, strict=True)}
+
+
+class TaskType(abc.ABC):
+    """What one kind of task needs from the pipeline. Subclasses set `name` and `main_metric` and implement the
+    abstract hooks; `register` puts an instance in TASK_TYPES."""
+
+    name: str
+    main_metric: str  # the metric a task is judged by: the Trainer's best-model choice, plots and comparisons
+    token_level: bool = False  # one prediction per token (logits kept per sub-token) instead of per text
+
+    # -- model -----------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def auto_model(self) -> Any:
+        """The transformers AutoModel class with this task's head."""
+
+    def head_config(self, labels: list[str]) -> dict:
+        """Config keyword arguments of a fresh head for `labels`."""
+        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {label: i for i, label in enumerate(labels)}}
+
+    def build_model(self, init_path: str | Path, labels: list[str], trust_remote_code: bool = False) -> Any:
+        """The encoder from `init_path` with a freshly initialised head for `labels`."""
+        return self.auto_model().from_pretrained(str(init_path), trust_remote_code=trust_remote_code,
+                                                 **self.head_config(labels))
+
+    def load_model(self, model_dir: str | Path, trust_remote_code: bool = False) -> Any:
+        """A fine-tuned model of this type, head included."""
+        return self.auto_model().from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+
+    @abc.abstractmethod
+    def collator(self, tokenizer: Any) -> Any:
+        """The data collator that pads a batch of this task's features (dynamic padding)."""
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
+        """A split's label column as training targets."""
+
+    @abc.abstractmethod
+    def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
+               training_split: bool = True) -> tuple[dict, int]:
+        """A normalised split as model inputs and targets, and the number of words truncation cut off."""
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
+        """The task's metrics from logits and training targets (Trainer validation; the evaluate stage)."""
+
+    @abc.abstractmethod
+    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
+        """(actual, predicted) pairs for DVC's confusion plot."""
+
+    @abc.abstractmethod
+    def score(self, task: dict, logits: list, split: Any, labels: list[str]) -> tuple[dict, list, Any]:
+        """A tokenized split's metrics, confusion pairs and the outputs `prediction_rows` takes, from its logits
+        (one array per example, as `inference.batched_logits` returns them)."""
+
+    @abc.abstractmethod
+    def prediction_rows(self, task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
+        """The rows of a predictions document (stages/core/predictions.py) from `score`'s outputs."""
+
+    @abc.abstractmethod
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        """Gold or predicted answers of document rows as the arrays the statistics resample."""
+
+    # -- statistics ------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        """The metrics reported with intervals and compared pairwise, every one higher-is-better; `bio` is
+        whether a token task's tags are IOB entity tags."""
+
+    @abc.abstractmethod
+    def statistic(self, bio: bool = True) -> str:
+        """Which resampled statistic of stages/core/stats.py computes the headline metrics."""
+
+    def describe(self, bio: bool = True) -> str:
+        """The type as messages name it."""
+        return self.name
+
+    # -- output ----------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def predict(self, tokenizer: Any, info: dict, items: list[dict], logits_for: LogitsFor) -> list[dict]:
+        """The predict command's output per input {text, text_pair?}; `info` is the model's task.json."""
+
+    @abc.abstractmethod
+    def report_example(self, row: dict) -> dict:
+        """A prediction row as the report shows it: text, gold, predicted and whether it is `correct`."""
+
+
+TASK_TYPES: dict[str, TaskType] = {}
+
+
+def register(cls: type[TaskType]) -> type[TaskType]:
+    """Class decorator: add an instance of a task type to TASK_TYPES under its `name`."""
+    if cls.name in TASK_TYPES:
+        raise ValueError(f"task type {cls.name!r} is already registered")
+    TASK_TYPES[cls.name] = cls()
+    return cls
+
+
+def get_task_type(name: str) -> TaskType:
+    """The registered task type called `name`, or a PipelineError listing the known ones."""
+    try:
+        return TASK_TYPES[name]
+    except (KeyError, TypeError):
+        raise PipelineError(f"unknown task type {name!r}: expected one of {', '.join(TASK_TYPES)}") from None
+
+
+def scores_from_logits(logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
+    """Task metrics from raw logits, for any task type (validation during training and the evaluate stage)."""
+    return get_task_type(task["type"]).scores_from_logits(logits, gold, task, labels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole-text tasks: one label, label set or value per text (or sentence pair)
+
+
+class SequenceTask(TaskType):
+    """A prediction per text or sentence pair; subclasses say how logits become answers."""
+
+    problem_type: str  # the transformers config's problem_type, which picks the loss
+
+    def auto_model(self) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def head_config(self, labels: list[str]) -> dict:
+        return {**super().head_config(labels), "problem_type": self.problem_type}
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
+               training_split: bool = True) -> tuple[dict, int]:
+        return encode_sequences(tokenizer, frame, task, label2id), 0
+
+    def score(self, task: dict, logits: list, split: Any, labels: list[str]) -> tuple[dict, list, Any]:
+        stacked = np.stack(logits) if logits else np.zeros((0, 0))
+        gold = split["labels"]
+        return (self.scores_from_logits(stacked, gold, task, labels),
+                self.confusion_pairs(stacked, gold, task, labels), stacked)
+
+    @abc.abstractmethod
+    def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
+        """A predictions-document row's gold, predicted (and `scores`) from its label cell and logits."""
+
+    def prediction_rows(self, task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
+        """Rows from the raw test frame (columns text[, text_pair], label) and the stacked logits."""
+        rows = []
+        has_pair = "text_pair" in raw_test.columns
+        for i in range(len(raw_test)):
+            record = raw_test.iloc[i]
+            row: dict = {"index": i, "text": record["text"]}
+            if has_pair:
+                row["text_pair"] = record["text_pair"]
+            row.update(self.row_answers(record["label"], outputs[i], labels, task.get("threshold")))
+            rows.append(row)
+        return rows
+
+    @abc.abstractmethod
+    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
+        """The predict command's fields for one input from its logits."""
+
+    def predict(self, tokenizer: Any, info: dict, items: list[dict], logits_for: LogitsFor) -> list[dict]:
+        pairs = [item.get("text_pair") for item in items] if info.get("text_pair") else None
+        encoded = tokenizer([item["text"] for item in items], pairs, truncation=True, max_length=info["max_length"])
+        logits = np.stack(logits_for(feature_rows(encoded, len(items))))
+        return [{**item, **self.predict_output(row, info)} for item, row in zip(items, logits, strict=True)]
+
+    def example_answers(self, row: dict) -> dict:
+        """The report's gold, predicted and `correct` of one row."""
+        return {"gold": row["gold"], "predicted": row["predicted"], "correct": row["gold"] == row["predicted"]}
+
+    def report_example(self, row: dict) -> dict:
+        entry = {"text": row["text"], **({"text_pair": row["text_pair"]} if "text_pair" in row else {})}
+        return {**entry, **self.example_answers(row)}
+
+
+@register
+class SingleLabel(SequenceTask):
+    """One class per text: softmax over the labels; `f1` is the positive label's F1 for two labels."""
+
+    name = "single_label"
+    main_metric = "f1"
+    problem_type = "single_label_classification"
+
+    def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
+        return [label2id[v] for v in values]
+
+    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
+        return classification_metrics(np.asarray(gold), np.argmax(logits, axis=-1), labels, task["positive_label"])
+
+    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
+        return [(labels[g], labels[p]) for g, p in zip(gold, np.argmax(logits, axis=-1), strict=True)]
+
+    def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
+        scores = softmax(np.asarray(logits, dtype=float))
+        return {"gold": str(gold), "predicted": labels[int(np.argmax(scores))],
+                "scores": rounded_scores(labels, scores, 6)}
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        index = {label: i for i, label in enumerate(labels)}
+        return np.array([index[v] for v in values], dtype=int)
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("accuracy", "f1", "macro_f1")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "classes"
+
+    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
+        probabilities = softmax(logits)
+        best = int(np.argmax(probabilities))
+        return {"label": info["labels"][best], "score": round(float(probabilities[best]), 4),
+                "scores": rounded_scores(info["labels"], probabilities, 4)}
+
+
+@register
+class MultiLabel(SequenceTask):
+    """Any number of labels per text: one sigmoid per label (binary cross-entropy), a label predicted when its
+    score reaches the task's `threshold`; judged by micro-F1 over every label decision."""
+
+    name = "multi_label"
+    main_metric = "micro_f1"
+    problem_type = "multi_label_classification"
+
+    def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
+        targets = []
+        for names in values:
+            row = np.zeros(len(label2id), dtype=np.float32)
+            for name in names:
+                row[label2id[name]] = 1.0
+            targets.append(row.tolist())
+        return targets
+
+    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
+        return multilabel_metrics(np.asarray(gold), sigmoid(logits) >= task["threshold"], labels)
+
+    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
+        predicted = sigmoid(np.asarray(logits, dtype=float)) >= task["threshold"]
+        pairs = []
+        for gold_row, predicted_row in zip(np.asarray(gold), predicted, strict=True):
+            for i, label in enumerate(labels):
+                if gold_row[i] or predicted_row[i]:
+                    pairs.append((label if gold_row[i] else "(absent)", label if predicted_row[i] else "(absent)"))
+        return pairs
+
+    def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
+        scores = sigmoid(np.asarray(logits, dtype=float))
+        return {"gold": sorted(gold), "predicted": sorted(labels[j] for j in np.flatnonzero(scores >= threshold)),
+                "scores": rounded_scores(labels, scores, 6)}
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        matrix = np.zeros((len(values), len(labels)), dtype=int)
+        index = {label: i for i, label in enumerate(labels)}
+        for row, chosen in enumerate(values):
+            matrix[row, [index[v] for v in chosen]] = 1
+        return matrix
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("micro_f1", "macro_f1", "subset_accuracy")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "label_sets"
+
+    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
+        labels, probabilities = info["labels"], sigmoid(logits)
+        return {"labels": [labels[i] for i in np.flatnonzero(probabilities >= info["threshold"])],
+                "scores": rounded_scores(labels, probabilities, 4)}
+
+
+@register
+class Regression(SequenceTask):
+    """A number per text (or pair): one output, MSE loss, scored by correlation and error."""
+
+    name = "regression"
+    main_metric = "pearson"
+    problem_type = "regression"
+
+    def head_config(self, labels: list[str]) -> dict:
+        return {"num_labels": 1, "problem_type": self.problem_type}
+
+    def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
+        return [float(v) for v in values]
+
+    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
+        return regression_metrics(np.asarray(gold, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
+
+    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
+        return [(str(int(round(g))), str(int(round(p)))) for g, p in zip(gold, logits.reshape(-1), strict=True)]
+
+    def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
+        return {"gold": float(gold), "predicted": float(np.asarray(logits).reshape(-1)[0])}
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        return np.array(values, dtype=float)
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("pearson", "spearman")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "values"
+
+    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
+        return {"label": None, "score": round(float(logits.reshape(-1)[0]), 4)}
+
+    def example_answers(self, row: dict) -> dict:
+        predicted = round(row["predicted"], 4)
+        return {"gold": row["gold"], "predicted": predicted, "correct": abs(row["gold"] - predicted) < 0.5}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Token classification: a tag per word
+
+
+@register
+class Token(TaskType):
+    """A tag per word (NER, chunks, POS), predicted at each word's first sub-token and scored per word, one
+    sequence per sentence: entity-level for IOB tags, tag accuracy and macro-F1 for plain tags (`scheme: none`).
+    A word cut off by max_length is predicted `O` (a missed entity) or, for plain tags, MISSED_TAG (a wrong tag).
+    """
+
+    name = "token"
+    main_metric = "f1"
+    token_level = True
+
+    def auto_model(self) -> Any:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer)
+
+    def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
+        """Word-level tag ids per sentence (`encode` aligns them to sub-tokens)."""
+        return [[label2id[str(tag)] for tag in tags] for tags in values]
+
+    def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
+               training_split: bool = True) -> tuple[dict, int]:
+        return encode_token_task(tokenizer, frame, task, label2id, training_split)
+
+    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
+        """Sub-token logits against aligned labels (Trainer validation); IGNORE_INDEX positions are skipped."""
+        predictions = np.argmax(logits, axis=-1)
+        gold_sequences, predicted_sequences = [], []
+        for gold_row, predicted_row in zip(gold, predictions, strict=True):
+            keep = [i for i, g in enumerate(gold_row) if g != IGNORE_INDEX]
+            gold_sequences.append([labels[gold_row[i]] for i in keep])
+            predicted_sequences.append([labels[predicted_row[i]] for i in keep])
+        return token_metrics(gold_sequences, predicted_sequences, uses_bio(task))
+
+    def word_scores(self, logits: list, split: Any, labels: list[str], bio: bool = True
+                    ) -> tuple[dict, list[tuple[str, str]], list]:
+        """Word-level scores, (gold, predicted) word pairs and each sentence's (gold, predicted) tags, from each
+        sentence's sub-token logits and the split's `word_ids` and `word_labels`."""
+        names = [*labels, "O" if bio and "O" in labels else MISSED_TAG]
+        fallback = len(labels)  # the id of the name given to cut words
+        gold_sequences, predicted_sequences, cut = [], [], 0
+        for row_logits, word_ids, word_labels in zip(logits, split["word_ids"], split["word_labels"], strict=True):
+            predicted = word_predictions(row_logits, word_ids, len(word_labels), fallback)
+            cut += len(word_labels) - len({w for w in word_ids if w != NO_WORD})
+            gold_sequences.append([labels[i] for i in word_labels])
+            predicted_sequences.append([names[i] for i in predicted])
+        scores = token_metrics(gold_sequences, predicted_sequences, bio)
+        scores["truncated_words"] = cut
+        pairs = [(g, p) for gs, ps in zip(gold_sequences, predicted_sequences, strict=True)
+                 for g, p in zip(gs, ps, strict=True)]
+        return scores, pairs, list(zip(gold_sequences, predicted_sequences, strict=True))
+
+    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
+        """Word pairs; `gold` is the split's columns `word_ids` and `word_labels`."""
+        return self.word_scores(logits, gold, labels, uses_bio(task))[1]
+
+    def score(self, task: dict, logits: list, split: Any, labels: list[str]) -> tuple[dict, list, Any]:
+        return self.word_scores(logits, split, labels, uses_bio(task))
+
+    def prediction_rows(self, task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
+        """The sentence's words with word-level gold and predicted tags."""
+        return [{"index": i, "tokens": list(raw_test.iloc[i]["tokens"]), "gold": list(gold),
+                 "predicted": list(predicted)} for i, (gold, predicted) in enumerate(outputs)]
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        return [list(v) for v in values]
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("f1", "precision", "recall") if bio else ("accuracy", "f1")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "entities" if bio else "tags"
+
+    def describe(self, bio: bool = True) -> str:
+        return "token with IOB tags" if bio else "token with plain tags"
+
+    def predict(self, tokenizer: Any, info: dict, items: list[dict], logits_for: LogitsFor) -> list[dict]:
+        """Entities with type, score and character offsets for IOB tags; a tag per word otherwise."""
+        labels = info["labels"]
+        bio = is_bio_label_set(labels)  # entity spans for IOB tags (NER, chunks), word tags otherwise (POS)
+        words_per_item = [split_words(item["text"]) for item in items]
+        encoded = encode_words(tokenizer, [[w for w, _, _ in words] or [""] for words in words_per_item],
+                               info["max_length"])
+        logits = logits_for(feature_rows(encoded, len(items)))
+        results = []
+        for index, (item, words) in enumerate(zip(items, words_per_item, strict=True)):
+            probabilities = softmax(logits[index])
+            tags, scores, seen = ["O"] * len(words), [1.0] * len(words), set()
+            for position, word in enumerate(encoded.word_ids(index)):
+                if word is None or word in seen or word >= len(words):
+                    continue
+                seen.add(word)
+                best = int(np.argmax(probabilities[position]))
+                tags[word], scores[word] = labels[best], float(probabilities[position][best])
+            if bio:
+                results.append({"text": item["text"], "entities": group_entities(words, tags, scores, item["text"]),
+                                "truncated_words": len(words) - len(seen)})
+            else:  # plain per-word tags (POS): one entry per word; a word cut by max_length has no tag
+                results.append({"text": item["text"], "words": [
+                    {"word": word, "start": start, "end": end, "tag": tags[i] if i in seen else None,
+                     "score": round(scores[i], 4) if i in seen else None}
+                    for i, (word, start, end) in enumerate(words)], "truncated_words": len(words) - len(seen)})
+        return results
+
+    def report_example(self, row: dict) -> dict:
+        return {"text": " ".join(row["tokens"]), "gold": row["gold"], "predicted": row["predicted"],
+                "correct": row["gold"] == row["predicted"]}
+
+
+def group_entities(words: list[tuple[str, int, int]], tags: list[str], scores: list[float], text: str) -> list[dict]:
+    """Merge word-level B-/I- tags into entity spans; an I- tag without a matching B- starts a new entity."""
+    entities: list[dict] = []
+    current: dict | None = None
+    for (_, start, end), tag, score in zip(words, tags, scores, strict=True):
+        kind = tag[2:] if tag[:2] in ("B-", "I-") else None
+        continues = current is not None and tag.startswith("I-") and kind == current["type"]
+        if continues:
+            current["end"] = end
+            current["_scores"].append(score)
+            continue
+        if current is not None:
+            entities.append(current)
+            current = None
+        if kind is not None:
+            current = {"type": kind, "start": start, "end": end, "_scores": [score]}
+    if current is not None:
+        entities.append(current)
+    for entity in entities:
+        entity["text"] = text[entity["start"]:entity["end"]]
+        entity["score"] = round(float(np.mean(entity.pop("_scores"))), 4)
+    return entities

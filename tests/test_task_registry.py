@@ -1,0 +1,168 @@
+"""The task-type registry (stages/core/task_types.py): every type has every hook, unknown names are refused, and a
+new type registered in a test alone runs through scoring, prediction rows, statistics, the report's examples and
+predict on a tiny model, without a change anywhere else."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.core.errors import PipelineError
+from stages.core.predictions import ScoredTest
+from stages.core.task_types import TASK_TYPES, SingleLabel, TaskType, get_task_type, register
+
+HOOKS = ("auto_model", "head_config", "build_model", "load_model", "collator", "label_targets", "encode",
+         "scores_from_logits", "confusion_pairs", "score", "prediction_rows", "encode_answers", "headline_metrics",
+         "statistic", "describe", "predict", "report_example")
+
+
+def test_the_registered_names():
+    from stages.core import params
+
+    assert set(TASK_TYPES) == {"single_label", "multi_label", "regression", "token"}
+    # the params schema's `type:` choices are written out in params.py (so a task-type change does not rerun
+    # every stage that reads params); they must be exactly the registry's names
+    assert set(params.TASK_TYPES) == set(TASK_TYPES), "add the new type's name to TASK_TYPES in params.py"
+
+
+@pytest.mark.parametrize("name", sorted(TASK_TYPES))
+def test_every_type_has_every_hook(name):
+    from stages.core.stats import STATISTICS
+
+    task_type = get_task_type(name)
+    assert isinstance(task_type, TaskType) and task_type.name == name
+    assert not type(task_type).__abstractmethods__
+    for hook in HOOKS:
+        assert callable(getattr(task_type, hook)), (name, hook)
+    for bio in (True, False):
+        assert task_type.statistic(bio) in STATISTICS
+        assert task_type.main_metric in task_type.headline_metrics(bio)
+    assert isinstance(task_type.token_level, bool)
+
+
+# One small prediction set per statistic: each type's headline metrics are among what its statistic computes.
+SMALL_TESTS = [
+    ScoredTest("single_label", ["a", "b"], np.array([0, 1, 1, 0]), [np.array([0, 1, 0, 0])], positive_label="b"),
+    ScoredTest("single_label", ["a", "b", "c"], np.array([0, 1, 2, 2]), [np.array([0, 2, 2, 1])]),
+    ScoredTest("multi_label", ["a", "b"], np.array([[1, 0], [1, 1], [0, 1]]), [np.array([[1, 0], [0, 1], [0, 0]])]),
+    ScoredTest("regression", [], np.array([0.5, 2.0, 3.5, 1.0]), [np.array([1.0, 1.5, 3.0, 0.5])]),
+    ScoredTest("token", ["O", "B-PER", "I-PER"], [["B-PER", "I-PER", "O"], ["O"]], [[["B-PER", "O", "O"], ["O"]]]),
+    ScoredTest("token", ["NN", "VB"], [["NN", "VB"], ["VB"]], [[["NN", "NN"], ["VB"]]], bio=False),
+]
+
+
+@pytest.mark.parametrize("test", SMALL_TESTS, ids=lambda t: f"{t.kind}-{t.bio}-{len(t.labels)}")
+def test_headline_metrics_come_from_the_types_statistic(test):
+    from stages.core.stats import confidence_intervals, headline_metrics, point_estimates
+
+    names = get_task_type(test.kind).headline_metrics(test.bio)
+    assert headline_metrics(test) == names
+    values = point_estimates(test)
+    assert tuple(values) == names and all(-1.0 <= v <= 1.0 for v in values.values())
+    assert tuple(confidence_intervals(test, resamples=20)) == names
+
+
+def test_unknown_type_names_the_known_ones():
+    known = "single_label, multi_label, regression, token"
+    with pytest.raises(PipelineError, match=rf"unknown task type 'ordinal': expected one of {known}$"):
+        get_task_type("ordinal")
+    from stages.core.predictions import scored_test
+    from stages.core.stats import point_estimates
+
+    with pytest.raises(PipelineError, match="unknown task type 'ordinal'"):
+        point_estimates(ScoredTest("ordinal", ["a"], np.array([0]), [np.array([0])]))
+    document = {"name": "x", "seed": 1, "kind": "ordinal", "labels": ["a"], "test_sha256": "", "rows": []}
+    with pytest.raises(PipelineError, match="unknown task type 'ordinal'"):
+        scored_test([document])
+
+
+def test_a_name_registers_once():
+    with pytest.raises(ValueError, match="'single_label' is already registered"):
+        register(SingleLabel)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A new task type through the registry alone
+
+
+class Ordinal(SingleLabel):
+    """Ordered classes (a toy): judged by macro-F1; the report says how many ranks a prediction is off."""
+
+    name = "toy_ordinal"
+    main_metric = "macro_f1"
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("accuracy", "macro_f1")
+
+    def report_example(self, row: dict) -> dict:
+        rank = list(row["scores"]).index
+        return {**super().report_example(row), "ranks_off": abs(rank(row["gold"]) - rank(row["predicted"]))}
+
+
+@pytest.fixture
+def ordinal():
+    register(Ordinal)
+    try:
+        yield TASK_TYPES["toy_ordinal"]
+    finally:
+        del TASK_TYPES["toy_ordinal"]
+
+
+LABELS = ["low", "mid", "high"]
+TEXTS = ["Not at all.", "Somewhat, maybe.", "Very much so!", "A little.", "Quite a lot, really.", "No."]
+GOLD = ["low", "mid", "high", "mid", "high", "low"]
+
+
+def test_a_new_type_end_to_end(ordinal, tiny_model_dir, tmp_path):
+    import datasets
+    from transformers import AutoTokenizer
+
+    from stages import evaluate
+    from stages.cli.predict import predict
+    from stages.core import metrics, predictions, stats
+    from stages.core.inference import load_finetuned
+    from stages.core.scoring import score_split
+    from stages.core.training import TrainResult, _trainer_metrics, build_model, save_model_dir
+
+    task = {"type": "toy_ordinal", "max_length": 32, "threshold": 0.5, "positive_label": None,
+            "text_pair_column": None}
+    frame = pd.DataFrame({"text": TEXTS, "label": GOLD})
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    columns, cut = ordinal.encode(tokenizer, frame, task, {label: i for i, label in enumerate(LABELS)})
+    assert cut == 0 and columns["labels"] == [0, 1, 2, 1, 2, 0]
+    split = datasets.Dataset.from_dict(columns)
+
+    model = build_model(tiny_model_dir, task, LABELS)
+    assert model.config.problem_type == "single_label_classification" and model.config.num_labels == 3
+    model_dir = tmp_path / "model"
+    save_model_dir(TrainResult(model, tokenizer, None, {}, []), model_dir, task, LABELS, "toy")
+    assert json.loads((model_dir / "task.json").read_text())["type"] == "toy_ordinal"
+    model, tokenizer, info = load_finetuned(model_dir)
+
+    scores, pairs, logits = score_split(model, tokenizer, task, split, LABELS, 4)
+    assert logits.shape == (6, 3) and scores["n"] == 6 and 0.0 <= scores["macro_f1"] <= 1.0
+    assert scores == ordinal.scores_from_logits(logits, columns["labels"], task, LABELS)
+    trainer_scores = _trainer_metrics(task, LABELS)(types.SimpleNamespace(predictions=logits,
+                                                                          label_ids=np.array(columns["labels"])))
+    assert trainer_scores["macro_f1"] == scores["macro_f1"]
+
+    rows = predictions.rows_for(task, frame, logits, LABELS)
+    assert pairs == [(row["gold"], row["predicted"]) for row in rows] and [r["gold"] for r in rows] == GOLD
+    document = predictions.document("toy", 1, task, LABELS, rows)
+    assert document["kind"] == "toy_ordinal"
+    test = predictions.scored_test([document])
+    assert stats.headline_metrics(test) == ("accuracy", "macro_f1")
+    assert stats.point_estimates(test) == pytest.approx({key: scores[key] for key in ("accuracy", "macro_f1")})
+    assert metrics.MAIN_METRIC["toy_ordinal"] == "macro_f1"
+
+    examples = evaluate.report_examples("toy_ordinal", rows, 6)
+    assert [e["correct"] for e in examples] == sorted(e["correct"] for e in examples)
+    assert all(e["ranks_off"] == 0 for e in examples if e["correct"])
+
+    results = predict(model_dir, [{"text": text} for text in TEXTS])
+    assert [r["label"] for r in results] == [row["predicted"] for row in rows]
+    assert all(list(r["scores"]) == LABELS and r["score"] == max(r["scores"].values()) for r in results)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import pytest
 from conftest import make_stage_repo
 from stages import report
 from stages.core.errors import PipelineError
+from stages.core.figures import render_all
 
 URL = "http:" + "//evil.example/x.js"  # data text that must not come out as a URL
 
@@ -30,8 +33,9 @@ def _keep_runs(params: dict) -> None:
     params["plot"]["dpi"] = 60  # small figures draw faster; the page is the same
 
 
-def fabricate(root: Path) -> Path:
-    """A tiny run's outputs in their real shapes: two runs (sentiment, ner), sweep, SetFit, domain adaptation."""
+def fabricate(root: Path, figures: bool = True) -> Path:
+    """A tiny run's outputs in their real shapes: two runs (sentiment, ner), sweep, SetFit, domain adaptation;
+    with `figures`, the plot stage's PNGs drawn from them into plots/figures (the report embeds, never draws)."""
     make_stage_repo(root, edit=_keep_runs)
     per_class = {"neg": {"precision": 0.8, "recall": 0.6, "f1": 0.69, "support": 5},
                  "pos": {"precision": 0.7, "recall": 0.9, "f1": 0.79, "support": 5}}
@@ -94,6 +98,10 @@ def fabricate(root: Path) -> Path:
         (raw / name).mkdir(parents=True, exist_ok=True)
         frame.to_parquet(raw / name / "train.parquet", index=False)
         _json(raw / name / "labels.json", info)
+    if figures:
+        (root / "plots/figures").mkdir(parents=True)
+        with contextlib.chdir(root):
+            render_all(Path("plots/figures"), 60)  # what `python -m stages.plot` writes, at the tiny run's dpi
     return root
 
 
@@ -171,15 +179,19 @@ def tiny_page(tiny_run: Path) -> str:
         return render(tiny_run, mp)
 
 
-def test_report_has_every_section_with_embedded_figures(tiny_page: str) -> None:
+def test_report_has_every_section_with_embedded_figures(tiny_run: Path, tiny_page: str) -> None:
     parsed = parse(tiny_page)
     for anchor in ("overview", "verdicts", "params", "runs", "loss", "freeze", "setfit", "domain", "examples"):
         assert anchor in parsed.ids, anchor
         assert f'href="#{anchor}"' in tiny_page, f"table of contents lacks {anchor}"
     assert_offline(tiny_page)
-    # No plots/figures in the tiny run: every figure was drawn by stages.plot into memory and embedded.
-    assert len(parsed.images) >= 9, len(parsed.images)  # scores, 2 confusion, per-type, 2 loss, all loss, 2 sweep ...
+    # Every PNG of plots/figures the page shows is embedded as it is: scores, 2 confusion, per-type, 2 loss, all
+    # loss, 2 sweep, SetFit, domain adaptation, class distribution.
+    assert len(parsed.images) == 12, len(parsed.images)
     assert all(src.startswith("data:image/png;base64,iVBOR") for src in parsed.images)
+    embedded = {base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in parsed.images}
+    assert embedded == {png.read_bytes() for png in (tiny_run / "plots/figures").glob("*.png")}
+    assert "is absent: run <code>dvc repro plot</code>" not in tiny_page
     # the metrics and tables
     assert "0.79" in tiny_page and "MISC" in tiny_page and "per entity type" in tiny_page
     assert '<tr class="best">' in tiny_page  # the stabilised freeze-sweep row
@@ -210,6 +222,20 @@ def test_report_escapes_data_and_puts_errors_first(tiny_page: str) -> None:
     assert '<span class="w">Lovelace<small class="ent">I-PER</small><small class="bad">O</small></span>' in runs
 
 
+def test_the_template_escapes_every_value_and_shows_none_as_a_url(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The template's values are escaped by Jinja and their '://' broken, wherever they stand: text, header, title,
+    # table cell, note, attribute.
+    nasty = f'<img src="x"> {URL}'
+    monkeypatch.chdir(tmp_path)  # no plots/figures here: the figure is a note
+    page = report.render({"compare_rev": nasty, "sections": [report.section(
+        "overview", nasty, table=report.table([nasty], [[nasty, report.cell("bold", text=nasty)]], ["err"]),
+        rev=nasty, verdict_problem=nasty, figure=report.figure("scores.png", nasty))]})
+    assert not parse(page).images and "<img" not in page
+    assert page.count("&lt;img src=&#34;x&#34;&gt; http:&#47;&#47;evil.example/x.js") == 9  # header, contents, h2, th, 2 td, 2 in the note, figure
+    assert_offline(page)
+
+
 def test_report_training_examples_are_seeded_and_decoded(tiny_page: str, tiny_run: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     examples = section(tiny_page, "examples")
@@ -217,9 +243,8 @@ def test_report_training_examples_are_seeded_and_decoded(tiny_page: str, tiny_ru
     assert re.search(r"(neg|pos) <small>\([01]\)</small>", examples)  # label name with its class id
     assert '<small class="ent">B-PER</small>' in examples  # token task: words with their tags
     monkeypatch.chdir(tiny_run)
-    again = report.Page()
-    report.examples_section(again, report.load_params(), 5, 42, 60)
-    assert section(again.render(""), "examples") == examples  # same seed, same rows
+    again = report.render({"compare_rev": None, "sections": [report.examples_section(report.load_params(), 5, 42)]})
+    assert section(again, "examples") == examples  # same seed, same rows
 
 
 def test_report_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,6 +255,17 @@ def test_report_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "No evaluated runs" in page and "No training-loss logs" in page
     assert "plots/freeze_sweep.csv is absent" in page and "No SetFit comparison" in page
     assert "metrics/domain_adapt.json is absent" in page and "train.parquet is absent" in page
+
+
+def test_report_names_the_figures_the_plot_stage_has_not_drawn(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    page = render(fabricate(tmp_path, figures=False), monkeypatch)
+    assert not parse(page).images
+    assert_offline(page)
+    overview = section(page, "overview")
+    assert "figure test scores: plots/figures/test_scores.png is absent: run <code>dvc repro plot</code>" in overview
+    assert "plots/figures/loss_ner.png is absent" in section(page, "runs")
+    assert "plots/figures/class_distribution_sentiment.png is absent" in section(page, "examples")
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -18,37 +18,29 @@ import numpy as np
 
 from stages.core.atomic import atomic_dir, write_json
 from stages.core.errors import PipelineError, run_stage
+from stages.core.formats import corpus_format
 from stages.core.mlm import mask_token_id, mlm_seed
 from stages.core.modeling import init_dir, load_tokenizer
-from stages.core.params import load_params
+from stages.core.params import Corpus, load_params
 from stages.core.paths import MLM_DIR
-from stages.core.readers import read_table, read_text
 from stages.core.tokenization import NO_WORD
 
 log = logging.getLogger("pipeline.chunk_mlm")
 INFO_FILE = "chunks.json"
 MIN_CHUNK = 8
-TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl")
 REMAINDER_POLICIES = ("drop", "pad")
 
 
-def read_corpus(corpus: dict) -> list[str]:
-    """The corpus as a list of documents: table rows (text columns, labels ignored) or a text file's lines."""
-    path = Path(corpus["path"])
+def read_corpus(corpus: Corpus) -> list[str]:
+    """The corpus as a list of documents, read by the format its suffix names (stages/core/formats.py): table
+    rows (text columns, labels ignored) or, for any other file, its lines."""
+    path = Path(corpus.path)
     if not path.is_file():
         hint = ""
         if path.parts[:2] == ("data", "raw") and len(path.parts) > 2:
             hint = f" (a task's raw split: run `dvc repro download@{path.parts[2]}` first)"
         raise PipelineError(f"mlm.corpus.path: {path} is not a file{hint}")
-    if path.suffix.lower() in TABLE_SUFFIXES:
-        frame = read_table(path, path.suffix.lower()[1:], corpus["encoding"], None, params="mlm.corpus")
-        columns = [c for c in corpus["columns"] if c in frame.columns]
-        if not columns:
-            raise PipelineError(f"{path}: none of the columns {corpus['columns']} (params key mlm.corpus.columns); "
-                                f"the columns are {list(map(str, frame.columns))}")
-        values = [value for row in frame[columns].itertuples(index=False) for value in row]
-    else:
-        values = read_text(path, corpus["encoding"], "mlm.corpus.encoding").splitlines()
+    values = corpus_format(path).read_corpus(path, corpus)
     documents = [_document(value) for value in values]
     documents = [doc for doc in documents if doc]
     if not documents:
@@ -135,20 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoConfig
 
     params = load_params()
-    mlm = params["mlm"]
-    trust = params["model"]["trust_remote_code"]
+    mlm = params.mlm
+    trust = params.model.trust_remote_code
     base_dir = init_dir("base")
     tokenizer = load_tokenizer(base_dir, trust)
     mask_token_id(tokenizer)
     limit = model_limit(tokenizer, AutoConfig.from_pretrained(str(base_dir), trust_remote_code=trust))
-    check_chunk_size(mlm["chunk_size"], limit)
-    documents = read_corpus(mlm["corpus"])
-    blocks, info = chunk_documents(tokenizer, documents, mlm["chunk_size"], mlm["remainder"])
+    check_chunk_size(mlm.chunk_size, limit)
+    documents = read_corpus(mlm.corpus)
+    blocks, info = chunk_documents(tokenizer, documents, mlm.chunk_size, mlm.remainder)
     seed = mlm_seed(params)
-    train_idx, eval_idx = split_blocks(info["blocks"], mlm["eval_fraction"], seed)
+    train_idx, eval_idx = split_blocks(info["blocks"], mlm.eval_fraction, seed)
     splits = {name: datasets.Dataset.from_dict({k: v[idx].tolist() for k, v in blocks.items()})
               for name, idx in (("train", train_idx), ("validation", eval_idx))}
-    info.update(corpus=mlm["corpus"]["path"], seed=seed, model_limit=limit, train_blocks=len(train_idx),
+    info.update(corpus=mlm.corpus.path, seed=seed, model_limit=limit, train_blocks=len(train_idx),
                 validation_blocks=len(eval_idx))
     with atomic_dir(MLM_DIR) as tmp:
         datasets.DatasetDict(splits).save_to_disk(str(tmp))

@@ -80,8 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params()
-    resamples = args.resamples or params["stats"]["resamples"]
-    confidence = params["stats"]["confidence"]
+    resamples = args.resamples or params.stats.resamples
+    confidence = params.stats.confidence
     if args.rev:
         sides = revision_sides(params, args.rev)
     elif args.pair:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     records: dict[str, dict] = {}
     for a, b in sides:
         log.info("comparing %s with %s (%d resamples)", b.label, a.label, resamples)
-        records[f"{b.label} vs {a.label}"] = rounded(compare(a, b, resamples, confidence, params["seed"]))
+        records[f"{b.label} vs {a.label}"] = rounded(compare(a, b, resamples, confidence, params.seed))
     for key, record in records.items():
         print(format_table(key, record, confidence), end="\n\n")
     print(summary_line(records))

@@ -34,7 +34,7 @@ from stages.core.mlm import (
     probe_inputs,
 )
 from stages.core.modeling import MODEL_DIRS, init_dir, load_tokenizer
-from stages.core.params import TRAIN_FIELDS, load_params
+from stages.core.params import Mlm, TrainSettings, load_params
 from stages.core.paths import (
     CHECKPOINT_ROOT,
     DOMAIN_ADAPT_METRICS,
@@ -70,15 +70,13 @@ def load_mlm_model(path: str | Path, trust_remote_code: bool = False) -> tuple[A
     return model, sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
 
 
-def mlm_settings(mlm: dict) -> dict:
+def mlm_settings(mlm: Mlm) -> TrainSettings:
     """Trainer settings: the `mlm` section over the schema's `train` defaults (not the params' `train` section,
     so a fine-tune setting never reruns domain adaptation). No evaluation during training: perplexity is
     measured before and after on the fixed masked set instead."""
-    settings = {name: value.default for name, value in TRAIN_FIELDS.items()}
-    settings.update({k: mlm[k] for k in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "weight_decay",
-                                         "num_processes")})
-    settings.update(eval_strategy="no", load_best_model_at_end=False, group_by_length=False)
-    return settings
+    shared = ("learning_rate", "epochs", "batch_size", "eval_batch_size", "weight_decay", "num_processes")
+    return TrainSettings(**{k: getattr(mlm, k) for k in shared}, eval_strategy="no", load_best_model_at_end=False,
+                         group_by_length=False)
 
 
 def _trainer_class() -> type:
@@ -148,21 +146,21 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
     from transformers import set_seed
 
     main_process = is_main_process()
-    check_probability(mlm["mlm_probability"])
+    check_probability(mlm.mlm_probability)
     tokenizer = load_tokenizer(base_dir, trust_remote_code)
     mask_token_id(tokenizer, str(base_dir))
-    probe_inputs(mlm["probes"], tokenizer)  # a bad probe fails before any training
+    probe_inputs(mlm.probes, tokenizer)  # a bad probe fails before any training
     set_seed(seed)  # the new head's initial weights (the same in every process)
     model, new_keys, unused = load_mlm_model(base_dir, trust_remote_code)
     if new_keys and main_process:
         log.warning("%s has no masked-LM head: %d weights newly initialised (%s) and trained here; the 'before' "
                     "perplexity and probes are those of an untrained head", base_dir, len(new_keys),
                     ", ".join(new_keys))
-    whole_word = mlm["masking"] == "whole_word"
+    whole_word = mlm.masking == "whole_word"
     if main_process:
-        masked_eval = fixed_eval_masking(blocks["validation"], tokenizer, mlm["mlm_probability"], whole_word, seed)
-        loss_before = mean_masked_loss(model, masked_eval, mlm["eval_batch_size"])
-        probes_before = fill_mask(model, tokenizer, mlm["probes"], mlm["top_k"])
+        masked_eval = fixed_eval_masking(blocks["validation"], tokenizer, mlm.mlm_probability, whole_word, seed)
+        loss_before = mean_masked_loss(model, masked_eval, mlm.eval_batch_size)
+        probes_before = fill_mask(model, tokenizer, mlm.probes, mlm.top_k)
         log.info("before: eval loss %.4f, perplexity %.1f", loss_before, perplexity(loss_before))
 
     output_dir = CHECKPOINT_ROOT / RUN_NAME
@@ -172,19 +170,19 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
         args=training_arguments(mlm_settings(mlm), seed, output_dir, None, remove_unused_columns=False),
         train_dataset=blocks["train"],
         # Each process masks its own shard from its own stream (rank 0: the single-process stream).
-        data_collator=MlmCollator(tokenizer, mlm["mlm_probability"], whole_word, seed + 1 + process_rank()),
+        data_collator=MlmCollator(tokenizer, mlm.mlm_probability, whole_word, seed + 1 + process_rank()),
         processing_class=tokenizer,
     )
     log.info("MLM training: %d blocks of %d tokens, %s masking p=%s, %s epochs, lr %s", len(blocks["train"]),
-             len(blocks["train"][0]["input_ids"]), mlm["masking"], mlm["mlm_probability"], mlm["epochs"],
-             mlm["learning_rate"])
+             len(blocks["train"][0]["input_ids"]), mlm.masking, mlm.mlm_probability, mlm.epochs,
+             mlm.learning_rate)
     output = trainer.train()
     if not main_process:
         return None
     shutil.rmtree(output_dir, ignore_errors=True)
     model = trainer.model
-    loss_after = mean_masked_loss(model, masked_eval, mlm["eval_batch_size"])
-    probes_after = fill_mask(model, tokenizer, mlm["probes"], mlm["top_k"])
+    loss_after = mean_masked_loss(model, masked_eval, mlm.eval_batch_size)
+    probes_after = fill_mask(model, tokenizer, mlm.probes, mlm.top_k)
     log.info("after: eval loss %.4f, perplexity %.1f", loss_after, perplexity(loss_after))
     metrics = {
         "mlm_head_initialised": bool(new_keys),
@@ -196,19 +194,19 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
         "eval_blocks": len(blocks["validation"]),
         "masked_eval_tokens": int((masked_eval["labels"] != IGNORE_INDEX).sum()),
         "train_blocks": len(blocks["train"]),
-        "masking": mlm["masking"],
-        "mlm_probability": mlm["mlm_probability"],
-        "epochs": mlm["epochs"],
-        "learning_rate": mlm["learning_rate"],
+        "masking": mlm.masking,
+        "mlm_probability": mlm.mlm_probability,
+        "epochs": mlm.epochs,
+        "learning_rate": mlm.learning_rate,
         "seed": seed,
         "num_processes": world_size(),
         "train_loss": round(float(output.training_loss), 6),
         "train_runtime_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
     }
-    probes = {"mask_token": tokenizer.mask_token, "mlm_head_initialised": bool(new_keys), "top_k": mlm["top_k"],
+    probes = {"mask_token": tokenizer.mask_token, "mlm_head_initialised": bool(new_keys), "top_k": mlm.top_k,
               "probes": [{"sentence": s, "before": b, "after": a}
-                         for s, b, a in zip(mlm["probes"], probes_before, probes_after, strict=True)]}
+                         for s, b, a in zip(mlm.probes, probes_before, probes_after, strict=True)]}
     carried = carried_weights(base_dir, unused, model, trust_remote_code)
     if carried:
         log.info("carrying %d base weights the MLM class does not use into the adapted checkpoint: %s",
@@ -218,10 +216,10 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
 
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
-    if relaunch_if_parallel("stages.domain_adapt", [], mlm_settings(params["mlm"]), "mlm"):
+    if relaunch_if_parallel("stages.domain_adapt", [], mlm_settings(params.mlm), "mlm"):
         return
     base_dir = init_dir("base")
-    result = adapt(base_dir, load_blocks(), params["mlm"], mlm_seed(params), params["model"]["trust_remote_code"])
+    result = adapt(base_dir, load_blocks(), params.mlm, mlm_seed(params), params.model.trust_remote_code)
     if result is None:  # a data-parallel process other than the main one
         return
     with atomic_dir(MODEL_DIRS["adapted"]) as tmp:

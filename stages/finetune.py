@@ -25,18 +25,18 @@ log = logging.getLogger("pipeline.finetune")
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, run = entry_from_args(argv, params, "finetune", "finetune")
-    task = params["tasks"][run["task"]]
+    task = params.tasks[run.task]
     settings = train_settings(params, name)
     if relaunch_if_parallel("stages.finetune", [name], settings, f"finetune.{name}.train"):
         return
-    tokenized, labels = load_tokenized(run["task"])
+    tokenized, labels = load_tokenized(run.task)
     seeds = run_seeds(params, name)
     results = {}
     for seed in seeds:
         # The first seed keeps the run's own name (its resumable checkpoints stay where they were).
         label = name if seed == seeds[0] else f"{name}-seed{seed}"
-        results[seed] = train(task, tokenized, labels, init_dir(run["init"]), settings, seed, label,
-                              params["model"]["trust_remote_code"])
+        results[seed] = train(task, tokenized, labels, init_dir(run.init), settings, seed, label,
+                              params.model.trust_remote_code)
         results[seed].model.to("cpu")  # the next seed gets the accelerator's memory
         log.info("run %s, seed %d: %s", name, seed, results[seed].summary)
     if not is_main_process():
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> None:
         for seed, result in results.items():
             target = tmp / finetuned_dir(name, seeds, seed).relative_to(FINETUNED_DIR / name)
             target.mkdir(parents=True, exist_ok=True)
-            save_model_dir(result, target, task, labels, run["task"])
+            save_model_dir(result, target, task, labels, run.task)
     write_loss_curve(results[seeds[0]].log_history, LOSS_DIR / f"{name}.csv")
     quality, timings = {}, {}
     for seed, result in results.items():
         quality[seed], timings[seed] = split_timings(result.summary)
     first = seeds[0]
-    summary = {"init": run["init"], "task": run["task"], "seed": first, **quality[first]}
+    summary = {"init": run.init, "task": run.task, "seed": first, **quality[first]}
     if len(seeds) > 1:
         summary["seeds"] = {str(seed): quality[seed] for seed in seeds}
     write_json(TRAIN_METRICS_DIR / f"{name}.json", summary)

@@ -46,31 +46,31 @@ def check_point_fits(point: int | str, blocks: int, model_dir: Path) -> None:
 
 def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     """Train and score one point; returns its metrics row, its timings and its predictions document."""
-    sweep = params["freeze_sweep"]
-    task = params["tasks"][sweep["task"]]
-    trust = params["model"]["trust_remote_code"]
-    model_dir = init_dir(sweep["init"])
+    sweep = params.freeze_sweep
+    task = params.tasks[sweep.task]
+    trust = params.model.trust_remote_code
+    model_dir = init_dir(sweep.init)
     check_point_fits(point, count_encoder_blocks(model_dir, trust), model_dir)
-    tokenized, labels = load_tokenized(sweep["task"])
-    settings = {**merge_train(params, sweep["train"]), "freeze": point}
-    result = train(task, tokenized, labels, model_dir, settings, params["seed"], f"freeze_sweep-{point}", trust)
+    tokenized, labels = load_tokenized(sweep.task)
+    settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
+    result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust)
     scores, _, outputs = score_split(result.model, result.tokenizer, task, tokenized["test"], labels,
-                                     settings["eval_batch_size"])
-    rows = predictions.rows_for(task, read_raw_split(sweep["task"], "test"), outputs, labels)
-    document = predictions.document(f"freeze_sweep/{point}", params["seed"], task, labels, rows)
-    main_metric = MAIN_METRIC[task["type"]]
+                                     settings.eval_batch_size)
+    rows = predictions.rows_for(task, read_raw_split(sweep.task, "test"), outputs, labels)
+    document = predictions.document(f"freeze_sweep/{point}", params.seed, task, labels, rows)
+    main_metric = MAIN_METRIC[task.type]
     freeze = result.freeze
     quality, timings = split_timings(result.summary)
     row = {
-        "task": sweep["task"],
-        "init": sweep["init"],
+        "task": sweep.task,
+        "init": sweep.init,
         **{k: v for k, v in quality.items() if not k.startswith("best_validation")},
         "trainable_blocks": 0 if point == "head" else freeze.total_blocks - freeze.frozen_blocks,
         "main_metric": main_metric,
         "test_examples": len(tokenized["test"]),
         # Scalar test scores only (the per-class tables live in the evaluate stage's metrics).
         **{k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-        "intervals": interval_summary([document], params["stats"], params["seed"]),
+        "intervals": interval_summary([document], params.stats, params.seed),
     }
     return row, timings, document
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("point", help="frozen encoder blocks (0..number of blocks) or 'head'")
     point = parse_point(parser.parse_args(argv).point)
     params = load_params()
-    settings = merge_train(params, params["freeze_sweep"]["train"])
+    settings = merge_train(params, params.freeze_sweep.train)
     if relaunch_if_parallel("stages.freeze_sweep", [str(point)], settings, "freeze_sweep.train"):
         return
     row, timings, document = sweep_point(params, point)

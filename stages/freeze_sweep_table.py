@@ -107,14 +107,14 @@ def write_table(rows: list[dict], target: Path = SWEEP_TABLE) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
-    sweep = params["freeze_sweep"]
-    metrics = read_points(sweep["points"])
-    timings = read_points(sweep["points"], SWEEP_TIMINGS_DIR)
+    sweep = params.freeze_sweep
+    metrics = read_points(sweep.points)
+    timings = read_points(sweep.points, SWEEP_TIMINGS_DIR)
     documents = [predictions.read_document(path) for path in
-                 (SWEEP_PREDICTIONS_DIR / f"{point}.json" for point in sweep["points"])]
-    verdicts = verdicts_against_best(metrics, documents, params["stats"]["resamples"], params["stats"]["confidence"],
-                                     params["seed"])
-    rows = sweep_table(metrics, sweep["tolerance"], timings, verdicts)
+                 (SWEEP_PREDICTIONS_DIR / f"{point}.json" for point in sweep.points)]
+    verdicts = verdicts_against_best(metrics, documents, params.stats.resamples, params.stats.confidence,
+                                     params.seed)
+    rows = sweep_table(metrics, sweep.tolerance, timings, verdicts)
     write_table(rows)
     chosen = next(row for row in rows if row["stabilised"])
     log.info("%d points; %s stabilises at %d trainable blocks (freeze=%s, %s = %.4f; %d points within noise of the "

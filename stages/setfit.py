@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None, params: dict) -> tuple[str, int]:
     parser.add_argument("task", help="a task name from params.yaml `tasks`")
     parser.add_argument("n", type=int, help="examples per class")
     args = parser.parse_args(argv)
-    if args.task not in params["tasks"]:
+    if args.task not in params.tasks:
         raise PipelineError(f"setfit: unknown task {args.task!r} (tasks: {', '.join(params['tasks'])})")
     if args.n < 1:
         raise PipelineError(f"setfit: examples per class must be at least 1, got {args.n}")
@@ -55,18 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params = load_params()
     task_name, n = parse_args(argv, params)
-    task = params["tasks"][task_name]
-    settings = params["setfit"]
-    seed = params["seed"] if settings["seed"] is None else settings["seed"]
+    task = params.tasks[task_name]
+    settings = params.setfit
+    seed = params.seed if settings.seed is None else settings.seed
     splits, labels = read_raw(task_name)
     train = sample_per_class(splits["train"], labels, n, seed, f"data/raw/{task_name}/train.parquet")
     name = setfit_name(task_name, n)
     log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
-             len(train), settings["num_iterations"], 2 * settings["num_iterations"] * len(train), settings["epochs"])
-    model, trainer, summary = train_setfit(init_dir(settings["init"]), train, labels, settings, seed,
-                                           settings["max_length"] or task["max_length"],
-                                           params["model"]["trust_remote_code"])
-    scores = evaluate_setfit(trainer, splits["test"], labels, task["positive_label"])
+             len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
+    model, trainer, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
+                                           settings.max_length or task.max_length,
+                                           params.model.trust_remote_code)
+    scores = evaluate_setfit(trainer, splits["test"], labels, task.positive_label)
     document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
     with atomic_dir(SETFIT_MODELS_DIR / name) as tmp:
         model.save_pretrained(str(tmp))
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     runtime = summary.pop("train_runtime_s")
     write_json(SETFIT_TIMINGS_DIR / f"{name}.json", {"train_runtime_s": runtime})
     write_json(SETFIT_METRICS_DIR / f"{name}.json",
-               {"task": task_name, "method": "setfit", "init": settings["init"], "samples_per_class": n,
-                "num_iterations": settings["num_iterations"], "seed": seed, "main_metric": "f1",
+               {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,
+                "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",
                 "test_examples": len(splits["test"]), **summary, **scores,
-                "intervals": interval_summary([document], params["stats"], params["seed"])})
+                "intervals": interval_summary([document], params.stats, params.seed)})
     log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
              scores["accuracy"], len(splits["test"]), runtime)
 

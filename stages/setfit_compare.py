@@ -35,15 +35,15 @@ def compare(task_name: str, params: dict, metrics_dir: Path = METRICS_DIR) -> di
     """The comparison table for one task, from the metrics files under `metrics_dir`."""
     setfit_dir = metrics_dir / SETFIT_METRICS_DIR.relative_to(METRICS_DIR)
     table: dict = {"task": task_name, "metric": "f1", "full_finetune": {}, "setfit": {}, "missing": []}
-    for n in params["setfit"]["samples_per_class"]:
+    for n in params.setfit.samples_per_class:
         path = setfit_dir / f"{setfit_name(task_name, n)}.json"
         if not path.exists():
             raise PipelineError(f"{path} does not exist: run `dvc repro setfit` first")
         data = _read(path)
         table["setfit"][f"n{n}"] = {"samples_per_class": n, "train_examples": data["train_examples"],
                                     **{k: data[k] for k in KEPT if k in data}}
-    for run, spec in params["finetune"].items():
-        if spec["task"] != task_name:
+    for run, spec in params.finetune.items():
+        if spec.task != task_name:
             continue
         path = metrics_dir / f"{run}.json"
         if not path.exists():
@@ -51,7 +51,7 @@ def compare(task_name: str, params: dict, metrics_dir: Path = METRICS_DIR) -> di
             log.warning("no %s yet (run `dvc repro evaluate@%s`): left out of the table", path, run)
             continue
         data = _read(path)
-        entry = {"init": spec["init"], **{k: data[k] for k in KEPT if k in data}}
+        entry = {"init": spec.init, **{k: data[k] for k in KEPT if k in data}}
         train = metrics_dir / TRAIN_METRICS_DIR.relative_to(METRICS_DIR) / f"{run}.json"
         if train.exists():
             summary = _read(train)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("task", help="a task listed in params.yaml `setfit.tasks`")
     task_name = parser.parse_args(argv).task
     params = load_params()
-    if task_name not in params["setfit"]["tasks"]:
+    if task_name not in params.setfit.tasks:
         raise PipelineError(f"setfit_compare: {task_name!r} is not in setfit.tasks {params['setfit']['tasks']}")
     table = compare(task_name, params)
     write_json(METRICS_DIR / f"setfit_{task_name}.json", table)

@@ -21,24 +21,24 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, task = entry_from_args(argv, params, "tasks", "tokenize")
     splits, labels = read_raw(name)
-    tokenizer = load_tokenizer(MODEL_DIRS["base"], params["model"]["trust_remote_code"])
+    tokenizer = load_tokenizer(MODEL_DIRS["base"], params.model.trust_remote_code)
     label2id = {label: i for i, label in enumerate(labels)}
     limit = tokenizer.model_max_length
-    if task["max_length"] > limit:
+    if task.max_length > limit:
         raise PipelineError(f"tasks.{name}.max_length: {task['max_length']} is above the model limit {limit}")
     encoded = {}
     for split, frame in splits.items():
-        if task["type"] == "token":
+        if task.type == "token":
             columns, cut = encode_token_task(tokenizer, frame, task, label2id, training_split=split == "train")
             if cut:
                 log.warning("task %s, %s split: %d words beyond max_length=%d were cut; evaluation counts them "
-                            "as missed", name, split, cut, task["max_length"])
+                            "as missed", name, split, cut, task.max_length)
         else:
             columns = encode_sequences(tokenizer, frame, task, label2id)
         encoded[split] = datasets.Dataset.from_dict(columns)
     with atomic_dir(TOKENIZED_DIR / name) as tmp:
         datasets.DatasetDict(encoded).save_to_disk(str(tmp))
-        write_json(tmp / LABELS_FILE, {"type": task["type"], "labels": labels})
+        write_json(tmp / LABELS_FILE, {"type": task.type, "labels": labels})
     log.info("task %s: tokenized %s", name, {k: len(v) for k, v in encoded.items()})
 
 

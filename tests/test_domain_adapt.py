@@ -29,7 +29,7 @@ from stages.core.mlm import (
     probe_inputs,
     select_positions,
 )
-from stages.core.params import validate
+from stages.core.params import Corpus, validate
 from stages.core.tokenization import NO_WORD
 from tests.conftest import REPO, build_tiny_model
 
@@ -44,8 +44,8 @@ def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
 
 
-def corpus(path: Path, **kw) -> dict:
-    return {"path": str(path), "columns": ["text", "text_pair"], "encoding": "utf-8", **kw}
+def corpus(path: Path, **kw) -> Corpus:
+    return Corpus(**{"path": str(path), "columns": ["text", "text_pair"], "encoding": "utf-8", **kw})
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -104,3 +104,21 @@ def test_the_closure_follows_imports_inside_functions(tmp_path, monkeypatch):
     (package / "unused.py").write_text("y = 2\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     assert import_closure("stages.entry") == {"stages/entry.py", "stages/helper.py", "stages/leaf.py"}
+
+
+def test_every_listed_param_is_in_params_yaml():
+    # DVC refuses to run a stage whose listed param is missing from params.yaml ("Parameters ... are missing"),
+    # even when the code has a default for it: every section a stage lists must be written out.
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    missing = []
+    for name, stage in stage_definitions().items():
+        for key in stage.get("do", stage).get("params", []):
+            if not isinstance(key, str) or "${" in key:
+                continue  # templated keys (tasks.${item.task}) name entries that foreach itself draws from params
+            node = params
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    missing.append(f"{name}: {key}")
+                    break
+                node = node[part]
+    assert not missing, "params listed in dvc.yaml but absent from params.yaml:\n" + "\n".join(missing)

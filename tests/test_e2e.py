@@ -100,7 +100,8 @@ def test_plot_param_reruns_only_plot_and_report(reproduced):
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         status = json.loads(sh(reproduced, "dvc", "status", "--json").stdout)
-        assert sorted(status) == ["plot", "report"], status  # the report shows the figures (and the plot params)
+        # only the plot stage reads plot params; the report reruns after it because the PNGs it embeds changed
+        assert sorted(status) == ["plot"], status
         result = sh(reproduced, "dvc", "repro")
         ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
         assert ran == ["plot", "report"]

@@ -117,6 +117,7 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     import shutil
 
     from stages import setfit
+    from stages.core.fewshot import is_setfit_dir
 
     raw = _params(samples_per_class=[2], num_iterations=1, batch_size=8)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -147,7 +148,7 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     assert [r["gold"] for r in rows] == ["pos", "pos", "neg", "neg"]
     accuracy = sum(r["gold"] == r["predicted"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(data["accuracy"])  # the predictions file is what the metrics were computed on
-    assert setfit.is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
+    assert is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
     with pytest.raises(PipelineError, match="class 'neg' has 4"):
         setfit.main(["sentiment", "5"])
 
@@ -207,10 +208,11 @@ def test_compare_table_and_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     from stages.core import figures as plot
     from stages.setfit_compare import compare
 
-    params = validate(_params(samples_per_class=[8, 16]))
-    params["finetune"] = {"sentiment": {"task": "sentiment", "init": "base"},
-                          "sentiment_adapted": {"task": "sentiment", "init": "adapted"},
-                          "ner": {"task": "ner", "init": "base"}}
+    raw = _params(samples_per_class=[8, 16])
+    raw["finetune"] = {"sentiment": {"task": "sentiment", "init": "base"},
+                       "sentiment_adapted": {"task": "sentiment", "init": "adapted"},
+                       "ner": {"task": "ner", "init": "base"}}
+    params = validate(raw)
     metrics = tmp_path / "metrics"
     for n, f1 in ((8, 0.61), (16, 0.7)):
         _write(metrics / "setfit" / f"sentiment-n{n}.json",

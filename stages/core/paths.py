@@ -33,10 +33,17 @@ COMPARE_METRICS = METRICS_DIR / "compare.json"
 
 # Timings and throughput: committed, shown by the report and the benchmarks, never declared as metrics
 TIMINGS_DIR = Path("timings")
-TRAIN_TIMINGS_DIR = TIMINGS_DIR / "train"
-SWEEP_TIMINGS_DIR = TIMINGS_DIR / "freeze_sweep"
-SETFIT_TIMINGS_DIR = TIMINGS_DIR / "setfit"
-DOMAIN_ADAPT_TIMINGS = TIMINGS_DIR / "domain_adapt.json"
+
+
+def timings_of(metrics_path: Path) -> Path:
+    """Where the run times beside a metrics file or folder go: timings/ mirrors metrics/."""
+    return TIMINGS_DIR / metrics_path.relative_to(METRICS_DIR)
+
+
+TRAIN_TIMINGS_DIR = timings_of(TRAIN_METRICS_DIR)
+SWEEP_TIMINGS_DIR = timings_of(SWEEP_METRICS_DIR)
+SETFIT_TIMINGS_DIR = timings_of(SETFIT_METRICS_DIR)
+DOMAIN_ADAPT_TIMINGS = timings_of(DOMAIN_ADAPT_METRICS)
 
 # Full test predictions (DVC-cached: pushed and pulled with the models); see stages/core/predictions.py
 PREDICTIONS_DIR = Path("predictions")

@@ -43,32 +43,32 @@ def report_examples(kind: str, rows: list[dict], limit: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, run = entry_from_args(argv, params, "finetune", "evaluate")
-    task = params["tasks"][run["task"]]
-    tokenized, labels = load_tokenized(run["task"])
+    task = params.tasks[run.task]
+    tokenized, labels = load_tokenized(run.task)
     test = tokenized["test"]
-    raw_test = read_raw_split(run["task"], "test")
+    raw_test = read_raw_split(run.task, "test")
     seeds = run_seeds(params, name)
     documents, seed_scores = [], {}
     for seed in seeds:
-        model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), params["model"]["trust_remote_code"])
-        scores, pairs, outputs = score_split(model, tokenizer, task, test, labels, params["evaluate"]["batch_size"])
+        model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), params.model.trust_remote_code)
+        scores, pairs, outputs = score_split(model, tokenizer, task, test, labels, params.evaluate.batch_size)
         rows = predictions.rows_for(task, raw_test, outputs, labels)
         documents.append(predictions.document(name, seed, task, labels, rows))
         seed_scores[seed] = scores
         if seed == seeds[0]:
             first_scores, first_pairs, first_rows = scores, pairs, rows
-    stats = params["stats"]
-    metrics = {"task": run["task"], "type": task["type"], "init": run["init"], "seed": seeds[0],
-               "main_metric": get_task_type(task["type"]).main_metric, "test_examples": len(test), **first_scores,
-               "confidence": stats["confidence"],
-               "intervals": interval_summary(documents[:1], stats, params["seed"])}
+    stats = params.stats
+    metrics = {"task": run.task, "type": task.type, "init": run.init, "seed": seeds[0],
+               "main_metric": get_task_type(task.type).main_metric, "test_examples": len(test), **first_scores,
+               "confidence": stats.confidence,
+               "intervals": interval_summary(documents[:1], stats, params.seed)}
     if len(seeds) > 1:
         pooled = predictions.scored_test(documents)
         metrics["seeds"] = {str(seed): point_estimates(predictions.scored_test([doc]))
                             for seed, doc in zip(seeds, documents, strict=True)}
         metrics["seed_aggregate"] = {metric: seed_summary([metrics["seeds"][str(s)][metric] for s in seeds])
                                      for metric in headline_metrics(pooled)}
-        metrics["pooled_intervals"] = interval_summary(documents, stats, params["seed"])
+        metrics["pooled_intervals"] = interval_summary(documents, stats, params.seed)
     with atomic_dir(FINETUNE_PREDICTIONS_DIR / name) as tmp:
         for seed, doc in zip(seeds, documents, strict=True):
             write_json(tmp / f"seed-{seed}.json", doc)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         writer.writerow(["actual", "predicted"])
         writer.writerows(first_pairs)
     write_json(EXAMPLES_DIR / f"{name}.json",
-               report_examples(task["type"], first_rows, params["evaluate"]["num_examples"]))
+               report_examples(task.type, first_rows, params.evaluate.num_examples))
     main_metric = metrics["main_metric"]
     bounds = metrics["intervals"].get(main_metric, {})
     log.info("run %s: test %s = %.4f (95%% interval %.4f-%.4f) on %d examples", name, main_metric,

@@ -20,11 +20,11 @@ import yaml
 from stages import compare
 from stages.core import comparison
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import validate
+from stages.core.params import Task, validate
 from stages.core.predictions import document
 
 REPO = Path(__file__).resolve().parents[1]
-SENTIMENT = {"type": "single_label", "positive_label": "pos"}
+SENTIMENT = Task.model_construct(type="single_label", positive_label="pos")  # the fields documents read
 LABELS = ["neg", "pos"]
 
 
@@ -220,6 +220,7 @@ import json
 import sys
 from pathlib import Path
 
+from stages.core.params import Task
 from stages.core.predictions import document
 
 wrong = json.loads(Path("quality.json").read_text())["wrong_per_10"]
@@ -233,7 +234,8 @@ for target in map(Path, sys.argv[1:]):
                      "scores": {label: float(label == predicted) for label in labels}})
     target.parent.mkdir(parents=True, exist_ok=True)
     name = target.parent.name if target.parent.parent.name == "finetune" else target.stem
-    target.write_text(json.dumps(document(name, 42, {"type": "single_label", "positive_label": "pos"}, labels, rows)))
+    task = Task.model_construct(type="single_label", positive_label="pos")
+    target.write_text(json.dumps(document(name, 42, task, labels, rows)))
 '''
 
 FINETUNE_OUT = "predictions/finetune/sentiment"

@@ -145,12 +145,12 @@ def test_no_autograd_graph_below_the_first_trainable_block(freeze_embeddings):
 def test_saved_checkpoints_through_the_training_loader(tmp_path, architecture):
     """The pipeline's own loader (build_model) on tiny saved checkpoints, and the cheap block count."""
     from conftest import build_tiny_model
+    from stages.core.params import Task
     from stages.core.training import build_model
 
     path = build_tiny_model(tmp_path / architecture, architecture, layers=3)
     assert count_encoder_blocks(path) == 3
-    task = {"type": "single_label"}
-    model = build_model(path, task, ["neg", "pos"])
+    model = build_model(path, Task.model_construct(type="single_label"), ["neg", "pos"])
     blocks = encoder_blocks(model)
     heads = [m for name, m in model.named_children() if name != model.base_model_prefix]
     report = freeze_model(model, 2)

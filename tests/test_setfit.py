@@ -100,9 +100,10 @@ def tiny_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tiny_body: Path):
     from stages.core.fewshot import train_setfit
+    from stages.core.params import SetFit
 
     train = pd.DataFrame({"text": POSITIVE[:4] + NEGATIVE[:4], "label": ["pos"] * 4 + ["neg"] * 4})
-    settings = {"num_iterations": 1, "epochs": 1, "batch_size": 8, "learning_rate": 1e-4}
+    settings = SetFit(num_iterations=1, epochs=1, batch_size=8, learning_rate=1e-4)
     return train_setfit(tiny_body, train, LABELS, settings, seed=3, max_length=16)
 
 

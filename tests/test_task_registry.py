@@ -125,11 +125,13 @@ def test_a_new_type_end_to_end(ordinal, tiny_model_dir, tmp_path):
     from stages.cli.predict import predict
     from stages.core import metrics, predictions, stats
     from stages.core.inference import load_finetuned
+    from stages.core.params import Task
     from stages.core.scoring import score_split
     from stages.core.training import TrainResult, _trainer_metrics, build_model, save_model_dir
 
-    task = {"type": "toy_ordinal", "max_length": 32, "threshold": 0.5, "positive_label": None,
-            "text_pair_column": None}
+    # a Task built without validation: the params schema accepts only the names listed in params.py
+    task = Task.model_construct(type="toy_ordinal", max_length=32, threshold=0.5, positive_label=None,
+                                text_pair_column=None)
     frame = pd.DataFrame({"text": TEXTS, "label": GOLD})
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     columns, cut = ordinal.encode(tokenizer, frame, task, {label: i for i, label in enumerate(LABELS)})

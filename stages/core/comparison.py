@@ -56,15 +56,15 @@ class Side:
 def all_subjects(params: dict) -> dict[str, Subject]:
     """Every scored model the params define, in params order: fine-tune runs, sweep points, SetFit models."""
     subjects: dict[str, Subject] = {}
-    for run, spec in params["finetune"].items():
-        subjects[run] = Subject(run, spec["task"], (FINETUNE_PREDICTIONS_DIR / run).as_posix(), f"evaluate@{run}",
+    for run, spec in params.finetune.items():
+        subjects[run] = Subject(run, spec.task, (FINETUNE_PREDICTIONS_DIR / run).as_posix(), f"evaluate@{run}",
                                 tuple(run_seeds(params, run)))
-    sweep = params["freeze_sweep"]
-    for k in sweep["points"]:
-        subjects[f"freeze_sweep/{k}"] = Subject(f"freeze_sweep/{k}", sweep["task"],
+    sweep = params.freeze_sweep
+    for k in sweep.points:
+        subjects[f"freeze_sweep/{k}"] = Subject(f"freeze_sweep/{k}", sweep.task,
                                                 (SWEEP_PREDICTIONS_DIR / f"{k}.json").as_posix(), f"freeze_sweep@{k}")
-    for task in params["setfit"]["tasks"]:
-        for n in params["setfit"]["samples_per_class"]:
+    for task in params.setfit.tasks:
+        for n in params.setfit.samples_per_class:
             name = setfit_name(task, n)
             subjects[f"setfit/{name}"] = Subject(f"setfit/{name}", task,
                                                  (SETFIT_PREDICTIONS_DIR / f"{name}.json").as_posix(),
@@ -77,18 +77,18 @@ def workspace_pairs(params: dict) -> list[tuple[Subject, Subject]]:
     subjects = all_subjects(params)
     first_run: dict[str, str] = {}
     pairs: list[tuple[Subject, Subject]] = []
-    for run, spec in params["finetune"].items():
-        if spec["task"] in first_run:
-            pairs.append((subjects[first_run[spec["task"]]], subjects[run]))
+    for run, spec in params.finetune.items():
+        if spec.task in first_run:
+            pairs.append((subjects[first_run[spec.task]], subjects[run]))
         else:
-            first_run[spec["task"]] = run
-    for task in params["setfit"]["tasks"]:
+            first_run[spec.task] = run
+    for task in params.setfit.tasks:
         if task not in first_run:
             log.info("setfit on %s: no fine-tune run of that task to compare with", task)
             continue
-        for n in params["setfit"]["samples_per_class"]:
+        for n in params.setfit.samples_per_class:
             pairs.append((subjects[first_run[task]], subjects[f"setfit/{setfit_name(task, n)}"]))
-    points = params["freeze_sweep"]["points"]
+    points = params.freeze_sweep.points
     reference = 0 if 0 in points else points[0]
     pairs += [(subjects[f"freeze_sweep/{reference}"], subjects[f"freeze_sweep/{k}"]) for k in points if k != reference]
     return pairs
@@ -305,6 +305,6 @@ def revision_sides(params: dict, rev: str) -> list[tuple[Side, Side]]:
 def revision_verdicts(params: dict, rev: str) -> dict[str, dict]:
     """Each workspace model's comparison with itself at `rev`, keyed by its name (the report shows the main
     metric's verdict beside each delta)."""
-    stats = params["stats"]
-    return {b.subject.name: rounded(compare(a, b, stats["resamples"], stats["confidence"], params["seed"]))
+    stats = params.stats
+    return {b.subject.name: rounded(compare(a, b, stats.resamples, stats.confidence, params.seed))
             for a, b in revision_sides(params, rev)}

@@ -41,10 +41,10 @@ def _free_port() -> int:
 def relaunch_if_parallel(module: str, args: list[str], settings: dict, where: str) -> bool:
     """With `num_processes` > 1 (and not already launched), run `python -m <module> <args>` under accelerate
     launch and return True once all processes succeeded; the caller then has nothing left to do."""
-    processes = settings["num_processes"]
+    processes = settings.num_processes
     if processes <= 1 or "WORLD_SIZE" in os.environ:
         return False
-    if settings["batch_size"] % processes:
+    if settings.batch_size % processes:
         raise PipelineError(f"{where}.batch_size: {settings['batch_size']} is the global batch and must divide "
                             f"evenly over {where}.num_processes={processes}")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),

@@ -58,10 +58,10 @@ def training_arguments(settings: dict, seed: int, output_dir: Path) -> Any:
 
     return TrainingArguments(
         output_dir=str(output_dir),
-        num_iterations=settings["num_iterations"],
-        num_epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
-        body_learning_rate=settings["learning_rate"],
+        num_iterations=settings.num_iterations,
+        num_epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        body_learning_rate=settings.learning_rate,
         seed=seed,
         save_strategy="no",
         eval_strategy="no",
@@ -91,8 +91,8 @@ def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], s
         trainer = Trainer(model=model, args=training_arguments(settings, seed, Path(scratch)),
                           train_dataset=train_set, metric=metric_fn(labels, None))
         trainer.train()
-    pairs = 2 * settings["num_iterations"] * len(train_set)
-    summary = {"train_examples": len(train_set), "pairs": pairs, "epochs": settings["epochs"],
+    pairs = 2 * settings.num_iterations * len(train_set)
+    summary = {"train_examples": len(train_set), "pairs": pairs, "epochs": settings.epochs,
                "train_runtime_s": round(time.perf_counter() - started, 3)}
     return model, trainer, summary
 

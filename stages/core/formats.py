@@ -114,7 +114,7 @@ def task_format(source: dict, where: str) -> DataFormat:
     """The format that reads a task's source: hub when it names a Hub dataset, else its source.format."""
     if source.get("hub"):
         return FORMATS["hub"]
-    return _lookup(source["format"], list(source_formats()), f"{where}.source.format")
+    return _lookup(source.format, list(source_formats()), f"{where}.source.format")
 
 
 def corpus_format(path: Path) -> DataFormat:
@@ -124,7 +124,7 @@ def corpus_format(path: Path) -> DataFormat:
 
 
 def _source_path(source: dict, where: str) -> Path:
-    base = Path(source["path"])
+    base = Path(source.path)
     if not base.exists():
         raise PipelineError(f"{where}.source.path: not found: {base}")
     return base
@@ -155,12 +155,12 @@ class TableFormat(DataFormat):
         raise NotImplementedError
 
     def read_split(self, path: Path, source: dict) -> pd.DataFrame:
-        return self.read_table(path, TableOptions(source["encoding"], delimiter=source["delimiter"],
-                                                  quoting=source["quoting"]))
+        return self.read_table(path, TableOptions(source.encoding, delimiter=source.delimiter,
+                                                  quoting=source.quoting))
 
     def read_corpus(self, path: Path, corpus: dict) -> list[Any]:
-        frame = self.read_table(path, TableOptions(corpus["encoding"], "mlm.corpus"))
-        columns = [c for c in corpus["columns"] if c in frame.columns]
+        frame = self.read_table(path, TableOptions(corpus.encoding, "mlm.corpus"))
+        columns = [c for c in corpus.columns if c in frame.columns]
         if not columns:
             raise PipelineError(f"{path}: none of the columns {corpus['columns']} (params key mlm.corpus.columns); "
                                 f"the columns are {list(map(str, frame.columns))}")
@@ -247,7 +247,7 @@ class Conll(DataFormat):
     gives_tokens = True
 
     def read_split(self, path: Path, source: dict) -> pd.DataFrame:
-        return read_conll(path, source["token_column"], source["tag_column"], source["scheme"], source["encoding"])
+        return read_conll(path, source.token_column, source.tag_column, source.scheme, source.encoding)
 
 
 @register_format
@@ -259,14 +259,14 @@ class Lines(DataFormat):
 
     def read_source(self, source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
         base = _source_path(source, where)
-        unknown = [label for label in source["files"] if task["labels"] and str(label) not in task["labels"]]
+        unknown = [label for label in source.files if task.labels and str(label) not in task.labels]
         if unknown:
             raise PipelineError(f"{where}.source.files.{unknown[0]}: label {str(unknown[0])!r} is not a known label "
                                 f"(the label list is {task['labels']})")
-        return {"train": read_label_files(base, source["files"], source["encoding"], where)}
+        return {"train": read_label_files(base, source.files, source.encoding, where)}
 
     def read_corpus(self, path: Path, corpus: dict) -> list[Any]:
-        return read_text(path, corpus["encoding"], "mlm.corpus.encoding").splitlines()
+        return read_text(path, corpus.encoding, "mlm.corpus.encoding").splitlines()
 
 
 @register_format
@@ -277,7 +277,7 @@ class Hub(DataFormat):
     local = False
 
     def read_source(self, source: dict, task: dict, where: str) -> dict[str, pd.DataFrame]:
-        return read_hub(source, where, task.get("label_columns") or [task["label_column"]])
+        return read_hub(source, where, task.get("label_columns") or [task.label_column])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def read_table(path: Path, fmt: str, encoding: str, delimiter: str | None,
 
 
 def resolve_split_file(source: dict, name: str) -> Path:
-    base = Path(source["path"])
+    base = Path(source.path)
     rel = source[name]
     path = base if rel in (None, ".") else (base / rel if base.is_dir() or not base.exists() else base.parent / rel)
     if not path.exists():
@@ -487,20 +487,20 @@ def read_hub(source: dict, where: str, label_columns: list[str] | tuple[str, ...
     """
     import datasets
 
-    splits = source["splits"] or {name: name for name in SPLITS}
+    splits = source.splits or {name: name for name in SPLITS}
     out = {}
     for ours, expression in splits.items():
         if ours not in SPLITS:
             raise PipelineError(f"{where}.source.splits: unknown split {ours!r}, expected {list(SPLITS)}")
         try:
-            dataset = datasets.load_dataset(source["hub"], source["config"], split=expression,
-                                            revision=source["revision"])
+            dataset = datasets.load_dataset(source.hub, source.config, split=expression,
+                                            revision=source.revision)
         except Exception as err:
             raise PipelineError(
                 f"{where}.source.hub: could not load {source['hub']!r} split {expression!r}: {err} "
                 "(Hub datasets need the network; the default profile uses local files)"
             ) from None
-        name = source["hub"] + (f"/{source['config']}" if source["config"] else "")
+        name = source.hub + (f"/{source['config']}" if source.config else "")
         out[ours] = _hub_to_frame(dataset, label_columns, f"{where}.source.splits.{ours} ({name} split {expression!r})")
     return out
 

@@ -27,7 +27,7 @@ _HEAD_NAMES = ("cls", "lm_head")  # BERT-style and RoBERTa-style MLM heads that 
 
 def mlm_seed(params: dict) -> int:
     """`mlm.seed`, or the top-level seed when it is null."""
-    return params["seed"] if params["mlm"]["seed"] is None else params["mlm"]["seed"]
+    return params.seed if params.mlm.seed is None else params.mlm.seed
 
 
 def check_probability(probability: float, where: str = "mlm.mlm_probability") -> None:

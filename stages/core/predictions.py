@@ -60,7 +60,7 @@ def test_fingerprint(rows: list[dict]) -> str:
 
 def document(name: str, seed: int | None, task: dict, labels: list[str], rows: list[dict]) -> dict:
     """The predictions document of one model (see the module docstring)."""
-    return {"name": name, "seed": seed, "kind": task["type"], "labels": list(labels),
+    return {"name": name, "seed": seed, "kind": task.type, "labels": list(labels),
             "positive_label": task.get("positive_label"), "bio": uses_bio(task),
             "threshold": task.get("threshold"), "test_sha256": test_fingerprint(rows), "rows": rows}
 
@@ -105,4 +105,4 @@ def scored_test(documents: list[dict]) -> ScoredTest:
 def rows_for(task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
     """Prediction rows from `scoring.score_split`'s outputs: (gold, predicted) word tags for token tasks, logits
     otherwise."""
-    return get_task_type(task["type"]).prediction_rows(task, raw_test, outputs, labels)
+    return get_task_type(task.type).prediction_rows(task, raw_test, outputs, labels)

@@ -40,11 +40,11 @@ DEFAULT_SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}
 
 def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFrame]:
     """Read a task's source into normalised train/validation/test tables (`where` names the params key)."""
-    source = task["source"]
+    source = task.source
     fmt = task_format(source, where)
     splits = {name: _normalise_file(frame, task, f"{where}.source ({name} split)", fmt, name)
               for name, frame in fmt.read_source(source, task, where).items()}
-    splits = fill_missing_splits(splits, source["split"], seed, task["type"], where)
+    splits = fill_missing_splits(splits, source.split, seed, task.type, where)
     for name in SPLITS:
         if len(splits[name]) == 0:
             raise PipelineError(f"{where}.source: the {name} split is empty")
@@ -75,14 +75,14 @@ def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
 
 def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
     """Rename the task's columns to the standard ones and check each label value's shape."""
-    kind = task["type"]
+    kind = task.type
     if kind == "token":
-        if {"tokens", "tags", "line"} <= set(frame.columns) and task_format(task["source"], where).gives_tokens:
+        if {"tokens", "tags", "line"} <= set(frame.columns) and task_format(task.source, where).gives_tokens:
             return frame[["tokens", "tags", "line"]].reset_index(drop=True)
-        tokens = _column(frame, task["text_column"], "text_column", where)
-        tags = _column(frame, task["label_column"], "label_column", where)
+        tokens = _column(frame, task.text_column, "text_column", where)
+        tags = _column(frame, task.label_column, "label_column", where)
         out = pd.DataFrame({"tokens": [list(map(str, t)) for t in tokens], "tags": [list(map(str, t)) for t in tags]})
-        scheme = task["source"]["scheme"]
+        scheme = task.source.scheme
         for row, (words, labels) in enumerate(zip(out["tokens"], out["tags"], strict=True), start=1):
             if len(words) != len(labels):
                 raise PipelineError(f"{where}, row {row}: {len(words)} tokens but {len(labels)} tags")
@@ -91,18 +91,18 @@ def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
         if scheme == "iob1":
             out["tags"] = [convert_iob1_to_iob2(labels) for labels in out["tags"]]
         return out
-    out = pd.DataFrame({"text": _text_values(_column(frame, task["text_column"], "text_column", where), where)})
-    if task["text_pair_column"]:
-        pair = _column(frame, task["text_pair_column"], "text_pair_column", where)
+    out = pd.DataFrame({"text": _text_values(_column(frame, task.text_column, "text_column", where), where)})
+    if task.text_pair_column:
+        pair = _column(frame, task.text_pair_column, "text_pair_column", where)
         out["text_pair"] = _text_values(pair, where)
     if task.get("label_columns"):
-        out["label"] = _indicator_labels(frame, task["label_columns"], where)
+        out["label"] = _indicator_labels(frame, task.label_columns, where)
         return out
-    labels = _column(frame, task["label_column"], "label_column", where)
+    labels = _column(frame, task.label_column, "label_column", where)
     out["label"] = [parse_label(value, kind, f"{where}, row {i + 1}, column {task['label_column']!r}")
                     for i, value in enumerate(labels)]
-    if task["labels"] and kind != "regression":  # before any split is carved, so rows are the file's rows
-        check_labels_known(out["label"], task["labels"], where, from_training=False,
+    if task.labels and kind != "regression":  # before any split is carved, so rows are the file's rows
+        check_labels_known(out["label"], task.labels, where, from_training=False,
                            locate=lambda row, _: f"row {row + 1}, column {task['label_column']!r}")
     return out
 

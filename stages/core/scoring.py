@@ -23,6 +23,6 @@ def score_split(model, tokenizer, task: dict, split, labels: list[str], batch_si
     (word-level sequences for token tasks, logits otherwise).
     """
     model.eval()  # a model straight from the Trainer is still in train mode (dropout on)
-    task_type = get_task_type(task["type"])
+    task_type = get_task_type(task.type)
     logits = batched_logits(model, tokenizer, list(split), batch_size, task_type)
     return task_type.score(task, logits, split, labels)

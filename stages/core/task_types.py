@@ -4,7 +4,7 @@ Everything that differs between task types lives in its class: the model head an
 the metrics from logits (Trainer validation and the evaluate stage), the confusion pairs, the rows of the
 predictions document and their encoding for the statistics, the headline metrics and which resampled statistic
 computes them (stages/core/stats.py), the predict command's output and the report's example rows. The rest of
-the pipeline calls `get_task_type(task["type"]).<hook>(...)`, so a new task type is one subclass registered with
+the pipeline calls `get_task_type(task.type).<hook>(...)`, so a new task type is one subclass registered with
 `@register`, plus its tests; the params schema accepts exactly the registered names.
 """
 
@@ -169,7 +169,7 @@ def get_task_type(name: str) -> TaskType:
 
 def scores_from_logits(logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
     """Task metrics from raw logits, for any task type (validation during training and the evaluate stage)."""
-    return get_task_type(task["type"]).scores_from_logits(logits, gold, task, labels)
+    return get_task_type(task.type).scores_from_logits(logits, gold, task, labels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class SingleLabel(SequenceTask):
         return [label2id[v] for v in values]
 
     def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-        return classification_metrics(np.asarray(gold), np.argmax(logits, axis=-1), labels, task["positive_label"])
+        return classification_metrics(np.asarray(gold), np.argmax(logits, axis=-1), labels, task.positive_label)
 
     def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
         return [(labels[g], labels[p]) for g, p in zip(gold, np.argmax(logits, axis=-1), strict=True)]
@@ -298,10 +298,10 @@ class MultiLabel(SequenceTask):
         return targets
 
     def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-        return multilabel_metrics(np.asarray(gold), sigmoid(logits) >= task["threshold"], labels)
+        return multilabel_metrics(np.asarray(gold), sigmoid(logits) >= task.threshold, labels)
 
     def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
-        predicted = sigmoid(np.asarray(logits, dtype=float)) >= task["threshold"]
+        predicted = sigmoid(np.asarray(logits, dtype=float)) >= task.threshold
         pairs = []
         for gold_row, predicted_row in zip(np.asarray(gold), predicted, strict=True):
             for i, label in enumerate(labels):

@@ -26,9 +26,9 @@ def label_targets(values: pd.Series, task_type: str, label2id: dict[str, int]) -
 def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int]) -> dict:
     """Single texts or real sentence pairs (tokenizer(a, b): segment ids mark the second text)."""
     pair = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
-    encoded = tokenizer(frame["text"].tolist(), pair, truncation=True, max_length=task["max_length"])
+    encoded = tokenizer(frame["text"].tolist(), pair, truncation=True, max_length=task.max_length)
     columns = {key: list(value) for key, value in encoded.items()}
-    columns["labels"] = label_targets(frame["label"], task["type"], label2id)
+    columns["labels"] = label_targets(frame["label"], task.type, label2id)
     columns["length"] = [len(ids) for ids in columns["input_ids"]]
     return columns
 
@@ -54,9 +54,9 @@ def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id:
     evaluation counts them as missed instead of letting them vanish.
     """
     words = [[str(word) for word in sentence] for sentence in frame["tokens"]]  # Parquet gives numpy arrays
-    encoded = encode_words(tokenizer, words, task["max_length"])
+    encoded = encode_words(tokenizer, words, task.max_length)
     b_to_i = begin_to_inside(label2id) if uses_bio(task) else {}  # POS tags are not entity starts
-    label_continuations = task["label_all_tokens"] and training_split
+    label_continuations = task.label_all_tokens and training_split
     columns: dict[str, list] = {key: list(value) for key, value in encoded.items()}
     columns["labels"], columns["word_ids"], columns["word_labels"] = [], [], []
     cut_words = 0

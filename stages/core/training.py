@@ -39,11 +39,11 @@ class TrainResult:
 
 def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False) -> Any:
     """Load the encoder from `init_path` with a freshly initialised head for the task."""
-    return get_task_type(task["type"]).build_model(init_path, labels, trust_remote_code)
+    return get_task_type(task.type).build_model(init_path, labels, trust_remote_code)
 
 
 def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
-    task_type = get_task_type(task["type"])
+    task_type = get_task_type(task.type)
 
     def compute(prediction: Any) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -72,28 +72,28 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
     from transformers import TrainingArguments
 
     on_gpu = torch.cuda.is_available()
-    precision = settings["mixed_precision"]
-    evaluating = settings["eval_strategy"] != "no"
+    precision = settings.mixed_precision
+    evaluating = settings.eval_strategy != "no"
     return TrainingArguments(
         output_dir=str(output_dir),
-        learning_rate=settings["learning_rate"],
-        num_train_epochs=settings["epochs"],
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
         # batch_size is the global batch: each data-parallel process takes its share.
-        per_device_train_batch_size=settings["batch_size"] // world_size(),
-        per_device_eval_batch_size=settings["eval_batch_size"],
-        gradient_accumulation_steps=settings["gradient_accumulation_steps"],
-        weight_decay=settings["weight_decay"],
-        warmup_steps=settings["warmup_steps"],
-        lr_scheduler_type=settings["lr_scheduler_type"],
-        logging_steps=settings["logging_steps"],
-        eval_strategy=settings["eval_strategy"],
-        eval_steps=settings["eval_steps"],
-        save_steps=settings["eval_steps"],  # with load_best_model_at_end, every evaluation can become the best
-        save_strategy=settings["eval_strategy"] if evaluating and settings["load_best_model_at_end"] else "no",
+        per_device_train_batch_size=settings.batch_size // world_size(),
+        per_device_eval_batch_size=settings.eval_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_steps,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        logging_steps=settings.logging_steps,
+        eval_strategy=settings.eval_strategy,
+        eval_steps=settings.eval_steps,
+        save_steps=settings.eval_steps,  # with load_best_model_at_end, every evaluation can become the best
+        save_strategy=settings.eval_strategy if evaluating and settings.load_best_model_at_end else "no",
         save_total_limit=1,
         # Resumable checkpoints (train.checkpoint_steps) need the optimizer, scheduler and RNG states too.
         save_only_model=not settings.get("checkpoint_steps"),
-        load_best_model_at_end=evaluating and settings["load_best_model_at_end"],
+        load_best_model_at_end=evaluating and settings.load_best_model_at_end,
         metric_for_best_model=main_metric,
         greater_is_better=True,
         fp16=on_gpu and precision in ("auto", "fp16"),
@@ -101,7 +101,7 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
         use_cpu=not on_gpu,
         seed=seed,
         data_seed=seed,
-        train_sampling_strategy="group_by_length" if settings["group_by_length"] else "random",
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         # Sum-of-tokens averaging multiplies the loss by the world size under CPU DDP; per-process means are right.
         average_tokens_across_devices=False,
         report_to="none",
@@ -116,13 +116,13 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     from transformers import Trainer, set_seed
 
     set_seed(seed)
-    task_type = get_task_type(task["type"])
+    task_type = get_task_type(task.type)
     tokenizer = load_tokenizer(init_path, trust_remote_code)
     model = build_model(init_path, task, labels, trust_remote_code)
-    freeze = freeze_model(model, settings["freeze"], settings["freeze_embeddings"])
+    freeze = freeze_model(model, settings.freeze, settings.freeze_embeddings)
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
-    train_set = _subset(tokenized["train"], settings["max_train_samples"]).remove_columns(drop)
-    eval_set = longest_first(_subset(tokenized["validation"], settings["max_eval_samples"]).remove_columns(drop))
+    train_set = _subset(tokenized["train"], settings.max_train_samples).remove_columns(drop)
+    eval_set = longest_first(_subset(tokenized["validation"], settings.max_eval_samples).remove_columns(drop))
     main_metric = task_type.main_metric
     output_dir = CHECKPOINT_ROOT / run_name
     every = settings.get("checkpoint_steps")
@@ -134,7 +134,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         model=model,
         args=training_arguments(settings, seed, output_dir, main_metric),
         train_dataset=train_set,
-        eval_dataset=eval_set if settings["eval_strategy"] != "no" else None,
+        eval_dataset=eval_set if settings.eval_strategy != "no" else None,
         data_collator=task_type.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task, labels),
@@ -143,7 +143,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     for callback in callbacks:
         callback.trainer = trainer
     log.info("run %s: %d train / %d validation examples, %s epochs, threads=%s", run_name, len(train_set),
-             len(eval_set), settings["epochs"], os.environ.get("OMP_NUM_THREADS", "default"))
+             len(eval_set), settings.epochs, os.environ.get("OMP_NUM_THREADS", "default"))
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=None if resume_point is None else str(resume_point.path))
     wall = time.perf_counter() - started
@@ -153,7 +153,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     summary = {
         "train_samples": len(train_set),
         "num_processes": world_size(),
-        "epochs": settings["epochs"],
+        "epochs": settings.epochs,
         "train_runtime_s": round(float(output.metrics.get("train_runtime", wall)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
         "train_loss": resume.full_train_loss(trainer, output, resume_point is not None),
@@ -174,10 +174,10 @@ def save_model_dir(result: TrainResult, target: Path, task: dict, labels: list[s
     """Write a clean model directory: safetensors + config (id2label) + tokenizer + task.json."""
     result.model.save_pretrained(str(target))
     result.tokenizer.save_pretrained(str(target))
-    write_json(target / TASK_FILE, {"task": task_name, "type": task["type"], "labels": labels,
-                                    "max_length": task["max_length"], "threshold": task["threshold"],
-                                    "positive_label": task["positive_label"],
-                                    "text_pair": bool(task["text_pair_column"])})
+    write_json(target / TASK_FILE, {"task": task_name, "type": task.type, "labels": labels,
+                                    "max_length": task.max_length, "threshold": task.threshold,
+                                    "positive_label": task.positive_label,
+                                    "text_pair": bool(task.text_pair_column)})
 
 
 def write_loss_curve(history: list[dict], target: Path) -> None:

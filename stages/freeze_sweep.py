@@ -18,13 +18,13 @@ from stages.core import predictions
 from stages.core.atomic import write_json
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import PipelineError, run_stage
-from stages.core.metrics import MAIN_METRIC
 from stages.core.modeling import count_encoder_blocks, init_dir
 from stages.core.params import check_freeze_value, load_params, merge_train
 from stages.core.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
 from stages.core.scoring import score_split
 from stages.core.stats import interval_summary
 from stages.core.task_data import load_tokenized, read_raw_split
+from stages.core.task_types import get_task_type
 from stages.core.training import split_timings, train
 
 log = logging.getLogger("pipeline.freeze_sweep")
@@ -58,7 +58,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
                                      settings.eval_batch_size)
     rows = predictions.rows_for(task, read_raw_split(sweep.task, "test"), outputs, labels)
     document = predictions.document(f"freeze_sweep/{point}", params.seed, task, labels, rows)
-    main_metric = MAIN_METRIC[task.type]
+    main_metric = get_task_type(task.type).main_metric
     freeze = result.freeze
     quality, timings = split_timings(result.summary)
     row = {

@@ -123,7 +123,7 @@ def test_a_new_type_end_to_end(ordinal, tiny_model_dir, tmp_path):
 
     from stages import evaluate
     from stages.cli.predict import predict
-    from stages.core import metrics, predictions, stats
+    from stages.core import predictions, stats
     from stages.core.inference import load_finetuned
     from stages.core.params import Task
     from stages.core.scoring import score_split
@@ -159,7 +159,7 @@ def test_a_new_type_end_to_end(ordinal, tiny_model_dir, tmp_path):
     test = predictions.scored_test([document])
     assert stats.headline_metrics(test) == ("accuracy", "macro_f1")
     assert stats.point_estimates(test) == pytest.approx({key: scores[key] for key in ("accuracy", "macro_f1")})
-    assert metrics.MAIN_METRIC["toy_ordinal"] == "macro_f1"
+    assert get_task_type("toy_ordinal").main_metric == "macro_f1"
 
     examples = evaluate.report_examples("toy_ordinal", rows, 6)
     assert [e["correct"] for e in examples] == sorted(e["correct"] for e in examples)

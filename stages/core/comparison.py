@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stages.core.errors import PipelineError
-from stages.core.metrics import MAIN_METRIC
 from stages.core.params import run_seeds
 from stages.core.paths import (
     FINETUNE_PREDICTIONS_DIR,
@@ -24,6 +23,7 @@ from stages.core.paths import (
 )
 from stages.core.predictions import ScoredTest, read_document, scored_test
 from stages.core.stats import paired_comparison
+from stages.core.task_types import get_task_type
 
 log = logging.getLogger("pipeline.compare")
 SEED_GLOB = "seed-*.json"
@@ -251,7 +251,7 @@ def compare(a: Side, b: Side, resamples: int, confidence: float, seed: int) -> d
     """One comparison's record for compare.json: who, on what, and the paired result per headline metric."""
     # paired_comparison refuses two different test sets (stats.DifferentTestSets, naming both sides' labels)
     metrics = paired_comparison(a.test, b.test, resamples=resamples, confidence=confidence, seed=seed)
-    record = {"a": a.label, "b": b.label, "kind": b.test.kind, "main_metric": MAIN_METRIC[b.test.kind],
+    record = {"a": a.label, "b": b.label, "kind": b.test.kind, "main_metric": get_task_type(b.test.kind).main_metric,
               "test_examples": len(b.test.gold), "metrics": metrics}
     if a.subject.task == b.subject.task:
         record["task"] = b.subject.task

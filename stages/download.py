@@ -1,49 +1,143 @@
-"""Stage download@<task>: read the task's source into data/raw/<task>/ (Parquet splits + label list)."""
+"""Stage download@<task>: read the task's source into data/raw/<task>/ (Parquet splits, label list, source record).
+
+The data is streamed (stages/core/readers.py): each split is read, checked and written a batch at a time, so memory
+does not grow with the number of rows. Label checks work from label counts, and read a split again only to name
+the row of a label that is not in the list. source.json records where the data came from: for a Hub dataset its
+id, config, the requested revision and the commit it resolved to; for local files each file's sha256.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
-from collections.abc import Callable
+from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 
 from stages.core.atomic import atomic_dir, write_json
-from stages.core.errors import run_stage
-from stages.core.labels import build_label_list, check_labels_known, uses_bio
+from stages.core.errors import PipelineError, run_stage
+from stages.core.formats import hub_commit, parquet_batch_rows
+from stages.core.labels import build_label_list, check_labels_known, unseen_labels, uses_bio
 from stages.core.params import entry_from_args, load_params
 from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS
-from stages.core.readers import read_task_splits, resolve_split_file
+from stages.core.readers import (
+    SplitSummary,
+    WrittenSplits,
+    resolve_split_file,
+    split_fractions,
+    write_task_splits,
+)
 
 log = logging.getLogger("pipeline.download")
+SOURCE_FILE = "source.json"
 
 
-def conll_locator(task: dict, split: str, frame: pd.DataFrame) -> Callable[[int, int], str] | None:
-    """For CoNLL files, (sentence, word) -> 'file, line N', so an unknown tag is found in one look."""
+def conll_file(task: dict, split: str, columns: list[str]) -> Path | None:
+    """For CoNLL files, the file a split's `line` numbers point into (train's for a carved split)."""
     source = task.source
-    if source.hub or source.format != "conll" or "line" not in frame.columns:
+    if source.hub or source.format != "conll" or "line" not in columns:
         return None
-    path = resolve_split_file(source, split if source[split] else "train")
-    lines = frame["line"].tolist()
-    return lambda row, word: f"{path}, line {int(lines[row]) + word}"
+    return resolve_split_file(source, split if source[split] else "train")
+
+
+def check_split_labels(folder: Path, split: str, summary: SplitSummary, labels: list[str], task: dict,
+                       where: str) -> None:
+    """Every label in the split must be in the label list. The counts say whether one is not; the written split is
+    then read again to name the first place it occurs (file and line for CoNLL, else the split's row)."""
+    known = set(labels)
+    if all(value in known for value in summary.labels):
+        return
+    key = "tags" if task.type == "token" else "label"
+    file = pq.ParquetFile(folder / f"{split}.parquet", pre_buffer=False)
+    path = conll_file(task, split, file.schema_arrow.names)
+    first = 0
+    for batch in file.iter_batches(batch_size=parquet_batch_rows(file), columns=[key] + (["line"] if path else [])):
+        lines = batch.column("line").to_pylist() if path else []
+        if path:
+            def locate(row: int, word: int, lines: list[int] = lines) -> str:
+                return f"{path}, line {lines[row] + word}"
+        else:
+            def locate(row: int, word: int, first: int = first) -> str:
+                return f"row {first + row + 1}"
+        check_labels_known(batch.column(key).to_pylist(), labels, f"{where} ({split} split)",
+                           from_training=not task.labels, locate=locate)
+        first += batch.num_rows
+
+
+def check_training_labels(written: WrittenSplits, labels: list[str], task: dict, where: str, bio: bool) -> None:
+    """Each listed label must have training examples: a class never shown in training is never learnt. An error
+    for sequence tasks; for token tasks a warning (an entity type or tag may be absent from a sample)."""
+    unseen = unseen_labels(written.summaries["train"].labels, labels, bio)
+    if not unseen:
+        return
+
+    def holds(split: str, label: str) -> bool:
+        counts = written.summaries[split].labels
+        return any(tag[2:] == label for tag in counts if tag != "O") if bio else counts.get(label, 0) > 0
+
+    elsewhere = [f"{label!r} is only in the {'carved ' if split in written.carved else ''}{split} split"
+                 for label in unseen for split in SPLITS if split != "train" and holds(split, label)]
+    detail = f" ({'; '.join(elsewhere)})" if elsewhere else ""
+    if task.type == "token":
+        what = "entity type(s)" if bio else "tag(s)"
+        log.warning("%s (train split): no training sentence has the %s %s%s; the model cannot learn to predict "
+                    "them", where, what, unseen, detail)
+        return
+    key = "label_columns" if task.get("label_columns") else "labels"
+    raise PipelineError(f"{where} (train split): no training example has the label(s) {unseen} (the label list is "
+                        f"{labels}){detail}; a model never shown a class does not learn it: add training examples "
+                        f"of it, or remove it from {where}.{key}")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def source_record(task: dict, written: WrittenSplits, seed: int, where: str) -> dict:
+    """Where the raw data came from, for data/raw/<task>/source.json: the Hub dataset and the commit it resolved
+    to, or each local file and its sha256; and how missing splits were carved."""
+    source = task.source
+    if source.hub:
+        record = {"hub": source.hub, "config": source.config, "revision": source.revision,
+                  "resolved_revision": hub_commit(source), "splits": source.splits or {s: s for s in SPLITS}}
+    else:
+        files = sorted({path for paths in written.files.values() for path in paths})
+        record = {"path": source.path, "format": source.format,
+                  "splits": {split: [p.as_posix() for p in paths] for split, paths in written.files.items()},
+                  "files": {p.as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}}
+    if written.carved:
+        fractions = split_fractions(source.split, where)
+        record["carved"] = {"from": "train", "seed": seed, "fractions": {s: fractions[s] for s in written.carved}}
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, task = entry_from_args(argv, params, "tasks", "download")
     where = f"tasks.{name}"
-    splits = read_task_splits(task, params.seed, where)
-    label_key = "tags" if task.type == "token" else "label"
-    labels = build_label_list(task.type, splits["train"][label_key], task.labels or task.get("label_columns"),
-                              bio=uses_bio(task))
-    if task.type != "regression":
-        for split in SPLITS:
-            check_labels_known(splits[split][label_key], labels, f"{where} ({split} split)",
-                               from_training=not task.labels, locate=conll_locator(task, split, splits[split]))
-    with atomic_dir(RAW_DIR / name) as tmp:
-        for split in SPLITS:
-            splits[split].to_parquet(tmp / f"{split}.parquet", index=False)
-        write_json(tmp / LABELS_FILE, {"type": task.type, "labels": labels})
-    log.info("task %s: %s examples, %d labels", name, {k: len(v) for k, v in splits.items()}, len(labels))
+    bio = uses_bio(task)
+    created = [folder for folder in (RAW_DIR, RAW_DIR.parent) if not folder.exists()]
+    try:
+        with atomic_dir(RAW_DIR / name) as tmp:  # the splits stream into it: no split is whole in memory
+            written = write_task_splits(task, params.seed, where, tmp)
+            summaries = written.summaries
+            labels = build_label_list(task.type, summaries["train"].labels,
+                                      task.labels or task.get("label_columns"), bio=bio)
+            if task.type != "regression":
+                for split in SPLITS:
+                    check_split_labels(tmp, split, summaries[split], labels, task, where)
+                check_training_labels(written, labels, task, where, bio)
+            write_json(tmp / LABELS_FILE, {"type": task.type, "labels": labels})
+            write_json(tmp / SOURCE_FILE, source_record(task, written, params.seed, where))
+    except BaseException:
+        for folder in created:  # a failed first download leaves no empty data/raw behind, as before streaming
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    log.info("task %s: %s examples, %d labels", name, {split: summaries[split].rows for split in SPLITS},
+             len(labels))
 
 
 if __name__ == "__main__":

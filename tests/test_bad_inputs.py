@@ -127,6 +127,8 @@ def line_texts(*present: str, total: int = 20) -> Callable[[dict[str, pd.DataFra
 
 
 CP1252 = ROWS[:2] + [("na\u00efve r\u00e9sum\u00e9", "pos")]
+BLANK_ROWS = [("a fine film", "pos"), ("", "neg"), ("dull and slow", "neg"), (" \t ", "pos"), ("warm", "pos")]
+KEPT_ROWS = [row for row in BLANK_ROWS if row[0].strip()]
 CSV = utf8(csv_text(ROWS))
 STRAY_QUOTE_ROWS = [("a fine film", "pos"), ('"Wow, what a film', "pos"), ("dull and slow", "neg"),
                     ('a 12" pizza', "neg"), ("c'est la vie", "pos")]
@@ -222,8 +224,21 @@ SEQUENCE_CASES = [
           "row 2: the text is missing"),
     table("parquet", "10mb-cell", parquet_bytes(pd.DataFrame(ROWS + [(BIG, "pos")], columns=["text", "label"])),
           check=one_long_text),
+    # Empty or whitespace-only texts: an error naming the rows (source.empty_texts: drop leaves them out)
+    table("csv", "empty-texts", utf8(csv_text(BLANK_ROWS)), "tasks.sentiment.source (train split), rows 2, 4: 2 of 5 "
+          "examples have an empty or whitespace-only text (column 'text')", "set tasks.sentiment.source.empty_texts: "
+          "drop"),
+    table("csv", "empty-texts-dropped", utf8(csv_text(BLANK_ROWS)), check=rows_are(KEPT_ROWS), empty_texts="drop"),
+    table("jsonl", "empty-texts", utf8(jsonl_text(BLANK_ROWS)), "rows 2, 4: 2 of 5 examples have an empty"),
+    table("parquet", "empty-texts", parquet_bytes(pd.DataFrame(BLANK_ROWS, columns=["text", "label"])),
+          "rows 2, 4: 2 of 5 examples have an empty"),
+    table("parquet", "only-empty-texts-dropped", parquet_bytes(pd.DataFrame([("", "pos"), (" ", "neg")],
+                                                                            columns=["text", "label"])),
+          "2 of 2 examples have an empty", "after dropping them the train split is empty", empty_texts="drop"),
 ]
 
+TOKEN_ROWS = [{"text": ["EU", "rejects"], "label": ["B-ORG", "O"]}, {"text": [], "label": []},
+              {"text": ["Peter", " "], "label": ["B-PER", "I-PER"]}]
 CONLL_CASES = [
     conll("ends-mid-sentence-without-blank-line", CONLL.rstrip("\n"),
           check=conll_sentences([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]])),
@@ -249,6 +264,10 @@ CONLL_CASES = [
     conll("crlf", CONLL.replace("\n", "\r\n"),
           check=conll_sentences([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]])),
     conll("bom", BOM + CONLL, check=conll_sentences([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]])),
+    # token rows from JSONL: a sentence without words, or with an empty word, is an empty text
+    Case("jsonl-token-empty-words", "ner", {"d.jsonl": utf8("".join(json.dumps(row) + "\n" for row in TOKEN_ROWS))},
+         {"path": "bad/d.jsonl", "format": "jsonl", "train": ".", "validation": ".", "test": "."},
+         error=("rows 2, 3: 2 of 3 examples have no words or an empty word (column 'text')",)),
 ]
 # the files given, 1-based: -DOCSTART- is line 1, "EU" line 3, "Peter" line 8, the appended sentence line 11
 

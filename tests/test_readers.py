@@ -306,3 +306,29 @@ def test_a_corpus_format_that_reads_no_corpus_says_so(tmp_path):
             corpus_format(path).read_corpus(path, {"encoding": "utf-8", "columns": ["text"]})
     finally:
         FORMATS.pop("conllx")
+
+
+# --- streamed lines ------------------------------------------------------------------------------------------
+
+
+def test_streamed_split_lines_are_the_whole_file_lines_for_any_block_size(tmp_path):
+    """iter_split_lines reads a file in blocks; its lines (and, with keepends, the lines the csv module counts)
+    must be those of the whole text, wherever a block boundary falls: inside \\r\\n, a multi-byte character or
+    the BOM."""
+    import io
+    import random
+
+    from stages.core.formats import iter_split_lines, split_lines
+
+    rng = random.Random(0)
+    pieces = ["a", "b c", "\u00e9t\u00e9", "\u4e2d", "\r\n", "\r", "\n", "\x0c", "\u2028", '"', "\t", ""]
+    path = tmp_path / "t.txt"
+    for trial in range(200):
+        text = ("\ufeff" if trial % 3 == 0 else "") + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        encoding = "utf-16" if trial % 5 == 0 else "utf-8"
+        path.write_bytes(text.encode(encoding))
+        whole = text.lstrip("\ufeff")
+        block = rng.randint(1, 9)
+        assert list(iter_split_lines(path, encoding, block_size=block)) == split_lines(whole), (text, block)
+        assert list(iter_split_lines(path, encoding, keepends=True, block_size=block)) == \
+            io.StringIO(whole, newline="").readlines(), (text, block)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -73,6 +73,15 @@ def build_label_list(task_type: str, train_values: Iterable, given: list[str] | 
     return sorted(values)
 
 
+def unseen_labels(counts: Mapping[str, int], labels: list[str], bio: bool) -> list[str]:
+    """The listed labels that the training split (`counts`: label -> examples) never has. For IOB tags, the entity
+    types with neither a B- nor an I- tag (an entity type without I- tags only has one-word entities)."""
+    if bio:
+        seen = {tag[2:] for tag, count in counts.items() if count and tag != "O"}
+        return [kind for kind in entity_types(labels) if kind not in seen]
+    return [label for label in labels if not counts.get(label)]
+
+
 def check_labels_known(values: Iterable, labels: list[str], where: str, from_training: bool,
                        locate: Callable[[int, int], str] | None = None) -> None:
     """Every label value must be in the label list; say which one is not and where it is.
@@ -80,6 +89,11 @@ def check_labels_known(values: Iterable, labels: list[str], where: str, from_tra
     `locate(row, item)` (0-based) may name the place more precisely, e.g. the file and line of a CoNLL word.
     """
     known = set(labels)
+    try:
+        if known.issuperset(values):  # one pass in C for name labels; list labels (unhashable) are walked below
+            return
+    except TypeError:
+        pass
     for row, value in enumerate(values):
         items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
         for position, item in enumerate(items):

@@ -1,11 +1,13 @@
-"""Data readers: every supported source becomes the same table per split.
+"""Data readers: every supported source becomes the same tables per split, written to Parquet batch by batch.
 
-The source's format (the registry in stages/core/formats.py) reads it into raw tables; here their columns are
-renamed to the standard ones, label values checked, and missing splits carved out of train.
+The source's format (the registry in stages/core/formats.py) reads it in raw batches; here their columns are
+renamed to the standard ones, label values and texts checked, each batch appended to its split's Parquet file with
+pyarrow's ParquetWriter, and missing splits carved out of train. Memory holds one batch at a time (and, to carve a
+split, the training rows' labels or indices), whatever the size of the data.
 
 Sequence tasks give columns `text` (+ `text_pair` for sentence pairs) and `label`; token tasks give `tokens` and
-`tags` (lists of strings). Labels stay as names here; ids are assigned once the label list is known, so the Hub
-and a local copy of the same data get the same ids.
+`tags` (lists of strings; CoNLL files add `line`). Labels stay as names here; ids are assigned once the label list
+is known, so the Hub and a local copy of the same data get the same ids.
 """
 
 from __future__ import annotations
@@ -14,55 +16,208 @@ import ast
 import json
 import logging
 import math
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from stages.core.errors import PipelineError
-from stages.core.formats import DataFormat, resolve_split_file, task_format
+from stages.core.formats import DataFormat, SplitStream, parquet_batch_rows, task_format
 
 # The file parsers live with the format registry; these are still imported from here.
 from stages.core.formats import _hub_to_frame as _hub_to_frame
 from stages.core.formats import read_conll as read_conll
 from stages.core.formats import read_table as read_table
+from stages.core.formats import resolve_split_file as resolve_split_file
 from stages.core.labels import check_labels_known, convert_iob1_to_iob2, validate_bio_tags
 from stages.core.paths import SPLITS
 
 log = logging.getLogger("pipeline.readers")
 
 DEFAULT_SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}
+UNCARVED = ".train-uncarved.parquet"  # the training rows before validation/test are carved out (then deleted)
+ROWS_SHOWN = 5  # row numbers an error lists before "..."
+
+
+@dataclass
+class SplitSummary:
+    """What a written split holds: its rows, and how often each label occurs (list labels: each item)."""
+
+    rows: int = 0
+    labels: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class WrittenSplits:
+    """What write_task_splits wrote: a summary per split, the source files read, the splits carved from train."""
+
+    summaries: dict[str, SplitSummary]
+    files: dict[str, tuple[Path, ...]]
+    carved: list[str]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Entry point
+# Entry points
+
+
+def write_task_splits(task: dict, seed: int, where: str, folder: Path) -> WrittenSplits:
+    """Read a task's source into normalised `folder`/<split>.parquet files, one batch at a time (`where` names the
+    task's params key)."""
+    source = task.source
+    fmt = task_format(source, where)
+    streams = fmt.stream_source(source, task, where)
+    if "train" not in streams:
+        raise PipelineError(f"{where}.source: no training split")
+    missing = [name for name in ("validation", "test") if name not in streams]
+    fractions = split_fractions(source.split, where) if missing else {}
+    summaries = {}
+    for split, stream in streams.items():
+        target = folder / (UNCARVED if split == "train" and missing else f"{split}.parquet")
+        summaries[split] = _write_split(stream, task, fmt, where, split, target)
+    if missing:
+        summaries.update(_carve(folder, task.type, fractions, seed, where, missing))
+    return WrittenSplits(summaries, {split: stream.files for split, stream in streams.items()}, missing)
 
 
 def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFrame]:
-    """Read a task's source into normalised train/validation/test tables (`where` names the params key)."""
-    source = task.source
-    fmt = task_format(source, where)
-    splits = {name: _normalise_file(frame, task, f"{where}.source ({name} split)", fmt, name)
-              for name, frame in fmt.read_source(source, task, where).items()}
-    splits = fill_missing_splits(splits, source.split, seed, task.type, where)
-    for name in SPLITS:
-        if len(splits[name]) == 0:
-            raise PipelineError(f"{where}.source: the {name} split is empty")
-    return splits
+    """A task's normalised train/validation/test as whole tables (small data, tests): write_task_splits into a
+    temporary folder, read back."""
+    with tempfile.TemporaryDirectory(prefix="splits-") as folder:
+        write_task_splits(task, seed, where, Path(folder))
+        return {split: read_split_table(Path(folder) / f"{split}.parquet") for split in SPLITS}
 
 
-def _normalise_file(frame: pd.DataFrame, task: dict, where: str, fmt: DataFormat, split: str) -> pd.DataFrame:
-    """normalise(), with the file named in its errors for a table file (rows count data rows, header excluded)."""
-    try:
-        return normalise(frame, task, where)
-    except PipelineError as err:
-        if not fmt.file_rows:
-            raise
-        raise PipelineError(f"{err} [file {resolve_split_file(task['source'], split)}]") from None
+def read_split_table(path: Path) -> pd.DataFrame:
+    """A written split as pandas, with list columns as Python lists, as the readers give them."""
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    for name in table.column_names:
+        if pa.types.is_list(table.schema.field(name).type):
+            frame[name] = table.column(name).to_pylist()
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Normalisation and splits
+# One split, batch by batch
+
+
+@dataclass
+class _EmptyTexts:
+    """Rows with an empty text: how many, and the first few row numbers for the message."""
+
+    count: int = 0
+    first: list[int] = field(default_factory=list)
+
+    def add(self, rows: np.ndarray) -> None:
+        self.count += len(rows)
+        self.first.extend(rows[: ROWS_SHOWN - len(self.first)].tolist())
+
+    def rows(self) -> str:
+        return ", ".join(map(str, self.first)) + (" ..." if self.count > len(self.first) else "")
+
+
+def _write_split(stream: SplitStream, task: dict, fmt: DataFormat, where: str, split: str,
+                 target: Path) -> SplitSummary:
+    place = f"{where}.source ({split} split)"
+    file = stream.files[0] if fmt.file_rows and len(stream.files) == 1 else None
+    drop = task.source.empty_texts == "drop"
+    summary, empty = SplitSummary(), _EmptyTexts()
+    read = 0
+    writer = None
+    try:
+        for raw in stream.batches():
+            if len(raw) == 0:
+                continue
+            frame = _normalise_batch(raw, task, place, file, read)
+            blank = empty_text_rows(frame, task.type)
+            if blank.any():
+                empty.add(np.flatnonzero(blank) + read + 1)
+                frame = frame[~blank]
+            read += len(raw)
+            if empty.count and not drop:
+                continue  # an error once the whole split is read (it names them all); nothing more to write
+            table = to_arrow(frame, task.type)
+            if writer is None:
+                writer = pq.ParquetWriter(target, table.schema)
+            writer.write_table(table)
+            summary.rows += table.num_rows
+            count_labels(table, task.type, summary.labels)
+    finally:
+        if writer is not None:
+            writer.close()
+    if read == 0:
+        raise stream.empty_error(where, split)
+    if empty.count:
+        column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
+        what = (f"{empty.count} of {read} examples have no words or an empty word (column {column!r})"
+                if task.type == "token" else
+                f"{empty.count} of {read} examples have an empty or whitespace-only text (column {column!r})")
+        in_file = f" [file {file}]" if file else ""
+        if not drop:
+            raise PipelineError(f"{place}, rows {empty.rows()}: {what}{in_file}; expected text in every example: "
+                                f"fix the data, or set {where}.source.empty_texts: drop to leave them out")
+        log.info("%s: dropped %s (source.empty_texts: drop)", place, what.replace(" have ", " that have "))
+        if summary.rows == 0:
+            raise PipelineError(f"{place}: {what}{in_file}: after dropping them the {split} split is empty")
+    return summary
+
+
+def _normalise_batch(frame: pd.DataFrame, task: dict, where: str, file: Path | None,
+                     first_row: int) -> pd.DataFrame:
+    """normalise(), with the file named in its errors for a table file (rows count data rows, header excluded)."""
+    try:
+        return normalise(frame, task, where, first_row)
+    except PipelineError as err:
+        if file is None:
+            raise
+        raise PipelineError(f"{err} [file {file}]") from None
+
+
+def empty_text_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
+    """Which rows have an empty or whitespace-only text (or pair text); token tasks: no words, or an empty word."""
+    if kind == "token":
+        return np.array([len(words) == 0 or any(not word.strip() for word in words)
+                         for words in frame["tokens"].tolist()], dtype=bool)
+    blank = np.array([not text.strip() for text in frame["text"].tolist()], dtype=bool)
+    if "text_pair" in frame.columns:
+        blank |= np.array([not text.strip() for text in frame["text_pair"].tolist()], dtype=bool)
+    return blank
+
+
+_STRINGS = pa.list_(pa.string())
+
+
+def to_arrow(frame: pd.DataFrame, kind: str) -> pa.Table:
+    """A normalised batch as Arrow, with the column types every batch (and tokenize) shares, whatever a batch
+    holds (pandas would infer list<null> from a batch of empty label lists)."""
+    types = {"text": pa.large_string(), "text_pair": pa.large_string(), "tokens": _STRINGS, "tags": _STRINGS,
+             "line": pa.int64(),
+             "label": {"regression": pa.float64(), "multi_label": _STRINGS}.get(kind, pa.large_string())}
+    schema = pa.schema([(name, types[name]) for name in frame.columns])
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def count_labels(table: pa.Table | pa.RecordBatch, kind: str, counts: Counter) -> None:
+    """Add a batch's label values (each item of list labels) to `counts`."""
+    key = "tags" if kind == "token" else "label"
+    if kind == "regression" or key not in table.column_names:
+        return
+    column = table.column(key)
+    if pa.types.is_list(column.type):
+        column = pc.list_flatten(column)
+    for entry in pc.value_counts(column).to_pylist():
+        counts[entry["values"]] += entry["counts"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalisation
 
 
 def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
@@ -73,8 +228,9 @@ def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
     return frame[name]
 
 
-def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
-    """Rename the task's columns to the standard ones and check each label value's shape."""
+def normalise(frame: pd.DataFrame, task: dict, where: str, first_row: int = 0) -> pd.DataFrame:
+    """Rename the task's columns to the standard ones and check each label value's shape. `first_row`: how many
+    rows of the file came before this batch (messages count rows from the file's first)."""
     kind = task.type
     if kind == "token":
         if {"tokens", "tags", "line"} <= set(frame.columns) and task_format(task.source, where).gives_tokens:
@@ -83,7 +239,7 @@ def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
         tags = _column(frame, task.label_column, "label_column", where)
         out = pd.DataFrame({"tokens": [list(map(str, t)) for t in tokens], "tags": [list(map(str, t)) for t in tags]})
         scheme = task.source.scheme
-        for row, (words, labels) in enumerate(zip(out["tokens"], out["tags"], strict=True), start=1):
+        for row, (words, labels) in enumerate(zip(out["tokens"], out["tags"], strict=True), start=first_row + 1):
             if len(words) != len(labels):
                 raise PipelineError(f"{where}, row {row}: {len(words)} tokens but {len(labels)} tags")
             if scheme != "none":
@@ -91,27 +247,34 @@ def normalise(frame: pd.DataFrame, task: dict, where: str) -> pd.DataFrame:
         if scheme == "iob1":
             out["tags"] = [convert_iob1_to_iob2(labels) for labels in out["tags"]]
         return out
-    out = pd.DataFrame({"text": _text_values(_column(frame, task.text_column, "text_column", where), where)})
+    # Object columns: Python strings stay as they are (pandas' Arrow-backed str columns are slow to build and
+    # iterate cell by cell); to_arrow gives the Parquet types.
+    columns = {"text": _text_values(_column(frame, task.text_column, "text_column", where), where, first_row)}
     if task.text_pair_column:
         pair = _column(frame, task.text_pair_column, "text_pair_column", where)
-        out["text_pair"] = _text_values(pair, where)
+        columns["text_pair"] = _text_values(pair, where, first_row)
     if task.get("label_columns"):
-        out["label"] = _indicator_labels(frame, task.label_columns, where)
-        return out
-    labels = _column(frame, task.label_column, "label_column", where)
-    out["label"] = [parse_label(value, kind, f"{where}, row {i + 1}, column {task['label_column']!r}")
-                    for i, value in enumerate(labels)]
-    if task.labels and kind != "regression":  # before any split is carved, so rows are the file's rows
-        check_labels_known(out["label"], task.labels, where, from_training=False,
-                           locate=lambda row, _: f"row {row + 1}, column {task['label_column']!r}")
-    return out
+        columns["label"] = _indicator_labels(frame, task.label_columns, where, first_row)
+    else:
+        name = task.label_column
+        cells = _column(frame, name, "label_column", where).tolist()
+        try:
+            columns["label"] = [_parse_label(value, kind) for value in cells]
+        except _BadLabel:  # parse again, naming the row, only once a cell is bad
+            for row, value in enumerate(cells, start=first_row + 1):
+                parse_label(value, kind, f"{where}, row {row}, column {name!r}")
+            raise
+        if task.labels and kind != "regression":  # before any split is carved, so rows are the file's rows
+            check_labels_known(columns["label"], task.labels, where, from_training=False,
+                               locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
+    return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
 
 
 _TRUE = {"1", "1.0", "true", "yes"}
 _FALSE = {"0", "0.0", "false", "no"}
 
 
-def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str) -> list[list[str]]:
+def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str, first_row: int = 0) -> list[list[str]]:
     """Multi-label rows from one 0/1 column per label (`label_columns`): each row lists the columns set to 1."""
     values = {name: _column(frame, name, "label_columns", where).tolist() for name in columns}
     rows: list[list[str]] = [[] for _ in range(len(frame))]
@@ -121,34 +284,45 @@ def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str) -> li
             if text in _TRUE:
                 rows[i].append(name)
             elif text not in _FALSE:
-                raise PipelineError(f"{where}, row {i + 1}, column {name!r}: {cell!r} is not 0 or 1 "
+                raise PipelineError(f"{where}, row {first_row + i + 1}, column {name!r}: {cell!r} is not 0 or 1 "
                                     "(label_columns hold one 0/1 indicator per label)")
     return rows
 
 
-def _text_values(series: pd.Series, where: str) -> list[str]:
+def _text_values(series: pd.Series, where: str, first_row: int = 0) -> list[str]:
     values = []
-    for i, value in enumerate(series):
+    for i, value in enumerate(series.tolist(), start=first_row + 1):
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise PipelineError(f"{where}, row {i + 1}: the text is missing")
+            raise PipelineError(f"{where}, row {i}: the text is missing")
         if isinstance(value, (bytes, bytearray)):  # str() would give "b'...'" and train on it
-            raise PipelineError(f"{where}, row {i + 1}: the text is raw bytes {bytes(value[:30])!r}; expected a "
+            raise PipelineError(f"{where}, row {i}: the text is raw bytes {bytes(value[:30])!r}; expected a "
                                 "string column (decode it when writing the Parquet file)")
         values.append(str(value))
     return values
 
 
+class _BadLabel(Exception):
+    """A label cell that does not parse; parse_label adds the place."""
+
+
 def parse_label(value: Any, kind: str, where: str) -> Any:
     """One label cell as the task type expects it: a name, a number, or a list of names."""
+    try:
+        return _parse_label(value, kind)
+    except _BadLabel as err:
+        raise PipelineError(f"{where}: {err}") from None
+
+
+def _parse_label(value: Any, kind: str) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise PipelineError(f"{where}: the label is missing")
+        raise _BadLabel("the label is missing")
     if kind == "regression":
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise PipelineError(f"{where}: {value!r} is not a number (a regression label must be one)") from None
+            raise _BadLabel(f"{value!r} is not a number (a regression label must be one)") from None
         if not math.isfinite(number):
-            raise PipelineError(f"{where}: {value!r} is not a finite number")
+            raise _BadLabel(f"{value!r} is not a finite number")
         return number
     if kind == "multi_label":
         if isinstance(value, (list, tuple, np.ndarray)):
@@ -162,51 +336,144 @@ def parse_label(value: Any, kind: str, where: str) -> Any:
                 try:  # pandas writes list cells to CSV in Python's notation: ['a', 'b']
                     parsed = ast.literal_eval(text)
                 except (ValueError, SyntaxError):
-                    raise PipelineError(f"{where}: {text!r} does not parse as a list of labels ({expected})") from None
+                    raise _BadLabel(f"{text!r} does not parse as a list of labels ({expected})") from None
             if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
-                raise PipelineError(f"{where}: {text!r} is not a flat list of labels ({expected})")
+                raise _BadLabel(f"{text!r} is not a flat list of labels ({expected})")
             return [str(v).strip() for v in parsed]
         return [part.strip() for part in text.split("|") if part.strip()]
     if isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, str) and value.strip().startswith("[")):
-        raise PipelineError(f"{where}: holds a list {value!r}, but a single-label task needs one label per row "
-                            "(use type: multi_label for several)")
+        raise _BadLabel(f"holds a list {value!r}, but a single-label task needs one label per row "
+                        "(use type: multi_label for several)")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Carving validation/test out of train
+
+
+def split_fractions(fractions: dict | None, where: str) -> dict[str, float]:
+    """source.split with the defaults filled in, each a fraction in (0, 1)."""
+    fractions = {**DEFAULT_SPLIT_FRACTIONS, **(fractions or {})}
+    for name, value in fractions.items():
+        if name not in ("validation", "test") or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise PipelineError(f"{where}.source.split.{name}: expected a fraction in (0, 1) for validation/test")
+    return fractions
+
+
+def label_groups(labels: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
+    """The row indices of each label (ascending), the labels in sorted order: the strata of a single-label split.
+    Dictionary codes rather than Python strings keep this at a few bytes per row."""
+    if not pa.types.is_dictionary(labels.type):
+        labels = pc.dictionary_encode(labels)
+    chunks = labels.unify_dictionaries().chunks if isinstance(labels, pa.ChunkedArray) else [labels]
+    names = chunks[0].dictionary.to_pylist() if chunks else []
+    codes = np.concatenate([np.empty(0, np.int32)] + [c.indices.to_numpy(zero_copy_only=False) for c in chunks])
+    rows = np.argsort(codes, kind="stable")  # stable: each label's rows stay ascending
+    ends = np.cumsum(np.bincount(codes, minlength=len(names)))
+    by_code = np.split(rows, ends[:-1])
+    return [by_code[code] for code in sorted(range(len(names)), key=names.__getitem__)]
+
+
+def carve_assignment(groups: list[np.ndarray], total: int, fractions: dict[str, float], seed: int,
+                     missing: list[str]) -> np.ndarray:
+    """The split of each training row: 0 keeps it in train, i moves it to missing[i - 1]. Per group (stratum), a
+    seeded permutation whose first round(size x fraction) rows go to each missing split in turn."""
+    rng = np.random.default_rng(seed)
+    assign = np.zeros(total, dtype=np.int8)
+    for group in groups:
+        order = rng.permutation(group)
+        start = 0
+        for code, name in enumerate(missing, start=1):
+            count = int(round(len(order) * fractions[name]))
+            assign[order[start:start + count]] = code
+            start += count
+    return assign
+
+
+def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, where: str,
+           missing: list[str]) -> dict[str, SplitSummary]:
+    """Carve the missing splits out of the written training rows: only the labels (single-label strata) are read
+    into memory; the rows are then streamed once more into the three files, in their original order."""
+    path = folder / UNCARVED
+    file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered column chunks stay cached: memory grows with rows
+    total = file.metadata.num_rows
+    if kind == "single_label":
+        groups = label_groups(pq.read_table(path, columns=["label"], read_dictionary=["label"]).column("label"))
+    else:
+        groups = [np.arange(total)]
+    assign = carve_assignment(groups, total, fractions, seed, missing)
+    names = ["train", *missing]
+    summaries = {name: SplitSummary() for name in names}
+    writers = {name: pq.ParquetWriter(folder / f"{name}.parquet", file.schema_arrow) for name in names}
+    size = parquet_batch_rows(file)
+    pending: dict[str, list[pa.RecordBatch]] = {name: [] for name in names}  # written once a batch is full
+
+    def flush(name: str) -> None:
+        if pending[name]:
+            writers[name].write_table(pa.Table.from_batches(pending[name]))
+            pending[name] = []
+
+    try:
+        start = 0
+        for batch in file.iter_batches(batch_size=size):
+            part = assign[start:start + batch.num_rows]
+            start += batch.num_rows
+            for code, name in enumerate(names):
+                rows = batch.filter(pa.array(part == code))
+                if rows.num_rows:
+                    pending[name].append(rows)
+                    summaries[name].rows += rows.num_rows
+                    count_labels(rows, kind, summaries[name].labels)
+                    if sum(piece.num_rows for piece in pending[name]) >= size:
+                        flush(name)
+        for name in names:
+            flush(name)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    path.unlink()
+    _check_carved(summaries, groups, total, fractions, where, missing)
+    log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
+             {name: summary.rows for name, summary in summaries.items()})
+    return summaries
+
+
+def _check_carved(summaries: dict[str, SplitSummary], groups: list[np.ndarray], total: int,
+                  fractions: dict[str, float], where: str, missing: list[str]) -> None:
+    """A carved split (or what train keeps) must not be empty: say how many rows there were and what was asked."""
+    for name in missing:
+        if summaries[name].rows == 0:
+            strata = (f" (stratified by label: each of the {len(groups)} labels gives round(its count x "
+                      f"{fractions[name]}), and the most frequent has {max(len(g) for g in groups)})"
+                      if len(groups) > 1 else "")
+            raise PipelineError(
+                f"{where}.source.split.{name}: {fractions[name]} of {total} training examples rounds to 0{strata}: "
+                f"the {name} split is empty; raise the fraction, add examples, or give a {name} file "
+                f"(source.{name})")
+    if summaries["train"].rows == 0:
+        asked = ", ".join(f"{name}: {fractions[name]}" for name in missing)
+        raise PipelineError(f"{where}.source.split: carving {{{asked}}} out of {total} training examples leaves "
+                            "none to train on: the train split is empty; lower the fractions or add examples")
+
+
 def fill_missing_splits(splits: dict[str, pd.DataFrame], fractions: dict | None, seed: int, kind: str,
                         where: str) -> dict[str, pd.DataFrame]:
-    """Carve validation/test out of train (seeded, stratified for single-label) when the source lacks them."""
+    """In memory, what write_task_splits does on disk: carve validation/test out of a train table (seeded,
+    stratified for single-label) when they are missing."""
     if "train" not in splits:
         raise PipelineError(f"{where}.source: no training split")
     missing = [name for name in ("validation", "test") if name not in splits]
     if not missing:
         return splits
-    fractions = {**DEFAULT_SPLIT_FRACTIONS, **(fractions or {})}
-    for name, value in fractions.items():
-        if name not in ("validation", "test") or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise PipelineError(f"{where}.source.split.{name}: expected a fraction in (0, 1) for validation/test")
+    fractions = split_fractions(fractions, where)
     train = splits["train"]
-    rng = np.random.default_rng(seed)
-    if kind == "single_label":
-        groups = [np.flatnonzero(train["label"].to_numpy() == label) for label in sorted(train["label"].unique())]
-    else:
-        groups = [np.arange(len(train))]
-    taken: dict[str, list[int]] = {name: [] for name in missing}
-    keep: list[int] = []
-    for group in groups:
-        order = rng.permutation(group)
-        start = 0
-        for name in missing:
-            count = int(round(len(order) * fractions[name]))
-            taken[name].extend(order[start:start + count].tolist())
-            start += count
-        keep.extend(order[start:].tolist())
+    groups = (label_groups(pa.array(train["label"].tolist(), pa.string())) if kind == "single_label"
+              else [np.arange(len(train))])
+    assign = carve_assignment(groups, len(train), fractions, seed, missing)
     out = dict(splits)
-    out["train"] = train.iloc[sorted(keep)].reset_index(drop=True)
-    for name in missing:
-        out[name] = train.iloc[sorted(taken[name])].reset_index(drop=True)
-    log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
-             {k: len(v) for k, v in out.items()})
+    for code, name in enumerate(["train", *missing]):
+        out[name] = train[assign == code].reset_index(drop=True)
     return out
+

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.chunk_mlm import check_chunk_size, chunk_documents, model_limit, read_corpus, split_blocks
+from stages.chunk_mlm import model_limit, read_corpus
+from stages.core.chunking import check_chunk_size, chunk_documents, split_blocks
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX
 from stages.core.mlm import (

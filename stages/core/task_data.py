@@ -6,6 +6,7 @@ Shared by tokenize, fine-tune, evaluate, the freeze sweep and SetFit, so none of
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,6 +22,24 @@ def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
         raise PipelineError(f"{folder} does not exist: run `dvc repro download@{name}` first")
     labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
     return {split: pd.read_parquet(folder / f"{split}.parquet") for split in SPLITS}, labels
+
+
+def load_raw(name: str, cache_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """The raw splits of a task as memory-mapped Arrow datasets (converted from Parquet into `cache_dir`, in
+    batches) and its label list: a split of any size is read without holding it in memory."""
+    import datasets
+
+    folder = RAW_DIR / name
+    if not folder.exists():
+        raise PipelineError(f"{folder} does not exist: run `dvc repro download@{name}` first")
+    labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
+    splits = {}
+    for split in SPLITS:
+        path = folder / f"{split}.parquet"
+        if not path.is_file():
+            raise PipelineError(f"{path} does not exist: run `dvc repro download@{name}` again")
+        splits[split] = datasets.Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
+    return splits, labels
 
 
 def read_raw_split(name: str, split: str) -> pd.DataFrame:

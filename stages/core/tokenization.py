@@ -1,4 +1,8 @@
-"""Turning normalised task tables into model inputs; shared by the tokenize stage, evaluation and predict."""
+"""Turning normalised task tables into model inputs; shared by the tokenize stage, evaluation and predict.
+
+The tokenize stage encodes each split with `encode_split`: Dataset.map over memory-mapped Arrow, batched, on
+every core (compute.num_proc), the way Hugging Face's run_classification does.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +76,54 @@ def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id:
     return columns, cut_words
 
 
+CUT_COLUMN = "cut_words"  # removed before saving
+
+
+class SplitEncoder:
+    """`Dataset.map` function (batched, on pandas batches): a raw split's rows -> its task type's model inputs.
+
+    Map's worker processes can only hand back columns, so the number of words that truncation cut off travels in
+    one: each batch's count in its first row, 0 in the others; the column's sum is the split's count.
+    """
+
+    def __init__(self, tokenizer: Any, task: dict, label2id: dict[str, int], training_split: bool) -> None:
+        self.tokenizer, self.task, self.label2id, self.training_split = tokenizer, task, label2id, training_split
+
+    def __call__(self, frame: pd.DataFrame) -> dict:
+        from stages.core.task_types import get_task_type  # the registry's types encode with this module
+
+        columns, cut = get_task_type(self.task.type).encode(self.tokenizer, frame, self.task, self.label2id,
+                                                            self.training_split)
+        columns[CUT_COLUMN] = [cut] + [0] * (len(frame) - 1)
+        return columns
+
+
+def encode_split(dataset: Any, encoder: SplitEncoder, num_proc: int | None, new_fingerprint: str,
+                 desc: str) -> tuple[Any, int]:
+    """A raw split (an Arrow dataset) encoded with Dataset.map, batched, on `num_proc` processes (null: every
+    core); rows keep their order, so the result does not depend on the process count. Returns the encoded split
+    (written to the cache directory of `dataset`) and the number of words that truncation cut off."""
+    import datasets
+    import pyarrow.compute as pc
+
+    from stages.core.scratch import worker_count
+
+    if len(dataset) == 0:  # map never calls the function, so the columns would be missing
+        columns = encoder(dataset.to_pandas())
+        columns.pop(CUT_COLUMN)
+        return datasets.Dataset.from_dict(columns), 0
+    encoded = dataset.with_format("pandas").map(
+        encoder, batched=True, num_proc=worker_count(num_proc, len(dataset)), remove_columns=dataset.column_names,
+        load_from_cache_file=False, new_fingerprint=new_fingerprint, desc=desc)
+    cut = int(pc.sum(encoded.data.column(CUT_COLUMN)).as_py())
+    encoded = encoded.remove_columns(CUT_COLUMN)
+    # A plain dataset over the same Arrow table: no format, no split name (from_parquet names every split "train"
+    # and Map's workers drop it) and no info from the Parquet reader (its sizes and split), so the saved dataset is
+    # the same for any process count.
+    info = datasets.DatasetInfo(features=encoded.features)
+    return datasets.Dataset(encoded.data, info=info, fingerprint=new_fingerprint), cut
+
+
 def word_predictions(logits: np.ndarray, word_ids: list[int], num_words: int, fallback: int) -> list[int]:
     """Word-level predictions from the first sub-token of each word; words cut by truncation get `fallback`."""
     predicted = [fallback] * num_words
@@ -93,5 +145,5 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
-__all__ = ["IGNORE_INDEX", "encode_sequences", "encode_token_task", "feature_rows", "word_predictions",
-           "split_words"]
+__all__ = ["IGNORE_INDEX", "SplitEncoder", "encode_sequences", "encode_split", "encode_token_task", "feature_rows",
+           "word_predictions", "split_words"]

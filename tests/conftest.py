@@ -103,3 +103,50 @@ def run_module(repo: Path, *args: str, check: bool = True, timeout: int = 600):
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+
+def run_command(cwd: Path, *args: str, timeout: int = 600, env: dict | None = None):
+    """Run a command (git, dvc, ...) offline in `cwd`; fail the test with its output unless it succeeds."""
+    import subprocess
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PIPELINE_LOG_LEVEL": "WARNING",
+           **(env or {})}
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+TINY_TARGET = "evaluate@sentiment"  # the stage (and its upstream) that `make_dvc_repo`'s params make small
+
+
+def make_dvc_repo(target: Path, model_dir: Path, edit=None) -> Path:
+    """A committed git + DVC copy of the project (code, dvc.yaml, sample data; no outputs, no results) whose
+    params make TINY_TARGET fast: one task, one fine-tune run of a few steps, the tiny model from `model_dir`.
+    For tests that drive `dvc` itself (queues, remotes) on the real dvc.yaml."""
+    import shutil
+
+    import yaml
+
+    ignore = shutil.ignore_patterns(".venv", ".git", "models", "raw", "tokenized", "mlm", "checkpoints", "figures",
+                                    "predictions", "__pycache__", ".pytest_cache", "*.egg-info", "cache", "tmp",
+                                    "config.local", "metrics", "plots", "timings", "dvc.lock")
+    shutil.copytree(REPO, target, ignore=ignore)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["name"] = str(model_dir)
+    params["tasks"] = {"sentiment": {**params["tasks"]["sentiment"], "max_length": 32}}
+    params["finetune"] = {"sentiment": {"task": "sentiment", "init": "base", "train": {
+        "learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "max_train_samples": 32, "eval_strategy": "no",
+        "group_by_length": False, "logging_steps": 2}}}
+    params["freeze_sweep"]["task"] = "sentiment"
+    params["setfit"]["tasks"] = ["sentiment"]
+    params["stats"]["resamples"] = 200
+    if edit is not None:
+        edit(params)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_command(target, "git", "-c", "init.defaultBranch=main", "init", "-q")
+    run_command(target, "git", "config", "user.name", "pipeline test")
+    run_command(target, "git", "config", "user.email", "pipeline@test")
+    run_command(target, "git", "add", "-A")
+    run_command(target, "git", "commit", "-qm", "copy")
+    return target

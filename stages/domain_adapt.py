@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core.atomic import atomic_dir, write_json
+from stages.core.devices import place_model, resolve_device
 from stages.core.distributed import is_main_process, process_rank, relaunch_if_parallel, world_size
 from stages.core.errors import PipelineError, run_stage
 from stages.core.labels import IGNORE_INDEX
@@ -138,8 +139,12 @@ def _finite(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
-def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: bool = False) -> dict | None:
+def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: bool = False,
+          device: Any = "auto") -> dict | None:
     """Measure, train, measure. Returns the model, tokenizer, metrics and probes (nothing written here).
+
+    The measurements run on `device` (compute.device), in float32 before and after: the model goes on training from
+    the "before" weights, and the two perplexities compare only in the same precision.
 
     Under data parallelism every process trains; only the main one measures and returns (the others get None).
     """
@@ -158,6 +163,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
                     ", ".join(new_keys))
     whole_word = mlm.masking == "whole_word"
     if main_process:
+        model = place_model(model, resolve_device(device))
         masked_eval = fixed_eval_masking(blocks["validation"], tokenizer, mlm.mlm_probability, whole_word, seed)
         loss_before = mean_masked_loss(model, masked_eval, mlm.eval_batch_size)
         probes_before = fill_mask(model, tokenizer, mlm.probes, mlm.top_k)
@@ -167,7 +173,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
     shutil.rmtree(output_dir, ignore_errors=True)
     trainer = _trainer_class()(
         model=model,
-        args=training_arguments(mlm_settings(mlm), seed, output_dir, None, remove_unused_columns=False),
+        args=training_arguments(mlm_settings(mlm), seed, output_dir, None, device, remove_unused_columns=False),
         train_dataset=blocks["train"],
         # Each process masks its own shard from its own stream (rank 0: the single-process stream).
         data_collator=MlmCollator(tokenizer, mlm.mlm_probability, whole_word, seed + 1 + process_rank()),
@@ -219,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     if relaunch_if_parallel("stages.domain_adapt", [], mlm_settings(params.mlm), "mlm"):
         return
     base_dir = init_dir("base")
-    result = adapt(base_dir, load_blocks(), params.mlm, mlm_seed(params), params.model.trust_remote_code)
+    result = adapt(base_dir, load_blocks(), params.mlm, mlm_seed(params), params.model.trust_remote_code,
+                   params.compute.device)
     if result is None:  # a data-parallel process other than the main one
         return
     with atomic_dir(MODEL_DIRS["adapted"]) as tmp:

@@ -14,9 +14,10 @@ import logging
 
 from stages.core import predictions
 from stages.core.atomic import atomic_dir, atomic_file, write_json
+from stages.core.devices import resolve_device
 from stages.core.errors import run_stage
 from stages.core.inference import load_finetuned
-from stages.core.params import entry_from_args, load_params, run_seeds
+from stages.core.params import entry_from_args, load_params, run_seeds, train_settings
 from stages.core.paths import (
     CONFUSION_DIR,
     EXAMPLES_DIR,
@@ -49,8 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     raw_test = read_raw_split(run.task, "test")
     seeds = run_seeds(params, name)
     documents, seed_scores = [], {}
+    # compute.device (auto: the GPU when present), in half precision there when the run trains in it.
+    device, precision = resolve_device(params.compute.device), train_settings(params, name).mixed_precision
     for seed in seeds:
-        model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), params.model.trust_remote_code)
+        model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), params.model.trust_remote_code,
+                                             device, precision)
         scores, pairs, outputs = score_split(model, tokenizer, task, test, labels, params.evaluate.batch_size)
         rows = predictions.rows_for(task, raw_test, outputs, labels)
         documents.append(predictions.document(name, seed, task, labels, rows))

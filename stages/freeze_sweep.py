@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stages.core import predictions
 from stages.core.atomic import write_json
+from stages.core.devices import inference_dtype, place_model, resolve_device
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import PipelineError, run_stage
 from stages.core.modeling import count_encoder_blocks, init_dir
@@ -53,8 +54,13 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     check_point_fits(point, count_encoder_blocks(model_dir, trust), model_dir)
     tokenized, labels = load_tokenized(sweep.task)
     settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
-    result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust)
-    scores, _, outputs = score_split(result.model, result.tokenizer, task, tokenized["test"], labels,
+    result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
+                   params.compute.device)
+    # Scored like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the
+    # trained model is scored and dropped, so casting it in place costs nothing).
+    device = resolve_device(params.compute.device)
+    model = place_model(result.model, device, inference_dtype(device, settings.mixed_precision))
+    scores, _, outputs = score_split(model, result.tokenizer, task, tokenized["test"], labels,
                                      settings.eval_batch_size)
     rows = predictions.rows_for(task, read_raw_split(sweep.task, "test"), outputs, labels)
     document = predictions.document(f"freeze_sweep/{point}", params.seed, task, labels, rows)

@@ -60,13 +60,26 @@ def test_tools_import_only_the_core():
     assert not arrows, "\n".join(arrows)
 
 
+# Modules in stages/ that are not dvc.yaml stages: short names for tools, each a thin alias of stages/cli/<name>.py
+# (`python -m stages.predict MODEL -`, as a transformers pipeline user would type it).
+TOOL_ENTRIES = {"predict"}
+
+
 def test_every_dvc_stage_runs_the_module_named_like_it():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         command = stage.get("do", stage)["cmd"]
         assert command.startswith(f"python -m stages.{name} ") or command == f"python -m stages.{name}", (name, command)
         assert (STAGES / f"{name}.py").exists(), name
-    assert {p.stem for p in stage_modules()} == set(stages), "every module in stages/ is a dvc.yaml stage"
+    assert not TOOL_ENTRIES & set(stages), "a tool entry must not shadow a stage"
+    modules = {p.stem for p in stage_modules()}
+    assert modules - TOOL_ENTRIES == set(stages), "every module in stages/ is a dvc.yaml stage or a tool entry"
+
+
+def test_tool_entries_only_run_their_tool():
+    for name in TOOL_ENTRIES:
+        assert (STAGES / "cli" / f"{name}.py").exists(), name
+        assert imports(STAGES / f"{name}.py") == {f"stages.cli.{name}"}, name
 
 
 def test_package_inits_hold_no_code():

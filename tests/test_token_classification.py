@@ -18,7 +18,7 @@ from stages.core.metrics import MISSED_TAG, entity_metrics, tag_metrics
 from stages.core.params import validate_task
 from stages.core.readers import _hub_to_frame, read_conll, read_task_splits
 from stages.core.scoring import evaluate_token_task
-from stages.core.task_types import group_entities, scores_from_logits
+from stages.core.task_types import scores_from_logits
 from stages.core.tokenization import NO_WORD, encode_token_task, split_words
 
 CONLL_ORDER = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -279,7 +279,7 @@ def test_pos_tags_scored_by_accuracy_and_macro_f1():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Predict: word tags grouped into entity spans with character offsets
+# Predict: word tags with character offsets (POS; entity grouping is the transformers pipeline's, test_predict.py)
 
 
 def test_split_words_offsets_and_possessive():
@@ -288,20 +288,6 @@ def test_split_words_offsets_and_possessive():
     assert [w for w, _, _ in words] == ["Silverline", "'s", "CEO", "met", "O'Neil", "in", "the", "U.S.", "on",
                                         "Monday", "."]
     assert all(text[start:end] == word for word, start, end in words)
-
-
-def test_group_entities_spans_types_scores():
-    text = "Ana  Kowalczyk left Silverline Media for Zurich Bern ."
-    words = split_words(text)
-    tags = ["B-PER", "I-PER", "O", "I-ORG", "I-ORG", "O", "B-LOC", "B-LOC", "O"]
-    scores = [0.9, 0.7, 1.0, 0.6, 0.8, 1.0, 0.9, 0.5, 1.0]
-    entities = group_entities(words, tags, scores, text)
-    assert [(e["type"], e["text"]) for e in entities] == [("PER", "Ana  Kowalczyk"), ("ORG", "Silverline Media"),
-                                                          ("LOC", "Zurich"), ("LOC", "Bern")]
-    assert entities[0]["start"] == 0 and entities[0]["end"] == 14 and entities[0]["score"] == 0.8
-    assert entities[1]["score"] == 0.7  # an I- without a B- still starts an entity
-    mixed = group_entities(words[:2], ["B-PER", "I-LOC"], [0.9, 0.9], text)
-    assert [(e["type"], e["text"]) for e in mixed] == [("PER", "Ana"), ("LOC", "Kowalczyk")]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -365,11 +351,10 @@ def test_token_tasks_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, caplog):
     assert {"per_type_f1_ner.png", "per_class_f1_pos.png", "confusion_ner.png"} <= figures
 
     [result] = predict("models/finetuned/ner", [{"text": "Ana Kowalczyk joined Silverline Media."}])
-    assert result["truncated_words"] == 0
-    for entity in result["entities"]:
-        assert set(entity) == {"type", "start", "end", "text", "score"}
-        assert entity["type"] in {"PER", "ORG", "LOC", "MISC"} and 0.0 <= entity["score"] <= 1.0
-        assert "Ana Kowalczyk joined Silverline Media."[entity["start"]:entity["end"]] == entity["text"]
+    for entity in result["entities"]:  # the token-classification pipeline's fields, `word` in the original casing
+        assert set(entity) == {"entity_group", "word", "start", "end", "score"}
+        assert entity["entity_group"] in {"PER", "ORG", "LOC", "MISC"} and 0.0 <= entity["score"] <= 1.0
+        assert "Ana Kowalczyk joined Silverline Media."[entity["start"]:entity["end"]] == entity["word"]
     [tagged] = predict("models/finetuned/pos", [{"text": "Rain fell on Zurich."}])
     assert [w["word"] for w in tagged["words"]] == ["Rain", "fell", "on", "Zurich", "."]
     assert all(w["tag"] in {"NNP", "VBD", "NN", "IN", "DT", "JJ", "."} for w in tagged["words"])

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from stages.core import predictions
+from stages.core.devices import resolve_device
 from stages.core.errors import PipelineError
+from stages.core.inference import progress_shown
 from stages.core.metrics import classification_metrics
 
 log = logging.getLogger("pipeline.setfit")
@@ -72,8 +74,9 @@ def training_arguments(settings: dict, seed: int, output_dir: Path) -> Any:
 
 
 def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], settings: dict, seed: int,
-                 max_length: int, trust_remote_code: bool = False) -> tuple[Any, Any, dict]:
-    """Train a SetFit model on `train` (columns text/label); returns the model, its trainer and a summary."""
+                 max_length: int, trust_remote_code: bool = False, device: Any = "auto") -> tuple[Any, Any, dict]:
+    """Train a SetFit model on `train` (columns text/label) on `device` (`compute.device`); returns the model, its
+    trainer and a summary. SetFit trains and scores in float32 (its own default, no mixed precision)."""
     import datasets
     from setfit import SetFitModel, Trainer
 
@@ -81,7 +84,8 @@ def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], s
     train_set = datasets.Dataset.from_dict({"text": train["text"].astype(str).tolist(),
                                             "label": [label_ids[v] for v in train["label"].astype(str)]})
     model = SetFitModel.from_pretrained(str(body_dir), labels=list(labels), trust_remote_code=trust_remote_code,
-                                        head_params={"random_state": seed, "max_iter": 1000})
+                                        head_params={"random_state": seed, "max_iter": 1000},
+                                        device=str(resolve_device(device)))
     # SetFit's own max_length only reaches a differentiable head; the body truncates at its max_seq_length.
     limit = model.model_body.max_seq_length
     model.model_body.max_seq_length = max_length if limit is None else min(limit, max_length)
@@ -112,19 +116,20 @@ def evaluate_setfit(trainer: Any, test: pd.DataFrame, labels: list[str], positiv
 
 
 def test_rows(model: Any, test: pd.DataFrame, labels: list[str], batch_size: int = 32) -> list[dict]:
-    """The full test predictions (label and class probabilities per example) in the pipeline's document rows."""
+    """The full test predictions (label and class probabilities per example) in the pipeline's document rows,
+    on the device the model is on, with a progress bar on a terminal."""
     probabilities = np.asarray(model.predict_proba(test["text"].astype(str).tolist(), batch_size=batch_size,
-                                                   as_numpy=True))
+                                                   as_numpy=True, show_progress_bar=progress_shown()))
     predicted = [labels[int(i)] for i in np.argmax(probabilities, axis=-1)]
     return predictions.label_rows(test, predicted, probabilities, labels)
 
 
-def load_setfit(model_dir: str | Path) -> Any:
-    """A saved SetFit model (this unpickles its head: trusted directories only)."""
+def load_setfit(model_dir: str | Path, device: Any = "auto") -> Any:
+    """A saved SetFit model on `device` (this unpickles its head: trusted directories only)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from setfit import SetFitModel
 
-    return SetFitModel.from_pretrained(str(model_dir))
+    return SetFitModel.from_pretrained(str(model_dir), device=str(resolve_device(device)))
 
 
 def is_setfit_dir(model_dir: str | Path) -> bool:
@@ -132,11 +137,12 @@ def is_setfit_dir(model_dir: str | Path) -> bool:
     return (model_dir / SETFIT_CONFIG).exists() and (model_dir / SETFIT_HEAD).exists()
 
 
-def predict_setfit(model_dir: str | Path, items: list[dict], batch_size: int = 32) -> list[dict]:
+def predict_setfit(model_dir: str | Path, items: list[dict], batch_size: int = 32, device: Any = "auto") -> list[dict]:
     """The predict command's single-label output (label, score, all class scores) for a SetFit model."""
-    model = load_setfit(model_dir)
+    model = load_setfit(model_dir, device)
     texts = [item["text"] for item in items]
-    probabilities = np.asarray(model.predict_proba(texts, batch_size=batch_size, as_numpy=True))
+    probabilities = np.asarray(model.predict_proba(texts, batch_size=batch_size, as_numpy=True,
+                                                   show_progress_bar=progress_shown()))
     labels = model.labels or [str(c) for c in model.model_head.classes_]
     results = []
     for item, row in zip(items, probabilities, strict=True):

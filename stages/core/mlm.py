@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from stages.core.devices import model_device
 from stages.core.errors import PipelineError
+from stages.core.inference import progress
 from stages.core.labels import IGNORE_INDEX
 from stages.core.tokenization import NO_WORD
 
@@ -151,18 +153,20 @@ def masked_loss_sum(model: Any, input_ids: Any, attention_mask: Any, labels: Any
 
 
 def mean_masked_loss(model: Any, masked: dict, batch_size: int) -> float:
-    """Mean cross-entropy per masked token over a fixed masked set (dropout off)."""
+    """Mean cross-entropy per masked token over a fixed masked set (dropout off), on the model's device."""
     import torch
 
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(masked["input_ids"]), batch_size):
+    blocks = len(masked["input_ids"])
+    with torch.no_grad(), progress(total=blocks, desc="perplexity") as bar:
+        for start in range(0, blocks, batch_size):
             batch = {k: torch.as_tensor(v[start:start + batch_size]).to(device) for k, v in masked.items()}
             loss, n = masked_loss_sum(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
             total += float(loss)
             count += n
+            bar.update(len(batch["input_ids"]))
     if count == 0:
         raise PipelineError("the held-out MLM blocks have no maskable tokens (only special or padding tokens)")
     return total / count
@@ -191,20 +195,13 @@ def probe_inputs(sentences: list[str], tokenizer: Any, where: str = "mlm.probes"
 
 
 def fill_mask(model: Any, tokenizer: Any, sentences: list[str], top_k: int) -> list[list[dict]]:
-    """The top-k fillers of the mask in each sentence, as {token, score} (probability)."""
-    import torch
+    """The top-k fillers of the mask in each sentence, as {token, score} (probability): transformers' fill-mask
+    pipeline over the model, on the model's device."""
+    from transformers import pipeline
 
     texts = probe_inputs(sentences, tokenizer)
     model.eval()
-    device = next(model.parameters()).device
-    results = []
-    with torch.no_grad():
-        for text in texts:
-            encoded = tokenizer(text, return_tensors="pt").to(device)
-            position = int((encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero()[0, 0])
-            logits = model(**encoded).logits[0, position]
-            probabilities = torch.softmax(logits.float(), dim=-1)
-            scores, ids = probabilities.topk(top_k)
-            results.append([{"token": tokenizer.decode([int(i)]).strip(), "score": round(float(s), 5)}
-                            for s, i in zip(scores, ids, strict=True)])
-    return results
+    pipe = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=model_device(model))
+    # A generator: the pipeline unwraps a one-item list's result, so the shape would depend on the number of probes.
+    return [[{"token": filler["token_str"].strip(), "score": round(float(filler["score"]), 5)} for filler in fillers]
+            for fillers in pipe((text for text in texts), top_k=top_k)]

@@ -11,9 +11,9 @@ the pipeline calls `get_task_type(task.type).<hook>(...)`, so a new task type is
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,8 +36,21 @@ from stages.core.tokenization import (
     word_predictions,
 )
 
-# Runs the model on tokenized features (one dict per example) and returns one logits array per example.
-LogitsFor = Callable[[list[dict]], list[np.ndarray]]
+
+class Predictor(Protocol):
+    """A fine-tuned model loaded on its device, as `predict` gets it (stages/core/inference.Predictor)."""
+
+    tokenizer: Any
+    aggregation: str  # token pipelines' aggregation_strategy
+
+    def logits(self, features: list[dict]) -> list[np.ndarray]:
+        """One logits array per tokenized feature (one dict per example), in order."""
+
+    def pipeline(self, task: str) -> Any:
+        """transformers' pipeline for `task` ("text-classification", "token-classification") over the model."""
+
+    def run(self, pipe: Any, inputs: list, **kwargs: Any) -> list:
+        """A pipeline's results for `inputs`, batched, in input order."""
 
 
 def sigmoid(logits: Any) -> np.ndarray:
@@ -140,8 +153,9 @@ class TaskType(abc.ABC):
     # -- output ----------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def predict(self, tokenizer: Any, info: dict, items: list[dict], logits_for: LogitsFor) -> list[dict]:
-        """The predict command's output per input {text, text_pair?}; `info` is the model's task.json."""
+    def predict(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
+        """The predict command's output per input {text, text_pair?}; `info` is the model's task.json. Built on
+        transformers' pipelines where they compute the same thing, so the fields are those pipeline users know."""
 
     @abc.abstractmethod
     def report_example(self, row: dict) -> dict:
@@ -180,6 +194,7 @@ class SequenceTask(TaskType):
     """A prediction per text or sentence pair; subclasses say how logits become answers."""
 
     problem_type: str  # the transformers config's problem_type, which picks the loss
+    score_function: str  # the text-classification pipeline's function_to_apply: softmax, sigmoid or none
 
     def auto_model(self) -> Any:
         from transformers import AutoModelForSequenceClassification
@@ -222,14 +237,19 @@ class SequenceTask(TaskType):
         return rows
 
     @abc.abstractmethod
-    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
-        """The predict command's fields for one input from its logits."""
+    def predict_output(self, scores: dict[str, float], info: dict) -> dict:
+        """The predict command's fields for one input from its per-label scores (`score_function` of the logits)."""
 
-    def predict(self, tokenizer: Any, info: dict, items: list[dict], logits_for: LogitsFor) -> list[dict]:
-        pairs = [item.get("text_pair") for item in items] if info.get("text_pair") else None
-        encoded = tokenizer([item["text"] for item in items], pairs, truncation=True, max_length=info["max_length"])
-        logits = np.stack(logits_for(feature_rows(encoded, len(items))))
-        return [{**item, **self.predict_output(row, info)} for item, row in zip(items, logits, strict=True)]
+    def predict(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
+        """transformers' text-classification pipeline with every label's score (top_k=None), truncated at the
+        task's max_length as in evaluation."""
+        pair = bool(info.get("text_pair"))
+        inputs = [{"text": item["text"], "text_pair": item["text_pair"]} if pair else item["text"] for item in items]
+        outputs = predictor.run(predictor.pipeline("text-classification"), inputs, top_k=None,
+                                function_to_apply=self.score_function, truncation=True,
+                                max_length=info["max_length"])
+        return [{**item, **self.predict_output({o["label"]: float(o["score"]) for o in output}, info)}
+                for item, output in zip(items, outputs, strict=True)]
 
     def example_answers(self, row: dict) -> dict:
         """The report's gold, predicted and `correct` of one row."""
@@ -247,6 +267,7 @@ class SingleLabel(SequenceTask):
     name = "single_label"
     main_metric = "f1"
     problem_type = "single_label_classification"
+    score_function = "softmax"
 
     def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
         return [label2id[v] for v in values]
@@ -272,11 +293,11 @@ class SingleLabel(SequenceTask):
     def statistic(self, bio: bool = True) -> str:
         return "classes"
 
-    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
-        probabilities = softmax(logits)
-        best = int(np.argmax(probabilities))
-        return {"label": info["labels"][best], "score": round(float(probabilities[best]), 4),
-                "scores": rounded_scores(info["labels"], probabilities, 4)}
+    def predict_output(self, scores: dict[str, float], info: dict) -> dict:
+        labels = info["labels"]
+        best = max(labels, key=scores.__getitem__)  # the first of tied labels, as argmax
+        return {"label": best, "score": round(scores[best], 4),
+                "scores": rounded_scores(labels, [scores[label] for label in labels], 4)}
 
 
 @register
@@ -287,6 +308,7 @@ class MultiLabel(SequenceTask):
     name = "multi_label"
     main_metric = "micro_f1"
     problem_type = "multi_label_classification"
+    score_function = "sigmoid"
 
     def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
         targets = []
@@ -327,10 +349,10 @@ class MultiLabel(SequenceTask):
     def statistic(self, bio: bool = True) -> str:
         return "label_sets"
 
-    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
-        labels, probabilities = info["labels"], sigmoid(logits)
-        return {"labels": [labels[i] for i in np.flatnonzero(probabilities >= info["threshold"])],
-                "scores": rounded_scores(labels, probabilities, 4)}
+    def predict_output(self, scores: dict[str, float], info: dict) -> dict:
+        labels = info["labels"]
+        return {"labels": [label for label in labels if scores[label] >= info["threshold"]],
+                "scores": rounded_scores(labels, [scores[label] for label in labels], 4)}
 
 
 @register
@@ -340,6 +362,7 @@ class Regression(SequenceTask):
     name = "regression"
     main_metric = "pearson"
     problem_type = "regression"
+    score_function = "none"  # the raw output is the predicted value
 
     def head_config(self, labels: list[str]) -> dict:
         return {"num_labels": 1, "problem_type": self.problem_type}
@@ -365,8 +388,9 @@ class Regression(SequenceTask):
     def statistic(self, bio: bool = True) -> str:
         return "values"
 
-    def predict_output(self, logits: np.ndarray, info: dict) -> dict:
-        return {"label": None, "score": round(float(logits.reshape(-1)[0]), 4)}
+    def predict_output(self, scores: dict[str, float], info: dict) -> dict:
+        [value] = scores.values()
+        return {"label": None, "score": round(value, 4)}
 
     def example_answers(self, row: dict) -> dict:
         predicted = round(row["predicted"], 4)
@@ -458,58 +482,57 @@ class Token(TaskType):
     def describe(self, bio: bool = True) -> str:
         return "token with IOB tags" if bio else "token with plain tags"
 
-    def predict(self, tokenizer: Any, info: dict, items: list[dict], logits_for: LogitsFor) -> list[dict]:
-        """Entities with type, score and character offsets for IOB tags; a tag per word otherwise."""
+    def predict(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
+        """Entities for IOB tags (NER, chunks), a tag per word otherwise (POS)."""
+        if is_bio_label_set(info["labels"]):
+            return self.predict_entities(predictor, info, items)
+        return self.predict_word_tags(predictor, info, items)
+
+    def predict_entities(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
+        """transformers' token-classification pipeline (`predictor.aggregation`, "first" by default: a word's tag
+        at its first sub-token, as training labels it): entity_group, score, start, end, and `word` the span of
+        the original text (the pipeline's own `word` is decoded from tokens, lower-cased by uncased models)."""
+        pipe = predictor.pipeline("token-classification")
+        tokenizer = pipe.tokenizer
+        limit = tokenizer.model_max_length
+        if not limit or limit > getattr(pipe.model.config, "max_position_embeddings", limit):
+            tokenizer.model_max_length = info["max_length"]  # a tokenizer saved without a usable limit
+        # A stride makes the pipeline cover a text longer than one window in overlapping windows instead of cutting
+        # it; a text that fits gets exactly the plain pipeline's output.
+        texts = [item["text"] for item in items]
+        outputs = predictor.run(pipe, texts, aggregation_strategy=predictor.aggregation,
+                                stride=tokenizer.model_max_length // 4)
+        return [{"text": text, "entities": [
+                    {"entity_group": entity["entity_group"], "word": text[entity["start"]:entity["end"]],
+                     "start": int(entity["start"]), "end": int(entity["end"]),
+                     "score": round(float(entity["score"]), 4)} for entity in entities]}
+                for text, entities in zip(texts, outputs, strict=True)]
+
+    def predict_word_tags(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
+        """A tag per word of `split_words`, at the word's first sub-token as in training. By hand, because the
+        pipeline merges neighbouring words with the same plain tag into one group; a word cut by max_length has
+        no tag."""
         labels = info["labels"]
-        bio = is_bio_label_set(labels)  # entity spans for IOB tags (NER, chunks), word tags otherwise (POS)
         words_per_item = [split_words(item["text"]) for item in items]
-        encoded = encode_words(tokenizer, [[w for w, _, _ in words] or [""] for words in words_per_item],
+        encoded = encode_words(predictor.tokenizer, [[w for w, _, _ in words] or [""] for words in words_per_item],
                                info["max_length"])
-        logits = logits_for(feature_rows(encoded, len(items)))
+        logits = predictor.logits(feature_rows(encoded, len(items)))
         results = []
         for index, (item, words) in enumerate(zip(items, words_per_item, strict=True)):
             probabilities = softmax(logits[index])
-            tags, scores, seen = ["O"] * len(words), [1.0] * len(words), set()
+            tags: dict[int, tuple[str, float]] = {}
             for position, word in enumerate(encoded.word_ids(index)):
-                if word is None or word in seen or word >= len(words):
+                if word is None or word in tags or word >= len(words):
                     continue
-                seen.add(word)
                 best = int(np.argmax(probabilities[position]))
-                tags[word], scores[word] = labels[best], float(probabilities[position][best])
-            if bio:
-                results.append({"text": item["text"], "entities": group_entities(words, tags, scores, item["text"]),
-                                "truncated_words": len(words) - len(seen)})
-            else:  # plain per-word tags (POS): one entry per word; a word cut by max_length has no tag
-                results.append({"text": item["text"], "words": [
-                    {"word": word, "start": start, "end": end, "tag": tags[i] if i in seen else None,
-                     "score": round(scores[i], 4) if i in seen else None}
-                    for i, (word, start, end) in enumerate(words)], "truncated_words": len(words) - len(seen)})
+                tags[word] = (labels[best], round(float(probabilities[position][best]), 4))
+            results.append({"text": item["text"], "words": [
+                {"word": word, "start": start, "end": end, "tag": tags.get(i, (None, None))[0],
+                 "score": tags.get(i, (None, None))[1]} for i, (word, start, end) in enumerate(words)],
+                "truncated_words": len(words) - len(tags)})
         return results
 
     def report_example(self, row: dict) -> dict:
         return {"text": " ".join(row["tokens"]), "gold": row["gold"], "predicted": row["predicted"],
                 "correct": row["gold"] == row["predicted"]}
 
-
-def group_entities(words: list[tuple[str, int, int]], tags: list[str], scores: list[float], text: str) -> list[dict]:
-    """Merge word-level B-/I- tags into entity spans; an I- tag without a matching B- starts a new entity."""
-    entities: list[dict] = []
-    current: dict | None = None
-    for (_, start, end), tag, score in zip(words, tags, scores, strict=True):
-        kind = tag[2:] if tag[:2] in ("B-", "I-") else None
-        continues = current is not None and tag.startswith("I-") and kind == current["type"]
-        if continues:
-            current["end"] = end
-            current["_scores"].append(score)
-            continue
-        if current is not None:
-            entities.append(current)
-            current = None
-        if kind is not None:
-            current = {"type": kind, "start": start, "end": end, "_scores": [score]}
-    if current is not None:
-        entities.append(current)
-    for entity in entities:
-        entity["text"] = text[entity["start"]:entity["end"]]
-        entity["score"] = round(float(np.mean(entity.pop("_scores"))), 4)
-    return entities

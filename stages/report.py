@@ -46,6 +46,7 @@ from stages.core.paths import (
     REPORT_FILE,
     SETFIT_TIMINGS_DIR,
     SWEEP_TABLE,
+    TRAIN_METRICS_DIR,
     TRAIN_TIMINGS_DIR,
     setfit_name,
 )
@@ -54,7 +55,7 @@ log = logging.getLogger("pipeline.report")
 TEMPLATE = "report.html.j2"  # in stages/core/templates/
 # Training settings worth a row in the params table; the rest stay in params.yaml.
 TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "warmup_steps", "weight_decay", "lr_scheduler_type",
-              "freeze", "max_train_samples", "eval_strategy", "load_best_model_at_end")
+              "freeze", "max_train_samples", "eval_strategy", "load_best_model_at_end", "early_stopping_patience")
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "perplexity", "runtime", "truncated")
 VERDICT_CLASS = {"better": "up", "worse": "down", "within noise": "same"}
 
@@ -338,7 +339,7 @@ def run_figures(run: str, data: dict) -> list[dict]:
     elif data.get("per_class") and len(data["per_class"]) > 2:
         out.append(figure(f"per_class_f1_{run}.png", f"F1 per class: {run}"))
     if (LOSS_DIR / f"{run}.csv").exists():
-        out.append(figure(f"loss_{run}.png", f"training loss: {run}"))
+        out.append(figure(f"loss_{run}.png", f"training and validation loss, validation score: {run}"))
     return out
 
 
@@ -368,14 +369,45 @@ def predictions(run: str, kind: str, limit: int) -> dict:
             "table": table(headers, rows, marks)}
 
 
+def _numeric(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The rows of a loss curve that logged `column` (an older curve without the column: none)."""
+    if column not in frame:
+        return frame.iloc[0:0]
+    values = pd.to_numeric(frame[column], errors="coerce")
+    return frame.assign(**{column: values})[values.notna()]
+
+
+def _at_step(rows: pd.DataFrame, column: str, best: str) -> Any:
+    """The lowest (best="min") or highest value of `column` with its step, or a dash without evaluations."""
+    if not len(rows):
+        return DASH
+    row = rows.loc[rows[column].idxmin() if best == "min" else rows[column].idxmax()]
+    return f"{fmt(float(row[column]))} (step {int(row['step'])})"
+
+
 def loss_section() -> dict:
+    """Training and validation loss per run, the validation main metric, and where training stopped and which
+    step's weights were kept (metrics/train/<run>.json)."""
     curves = {p.stem: pd.read_csv(p) for p in sorted(LOSS_DIR.glob("*.csv"))}
     if not curves:
         return section("loss", "Training loss", table=None)
-    rows = [[run, fmt(len(c)), fmt(float(c["loss"].iloc[0])) if len(c) else DASH,
-             fmt(float(c["loss"].iloc[-1])) if len(c) else DASH] for run, c in curves.items()]
-    return section("loss", "Training loss curves", table=table(["run", "logged points", "first loss", "last loss"], rows),
-                   figure=figure("training_loss.png", "training loss per fine-tune"))
+    rows = []
+    for run, curve in curves.items():
+        train, validation = _numeric(curve, "loss"), _numeric(curve, "eval_loss")
+        score = _numeric(curve, "eval_main_metric")
+        metric = str(score["main_metric"].iloc[0]) if len(score) and "main_metric" in score else ""
+        summary = read_json(TRAIN_METRICS_DIR / f"{run}.json") if (TRAIN_METRICS_DIR / f"{run}.json").exists() else {}
+        stopped = summary.get("stopped_early")
+        rows.append([run, fmt(len(train)), fmt(float(train["loss"].iloc[0])) if len(train) else DASH,
+                     fmt(float(train["loss"].iloc[-1])) if len(train) else DASH, fmt(len(validation)),
+                     _at_step(validation, "eval_loss", "min"),
+                     cell("num", text=f"{metric} {_at_step(score, 'eval_main_metric', 'max')}") if len(score) else DASH,
+                     DASH if stopped is None else (f"yes, at step {summary.get('stopped_at_step')}" if stopped else "no"),
+                     value_or_dash(summary.get("kept_step"))])
+    headers = ["run", "training logs", "first loss", "last loss", "evaluations", "lowest validation loss",
+               "best validation score", "stopped early", "kept weights (step)"]
+    return section("loss", "Training and validation loss", table=table(headers, rows),
+                   figure=figure("training_loss.png", "training and validation loss per fine-tune"))
 
 
 def freeze_sweep_section(params: dict) -> dict:

@@ -6,7 +6,9 @@ exactly N examples per class (seeded; the sample for N is a prefix of the sample
 not blurred by resampling), trains, and scores on the same test split with the same metrics function as the full
 fine-tune. Writes models/setfit/<task>-n<N>/ (SetFit's own format), metrics/setfit/<task>-n<N>.json (test
 metrics with 95% intervals), predictions/setfit/<task>-n<N>.json (the full test predictions, for paired
-comparisons with the fine-tuned runs) and timings/setfit/<task>-n<N>.json.
+comparisons with the fine-tuned runs) and timings/setfit/<task>-n<N>.json. The model directory's README.md is
+SetFit's own model card, given the facts the fine-tuned models' cards carry (license, base model, dataset, the
+test scores with their intervals, provenance; stages/core/model_card.py).
 
 The head is a scikit-learn object that SetFit pickles (`model_head.pkl`, via joblib): loading a SetFit model
 unpickles it, which can run arbitrary code. Load SetFit directories only from sources you trust.
@@ -22,6 +24,7 @@ from stages.core import predictions
 from stages.core.atomic import atomic_dir, write_json
 from stages.core.errors import PipelineError, run_stage
 from stages.core.fewshot import evaluate_setfit, sample_per_class, test_rows, train_setfit
+from stages.core.model_card import CARD_FILE, append_sections, setfit_card_data
 from stages.core.modeling import init_dir
 from stages.core.params import load_params
 from stages.core.paths import (
@@ -65,19 +68,21 @@ def main(argv: list[str] | None = None) -> None:
              len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
     model, trainer, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
                                            settings.max_length or task.max_length,
-                                           params.model.trust_remote_code)
+                                           params.model.trust_remote_code, params.compute.device)
     scores = evaluate_setfit(trainer, splits["test"], labels, task.positive_label)
     document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
-    with atomic_dir(SETFIT_MODELS_DIR / name) as tmp:
-        model.save_pretrained(str(tmp))
-    write_json(SETFIT_PREDICTIONS_DIR / f"{name}.json", document)
     runtime = summary.pop("train_runtime_s")
+    metrics = {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,
+               "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",
+               "test_examples": len(splits["test"]), **summary, **scores,
+               "intervals": interval_summary([document], params.stats, params.seed)}
+    setfit_card_data(model, params, name, task_name, task, scores)
+    with atomic_dir(SETFIT_MODELS_DIR / name) as tmp:
+        model.save_pretrained(str(tmp))  # writes SetFit's card (README.md) from model.model_card_data
+        append_sections(tmp / CARD_FILE, name, metrics, (SETFIT_METRICS_DIR / f"{name}.json").as_posix())
+    write_json(SETFIT_PREDICTIONS_DIR / f"{name}.json", document)
     write_json(SETFIT_TIMINGS_DIR / f"{name}.json", {"train_runtime_s": runtime})
-    write_json(SETFIT_METRICS_DIR / f"{name}.json",
-               {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,
-                "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",
-                "test_examples": len(splits["test"]), **summary, **scores,
-                "intervals": interval_summary([document], params.stats, params.seed)})
+    write_json(SETFIT_METRICS_DIR / f"{name}.json", metrics)
     log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
              scores["accuracy"], len(splits["test"]), runtime)
 

@@ -51,8 +51,16 @@ def fabricate(root: Path, figures: bool = True) -> Path:
     for run in ("sentiment", "ner"):
         _json(root / f"metrics/train/{run}.json", {"train_loss": 0.4, "epochs": 2.0})
         _json(root / f"timings/train/{run}.json", {"train_runtime_s": 1.5, "train_samples_per_second": 20.0})
-        pd.DataFrame({"step": [1, 2, 3], "epoch": [0.5, 1.0, 1.5], "loss": [0.9, 0.6, 0.4]}).to_csv(
-            _mk(root / f"plots/loss/{run}.csv"), index=False)
+    # sentiment: a curve with its evaluations, stopped early (stage finetune's shape); ner: a curve written before
+    # the validation columns existed (an older revision), which the figures and the page still show
+    _json(root / "metrics/train/sentiment.json", {"train_loss": 0.4, "epochs": 3.0, "stopped_early": True,
+                                                  "stopped_at_step": 4, "stopped_at_epoch": 2.0, "best_step": 2,
+                                                  "best_epoch": 1.0, "kept_step": 2})
+    pd.DataFrame({"step": [1, 2, 3, 4], "epoch": [0.5, 1.0, 1.5, 2.0], "loss": [0.9, 0.6, 0.4, 0.3],
+                  "eval_loss": [None, 0.55, None, 0.61], "eval_main_metric": [None, 0.81, None, 0.77],
+                  "main_metric": ["f1"] * 4}).to_csv(_mk(root / "plots/loss/sentiment.csv"), index=False)
+    pd.DataFrame({"step": [1, 2, 3], "epoch": [0.5, 1.0, 1.5], "loss": [0.9, 0.6, 0.4]}).to_csv(
+        _mk(root / "plots/loss/ner.csv"), index=False)
     pd.DataFrame({"actual": ["pos", "neg", "pos", "neg"], "predicted": ["pos", "pos", "neg", "neg"]}).to_csv(
         _mk(root / "plots/confusion/sentiment.csv"), index=False)
     pd.DataFrame({"actual": ["O", "B-PER", "I-PER", "B-LOC"], "predicted": ["O", "B-PER", "O", "B-LOC"]}).to_csv(
@@ -203,6 +211,14 @@ def test_report_has_every_section_with_embedded_figures(tiny_run: Path, tiny_pag
     verdicts = section(tiny_page, "verdicts")
     assert "setfit/sentiment-n16 vs sentiment" in verdicts and '<span class="same">within noise</span>' in verdicts
     assert "-0.21 &ndash; 0.12" in verdicts and "0.71" in verdicts
+
+
+def test_report_shows_validation_curves_and_where_training_stopped(tiny_page: str) -> None:
+    loss = section(tiny_page, "loss")
+    assert "lowest validation loss" in loss and "0.55 (step 2)" in loss  # the lowest of 0.55 and 0.61
+    assert "f1 0.81 (step 2)" in loss and "yes, at step 4" in loss
+    ner = loss[loss.index("<td>ner</td>"):]
+    assert ner.split("</tr>")[0].count("&ndash;") >= 3  # no evaluations logged: dashes, not an error
 
 
 def test_report_is_the_same_bytes_for_the_same_inputs(tiny_run: Path, tiny_page: str,

@@ -150,8 +150,27 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     accuracy = sum(r["gold"] == r["predicted"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(data["accuracy"])  # the predictions file is what the metrics were computed on
     assert is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
+    _check_card(tmp_path / "models" / "setfit" / "sentiment-n2" / "README.md", data)
     with pytest.raises(PipelineError, match="class 'neg' has 4"):
         setfit.main(["sentiment", "5"])
+
+
+def _check_card(path: Path, metrics: dict) -> None:
+    """SetFit's own card, with the facts the fine-tuned models' cards carry: license and base model from params,
+    the test scores as plain numbers in the model-index, our test section with intervals, provenance."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(path)
+    assert card.data.license == "apache-2.0" and card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert card.data.library_name == "setfit" and "bert-finetune-pipeline" in card.data.tags
+    test = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    assert test["f1"] == pytest.approx(metrics["f1"]) and all(isinstance(v, float) for v in test.values())
+    assert "# sentiment-n2" in card.text
+    low, high = metrics["intervals"]["f1"]["low"], metrics["intervals"]["f1"]["high"]
+    assert f"| f1 | {metrics['f1']:.4f} | {low:.4f} – {high:.4f} |" in card.text
+    assert card.text.index("### Test split") < card.text.index("## Uses")  # in SetFit's evaluation part
+    assert "## Provenance" in card.text and "code sha256" in card.text
 
 
 def test_offline_metric_path_uses_our_metrics(trained, monkeypatch: pytest.MonkeyPatch):

@@ -4,6 +4,7 @@ and 2 data-parallel CPU processes (accelerate launch, gloo) match 1 process at t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,20 @@ def test_same_params_and_seed_give_identical_metrics(two_runs):
     again = json.loads((metrics / "train" / "again.json").read_text())
     assert again["train_loss"] == one["train_loss"]
     assert (two_runs / "plots" / "loss" / "again.csv").read_text() == (two_runs / "plots" / "loss" / "one.csv").read_text()
+
+
+def test_same_params_and_seed_give_the_same_model_directory(two_runs):
+    """Byte for byte, model card included: the card names the code by a digest of its source, not by a git
+    revision or a date, so retraining with nothing changed reproduces the DVC output exactly."""
+    one, again = (two_runs / "models" / "finetuned" / name for name in ("one", "again"))
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert [p.relative_to(again) for p in sorted(again.rglob("*")) if p.is_file()] == files
+    assert Path("README.md") in files
+    for name in files:
+        text_one, text_again = (one / name).read_bytes(), (again / name).read_bytes()
+        if name == Path("README.md"):  # the run's name is in the card
+            text_again = re.sub(rb"\bagain\b", b"one", text_again)
+        assert text_again == text_one, name
 
 
 def test_freeze_sweep_point_runs_data_parallel(two_runs):

@@ -24,6 +24,7 @@ from stages.core.paths import (
     METRICS_DIR,
     RAW_DIR,
     SWEEP_TABLE,
+    TRAIN_METRICS_DIR,
 )
 
 log = logging.getLogger("pipeline.plot")
@@ -92,16 +93,71 @@ def confusion_figure(run: str, pairs: pd.DataFrame, target: Path, dpi: int) -> N
         ax.set_title(f"confusion matrix: {run}")
 
 
+def _column(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of a loss curve that logged `name` (step and value); none for a curve written before the column
+    existed (plots/loss/<run>.csv of older revisions holds the training loss alone)."""
+    if name not in frame:
+        return frame.iloc[0:0][["step"]].assign(**{name: []})
+    values = pd.to_numeric(frame[name], errors="coerce")
+    return frame.assign(**{name: values})[values.notna()][["step", name]]
+
+
+def _metric_name(frame: pd.DataFrame) -> str:
+    names = frame["main_metric"].dropna().astype(str) if "main_metric" in frame else pd.Series(dtype=str)
+    return names.iloc[0] if len(names) else "main metric"
+
+
 def loss_figure(curves: dict[str, pd.DataFrame], target: Path, dpi: int) -> None:
+    """Every run's training loss (solid) and validation loss (dashed, one point per evaluation), one colour per run:
+    a validation loss that climbs while the training loss falls is overfitting."""
+    plt = _pyplot()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     with figure(target, dpi, (6.5, 4)) as ax:
-        for run, frame in curves.items():
-            if len(frame):
-                ax.plot(frame["step"], frame["loss"], label=run)
+        for i, (run, frame) in enumerate(curves.items()):
+            color = colors[i % len(colors)]
+            train, validation = _column(frame, "loss"), _column(frame, "eval_loss")
+            if len(train):
+                ax.plot(train["step"], train["loss"], color=color, label=f"{run}: training")
+            if len(validation):
+                ax.plot(validation["step"], validation["eval_loss"], color=color, linestyle="--", marker="o",
+                        markersize=3, label=f"{run}: validation")
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        ax.set_title("training loss per fine-tune")
-        ax.legend(fontsize=8)
+        ax.set_ylabel("loss")
+        ax.set_title("training (solid) and validation (dashed) loss per fine-tune")
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+
+
+def run_loss_figure(run: str, frame: pd.DataFrame, target: Path, dpi: int, summary: dict | None = None) -> None:
+    """One run: training and validation loss (left axis), the validation main metric (right axis), and from the
+    run's training summary (metrics/train/<run>.json) the step whose weights were kept and where it stopped."""
+    summary = summary or {}
+    train, validation = _column(frame, "loss"), _column(frame, "eval_loss")
+    score, metric = _column(frame, "eval_main_metric"), _metric_name(frame)
+    with figure(target, dpi, (6.5, 4)) as ax:
+        lines = []
+        if len(train):
+            lines += ax.plot(train["step"], train["loss"], color="#4c72b0", label="training loss")
+        if len(validation):
+            lines += ax.plot(validation["step"], validation["eval_loss"], color="#c44e52", linestyle="--",
+                             marker="o", markersize=4, label="validation loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if len(score):
+            right = ax.twinx()
+            lines += right.plot(score["step"], score["eval_main_metric"], color="#55a868", linestyle=":",
+                                marker="s", markersize=4, label=f"validation {metric} (right axis)")
+            right.set_ylabel(f"validation {metric}")
+        kept = summary.get("kept_step")
+        if kept is not None and len(validation):
+            lines.append(ax.axvline(kept, color="#8172b2", alpha=0.6, label=f"kept weights: step {kept}"))
+        if summary.get("stopped_early"):
+            lines.append(ax.axvline(summary["stopped_at_step"], color="#dd8452", linestyle="-.", alpha=0.8,
+                                    label=f"stopped early: step {summary['stopped_at_step']}"))
+        ax.set_title(f"loss and validation {metric}: {run}")
+        if lines:
+            ax.legend(lines, [line.get_label() for line in lines], fontsize=7)
 
 
 def main_metric_figure(metrics: dict[str, dict], target: Path, dpi: int) -> None:
@@ -148,7 +204,9 @@ def render_all(target: Path, dpi: int) -> None:
     if curves:
         loss_figure(curves, target / "training_loss.png", dpi)
     for run, curve in curves.items():  # one run's curve alone, shown in the report beside the run's results
-        loss_figure({run: curve}, target / f"loss_{run}.png", dpi)
+        summary = TRAIN_METRICS_DIR / f"{run}.json"
+        run_loss_figure(run, curve, target / f"loss_{run}.png", dpi,
+                        json.loads(summary.read_text()) if summary.exists() else None)
     for figure in EXTRA_FIGURES:
         figure(target, dpi)
 

@@ -1,8 +1,14 @@
 """Fine-tuning shared by every task type, the fine-tune stage and the freeze sweep.
 
 One code path builds the task type's head and collator (dynamic padding; stages/core/task_types.py), the Trainer
-with the run's settings, and saves a clean model directory: safetensors, config with id2label/label2id, tokenizer
-and `task.json`, nothing pickled.
+with the run's settings on the device params `compute.device` asks for, and saves a clean model directory:
+safetensors, config with id2label/label2id, tokenizer and `task.json`, nothing pickled.
+
+Early stopping (`train.early_stopping_patience`) is the Trainer's own EarlyStoppingCallback: it compares each
+validation score of the main metric with the best so far, so it needs evaluation during training and the best
+checkpoint kept (`load_best_model_at_end`). The run's summary then says where training stopped and which step's
+weights were kept. The loss curve (plots/loss/<run>.csv) carries the training loss and, at each evaluation, the
+validation loss and main metric, so overfitting shows as the two losses parting.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Any
 
 from stages.core import resume
 from stages.core.atomic import atomic_file, write_json
+from stages.core.devices import resolve_device
 from stages.core.distributed import is_main_process, world_size
+from stages.core.errors import PipelineError
 from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer
 from stages.core.paths import CHECKPOINT_ROOT, TASK_FILE
 from stages.core.task_types import get_task_type
@@ -26,6 +34,11 @@ log = logging.getLogger("pipeline.training")
 
 # Figures that change from one run to the next on the same params: kept out of the files `dvc metrics diff` reads.
 TIMING_KEYS = ("train_runtime_s", "train_samples_per_second")
+# plots/loss/<run>.csv: one row per logged step. A fixed column name for the main metric (named in `main_metric`)
+# lets one `dvc plots` definition draw every run, whatever its task's metric.
+LOSS_COLUMNS = ("step", "epoch", "loss", "eval_loss", "eval_main_metric", "main_metric")
+# Per-evaluation figures that are timings, not scores.
+_EVAL_TIMINGS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 
 
 @dataclass
@@ -64,16 +77,62 @@ def longest_first(dataset: Any) -> Any:
     return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True))
 
 
+def trainer_device(choice: str = "auto") -> Any:
+    """The torch.device the Trainer trains on for params `compute.device` (auto: the GPU when present).
+
+    The Trainer takes no device, only `use_cpu`: otherwise it picks the first visible GPU itself (cuda:0; with
+    several visible and one process it wraps the model in DataParallel over all of them). So `cuda:N` for N > 0
+    is refused with the fix, rather than emulated by setting CUDA_VISIBLE_DEVICES here: that variable only counts
+    before CUDA is first initialised in the process, and it would renumber the GPUs under the inference that
+    follows training in the same process (the freeze sweep scores on `compute.device`).
+    """
+    device = resolve_device(choice)
+    if device.type == "cuda" and (device.index or 0) != 0:
+        raise PipelineError(f"compute.device: {choice!r}: the Trainer trains on the first visible GPU and takes no "
+                            f"index; run with CUDA_VISIBLE_DEVICES={device.index} and compute.device: cuda")
+    return device
+
+
+def check_early_stopping(settings: Any, where: str) -> None:
+    """Fail before training when early stopping is asked for without what the Trainer's callback needs."""
+    patience = settings.early_stopping_patience
+    if patience is None:
+        return
+    if settings.eval_strategy == "no":
+        raise PipelineError(f"{where}: early_stopping_patience={patience} needs evaluation during training, but "
+                            "eval_strategy is 'no' (set eval_strategy: epoch or steps, or early_stopping_patience: "
+                            "null)")
+    if not settings.load_best_model_at_end:
+        raise PipelineError(f"{where}: early_stopping_patience={patience} needs load_best_model_at_end: true (the "
+                            "callback compares each evaluation with the best checkpoint, which must be kept)")
+
+
+def early_stopping(settings: Any, where: str) -> Any:
+    """The Trainer's EarlyStoppingCallback for the settings, or None when early stopping is off.
+
+    Without evaluation during training there is nothing to stop on: off (the freeze sweep measures training alone,
+    with eval_strategy 'no', whatever the shared `train` section says)."""
+    if settings.early_stopping_patience is None or settings.eval_strategy == "no":
+        return None
+    check_early_stopping(settings, where)
+    from transformers import EarlyStoppingCallback
+
+    return EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience,
+                                 early_stopping_threshold=settings.early_stopping_threshold)
+
+
 def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric: str | None,
-                       **extra: Any) -> Any:
-    """TrainingArguments from a `train`-shaped settings dict; `extra` adds arguments a caller alone needs
-    (domain adaptation: remove_unused_columns=False, so its collator sees the word ids)."""
-    import torch
+                       device: str = "auto", **extra: Any) -> Any:
+    """TrainingArguments from a `train`-shaped settings dict on params `compute.device` (`device`); `extra` adds
+    arguments a caller alone needs (domain adaptation: remove_unused_columns=False, so its collator sees the word
+    ids)."""
     from transformers import TrainingArguments
 
-    on_gpu = torch.cuda.is_available()
+    target = trainer_device(device)
+    on_gpu = target.type == "cuda"
     precision = settings.mixed_precision
     evaluating = settings.eval_strategy != "no"
+    stopping = evaluating and settings.get("early_stopping_patience") is not None
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=settings.learning_rate,
@@ -98,7 +157,10 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
         greater_is_better=True,
         fp16=on_gpu and precision in ("auto", "fp16"),
         bf16=on_gpu and precision == "bf16",
-        use_cpu=not on_gpu,
+        # cpu, or a CPU-only machine under auto. Otherwise the Trainer takes the GPU (or Apple's MPS) itself.
+        use_cpu=target.type == "cpu",
+        # A resumed run continues the early-stopping patience count saved with its checkpoint.
+        restore_callback_states_from_checkpoint=stopping,
         seed=seed,
         data_seed=seed,
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
@@ -111,8 +173,9 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
 
 
 def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, settings: dict, seed: int,
-          run_name: str, trust_remote_code: bool = False) -> TrainResult:
-    """Fine-tune from `init_path` on the tokenized task; returns the trained model and a summary of the run."""
+          run_name: str, trust_remote_code: bool = False, device: str = "auto") -> TrainResult:
+    """Fine-tune from `init_path` on the tokenized task on `device` (params `compute.device`); returns the
+    trained model and a summary of the run."""
     from transformers import Trainer, set_seed
 
     set_seed(seed)
@@ -130,15 +193,16 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         run_name, settings, task, labels, seed, Path(init_path), [train_set, eval_set], world_size())
     resume_point = resume.prepare(output_dir, run_name, fingerprint, is_main_process())
     callbacks = [resume.checkpoint_callback(every, resume_point)] if every else []
+    stopper = early_stopping(settings, run_name)
     trainer = Trainer(
         model=model,
-        args=training_arguments(settings, seed, output_dir, main_metric),
+        args=training_arguments(settings, seed, output_dir, main_metric, device),
         train_dataset=train_set,
         eval_dataset=eval_set if settings.eval_strategy != "no" else None,
         data_collator=task_type.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task, labels),
-        callbacks=callbacks,
+        callbacks=callbacks + ([stopper] if stopper else []),
     )
     for callback in callbacks:
         callback.trainer = trainer
@@ -160,8 +224,41 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         f"best_validation_{main_metric}": None if best is None else float(best),
         **freeze.as_dict(),
         **({} if resume_point is None else {"resumed_from_step": resume_point.step}),
+        **({} if settings.eval_strategy == "no" else stopping_summary(trainer.state, history, settings, stopper)),
     }
     return TrainResult(trainer.model, tokenizer, freeze, summary, history)
+
+
+def stopping_summary(state: Any, history: list[dict], settings: Any, stopper: Any) -> dict:
+    """Where training stopped and which step's weights the saved model holds (runs that evaluate during training).
+
+    `stopped_early`: the early-stopping callback ended training before the schedule's last step. `best_step` and
+    `best_epoch`: the evaluation with the best main validation metric. `kept_step`: the step whose weights were
+    saved (the best one with load_best_model_at_end, else the last one). All follow from the params and seed.
+    """
+    best = state.best_global_step
+    best_epoch = next((entry.get("epoch") for entry in history if entry.get("step") == best and
+                       "eval_loss" in entry), None)
+    kept = best if settings.load_best_model_at_end and best is not None else state.global_step
+    return {
+        "stopped_early": stopper is not None and state.global_step < state.max_steps,
+        "stopped_at_step": state.global_step,
+        "stopped_at_epoch": round(float(state.epoch or 0.0), 4),
+        "best_step": best,
+        "best_epoch": None if best_epoch is None else round(float(best_epoch), 4),
+        "kept_step": kept,
+    }
+
+
+def evaluation_at(history: list[dict], step: int | None) -> dict:
+    """The validation scores logged at `step` (the last evaluation when None or absent), without timings and
+    without the `eval_` prefix; empty when the run never evaluated."""
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    if not evaluations:
+        return {}
+    entry = next((e for e in evaluations if e.get("step") == step), evaluations[-1])
+    return {key.removeprefix("eval_"): value for key, value in entry.items()
+            if key.startswith("eval_") and key not in _EVAL_TIMINGS and isinstance(value, (int, float))}
 
 
 def split_timings(summary: dict) -> tuple[dict, dict]:
@@ -180,11 +277,27 @@ def save_model_dir(result: TrainResult, target: Path, task: dict, labels: list[s
                                     "text_pair": bool(task.text_pair_column)})
 
 
-def write_loss_curve(history: list[dict], target: Path) -> None:
-    """Training loss per logged step, as DVC plot data (x: step, y: loss)."""
+def write_loss_curve(history: list[dict], target: Path, main_metric: str) -> None:
+    """The training loss per logged step and, at each evaluation, the validation loss and main metric, as DVC
+    plot data (dvc.yaml's `plots/loss` definition draws all three against the step).
+
+    One row per step (a training log and an evaluation at the same step share it); an empty cell where the step
+    logged no such value. `main_metric` names the metric in `eval_main_metric` on every row."""
+    rows: dict[int, dict] = {}
+    for entry in history:
+        step = entry.get("step")
+        if step is None or not ("loss" in entry or "eval_loss" in entry):
+            continue  # the final summary entry (train_loss, runtimes)
+        row = rows.setdefault(step, {"step": step, "epoch": round(entry.get("epoch", 0.0), 4),
+                                     "main_metric": main_metric})
+        if "loss" in entry:
+            row["loss"] = round(entry["loss"], 6)
+        if "eval_loss" in entry:
+            row["eval_loss"] = round(entry["eval_loss"], 6)
+            score = entry.get(f"eval_{main_metric}")
+            if isinstance(score, (int, float)):
+                row["eval_main_metric"] = round(score, 6)
     with atomic_file(target) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["step", "epoch", "loss"])
-        for entry in history:
-            if "loss" in entry:
-                writer.writerow([entry["step"], round(entry.get("epoch", 0.0), 4), round(entry["loss"], 6)])
+        writer = csv.DictWriter(handle, fieldnames=LOSS_COLUMNS, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows[step] for step in sorted(rows))

@@ -1,8 +1,9 @@
 """dvc.yaml's code dependencies follow from the imports: a stage reruns whenever code it runs changes.
 
 For each stage, the `stages/*.py` files it lists must be exactly the transitive closure of the `stages` modules its
-command imports (at module level and inside functions). A missing file means a change to it leaves the stage's
-outputs stale with `dvc status` clean; an extra file means needless reruns.
+command imports (at module level and inside functions), plus the Jinja templates under stages/core/templates/ that
+those modules name. A missing file means a change to it leaves the stage's outputs stale with `dvc status` clean;
+an extra file means needless reruns.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stages"
 _COMMAND = re.compile(r"python -m (stages(?:\.\w+)+)")
+TEMPLATES = ROOT / PACKAGE / "core" / "templates"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -50,20 +52,33 @@ def import_closure(module: str) -> set[str]:
     return {module_file(name).relative_to(ROOT).as_posix() for name in seen}
 
 
+def templates_named(path: str) -> set[str]:
+    """The template files a module names in a string constant ("report.html.j2"): its rendering reads them."""
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    names = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    return {(TEMPLATES / name).relative_to(ROOT).as_posix() for name in names
+            if name.endswith(".j2") and (TEMPLATES / name).is_file()}
+
+
 def stage_definitions() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def listed_code(stage: dict) -> set[str]:
     body = stage.get("do", stage)
-    return {d for d in body.get("deps", []) if isinstance(d, str) and d.startswith(f"{PACKAGE}/")
-            and d.endswith(".py")}
+    return {d for d in body.get("deps", []) if isinstance(d, str) and d.startswith(f"{PACKAGE}/")}
 
 
 def stage_modules(stage: dict) -> list[str]:
     body = stage.get("do", stage)
     commands = body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
     return [m for command in commands for m in _COMMAND.findall(command)]
+
+
+def needed_files(stage: dict) -> set[str]:
+    """The code a stage runs: its modules' import closure and the templates those modules render."""
+    code = set().union(*(import_closure(m) for m in stage_modules(stage)))
+    return code | set().union(*(templates_named(path) for path in code))
 
 
 def code_dependency_problems() -> list[str]:
@@ -73,7 +88,7 @@ def code_dependency_problems() -> list[str]:
         if not modules:
             problems.append(f"{name}: its command runs no `python -m stages.<module>`")
             continue
-        needed = set().union(*(import_closure(m) for m in modules))
+        needed = needed_files(stage)
         listed = listed_code(stage)
         for path in sorted(needed - listed):
             problems.append(f"{name}: missing code dependency {path}")

@@ -28,7 +28,7 @@ from stages.core.mlm import mask_token_id, mlm_seed
 from stages.core.modeling import init_dir, load_tokenizer
 from stages.core.params import Corpus, load_params
 from stages.core.paths import MLM_DIR
-from stages.core.scratch import fingerprint, scratch_dir
+from stages.core.scratch import fingerprint, save_dataset_dict, scratch_dir
 
 log = logging.getLogger("pipeline.chunk_mlm")
 INFO_FILE = "chunks.json"
@@ -88,20 +88,23 @@ def main(argv: list[str] | None = None) -> None:
     seed = mlm_seed(params)
     with scratch_dir(MLM_DIR) as scratch:
         documents = write_documents(iter_documents(mlm.corpus), scratch / "documents.arrow")
-        blocks, info, digest = chunk_dataset(tokenizer, documents, mlm.chunk_size, mlm.remainder,
-                                             params.compute.num_proc, scratch / "blocks.arrow")
-        train_idx, eval_idx = split_blocks(info["blocks"], mlm.eval_fraction, seed)
-        # Fingerprints from the blocks' content: the same corpus and settings write the same bytes.
-        splits = {name: blocks.select(idx, new_fingerprint=fingerprint(digest, name, idx.tobytes()))
-                  for name, idx in (("train", train_idx), ("validation", eval_idx))}
-        info.update(corpus=mlm.corpus.path, seed=seed, model_limit=limit, train_blocks=len(train_idx),
-                    validation_blocks=len(eval_idx))
+        files, split, info, digest = chunk_dataset(
+            tokenizer, documents, mlm.chunk_size, mlm.remainder, params.compute.num_proc,
+            lambda count: dict(zip(("train", "validation"), split_blocks(count, mlm.eval_fraction, seed), strict=True)),
+            scratch)
+        # Fingerprints from the blocks' content: the same corpus and settings write the same bytes. (A contiguous
+        # select of the whole file only sets the fingerprint: no copy, no read.)
+        splits = {name: datasets.Dataset.from_file(str(path)).select(
+                      range(len(split[name])), new_fingerprint=fingerprint(digest, name, split[name].tobytes()))
+                  for name, path in files.items()}
+        info.update(corpus=mlm.corpus.path, seed=seed, model_limit=limit, train_blocks=len(split["train"]),
+                    validation_blocks=len(split["validation"]))
         with atomic_dir(MLM_DIR) as tmp:
-            datasets.DatasetDict(splits).save_to_disk(str(tmp))
+            save_dataset_dict(splits, tmp)
             write_json(tmp / INFO_FILE, info)
     log.info("corpus %s: %d documents, %d tokens -> %d blocks of %d (%d train, %d held out; %d tokens dropped, "
              "%d padded)", info["corpus"], info["documents"], info["tokens"], info["blocks"], info["chunk_size"],
-             len(train_idx), len(eval_idx), info["dropped_tokens"], info["padded_tokens"])
+             info["train_blocks"], info["validation_blocks"], info["dropped_tokens"], info["padded_tokens"])
 
 
 if __name__ == "__main__":

@@ -23,12 +23,19 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def sibling_temp_dir(target: str | os.PathLike, kind: str) -> Path:
+    """A new empty directory `.<name>.<kind>-XXXX` beside `target`: on the output's disk (so a rename is atomic and
+    large scratch files do not fill a RAM-backed /tmp) and outside every DVC output."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-", dir=target.parent))
+
+
 @contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `target` when the block ends without error."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = sibling_temp_dir(target, "tmp")
     try:
         yield tmp
     except BaseException:

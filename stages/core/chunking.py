@@ -4,8 +4,10 @@ As in Hugging Face's run_mlm, documents are tokenized without truncation, each w
 (`Dataset.map`, batched, on compute.num_proc processes), then concatenated and cut into blocks of `chunk_size`
 tokens (run_mlm's `group_texts`), so no text is lost to truncation and no compute goes to padding. Here the cutting
 streams: one sequential pass reads the tokenized documents a batch at a time, carries the short tail of each batch
-into the next and appends the full blocks to an Arrow file, so neither the corpus nor its blocks are ever whole in
-memory.
+into the next and appends each full block to its split's Arrow file, so neither the corpus nor its blocks are ever
+whole in memory. Those passes read the Arrow files with plain reads rather than memory maps, and large splits are
+saved from a worker process (stages/core/scratch.py), so the stage's resident set stays flat too: pages read
+through a memory map stay resident until the file is unmapped.
 
 Each token keeps a word id unique across the corpus (NO_WORD for special and padding tokens), so whole-word masking
 can mask every piece of a word. The workers number each document's words from 0 and count them; the sequential
@@ -16,7 +18,7 @@ documents were shared out between processes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,11 @@ from stages.core.tokenization import NO_WORD
 MIN_CHUNK = 8
 REMAINDER_POLICIES = ("drop", "pad")
 BATCH = 1000  # documents per batch, in every pass
+# Blocks per record batch of the split files chunk_mlm saves from. Opening a memory-mapped Arrow file reads each
+# record batch's header, and `Table.nbytes` (save_to_disk's size estimate) each batch's list offsets; the kernel
+# maps in the cached pages around every page touched (fault-around), and they stay resident in the process: with
+# the few hundred blocks a cut gives, that was about a third of the file. Large batches keep those pages few.
+SPLIT_BATCH = 10_000
 
 
 def check_chunk_size(chunk_size: int, limit: int | None) -> None:
@@ -195,41 +202,88 @@ def _block_table(blocks: dict[str, np.ndarray]) -> Any:
                      for key, kind in types.items()})
 
 
+def count_blocks(tokens: int, chunk_size: int, remainder: str) -> int:
+    """The blocks BlockCutter cuts from `tokens` tokens: the full ones, and a padded last one (remainder `pad`)."""
+    return tokens // chunk_size + int(remainder == "pad" and tokens % chunk_size > 0)
+
+
 def chunk_dataset(tokenizer: Any, documents: Any, chunk_size: int, remainder: str, num_proc: int | None,
-                  path: Path) -> tuple[Any, dict, str]:
-    """The documents (a Dataset with a `text` column) tokenized on `num_proc` processes and cut into blocks,
-    written to the Arrow file `path`. Returns the blocks as a memory-mapped Dataset, the counts, and an MD5 of the
-    blocks' content (for the saved datasets' fingerprints)."""
-    import datasets
+                  split: Callable[[int], dict[str, np.ndarray]],
+                  folder: Path) -> tuple[dict[str, Path], dict[str, np.ndarray], dict, str]:
+    """The documents (a Dataset with a `text` column) tokenized on `num_proc` processes, cut into blocks, and the
+    blocks written straight to one Arrow file per split in `folder`: `split(block count)` gives each split's sorted
+    block indices. Returns the files, the split indices, the counts, and an MD5 of all the blocks' content in
+    corpus order (for the saved datasets' fingerprints).
+
+    Why one pass, read without memory mapping: pages a process reads through a memory map stay in its resident set
+    (ru_maxrss) until the file is unmapped, so iterating the tokenized Dataset, then `select`-ing the splits from a
+    memory-mapped file of all blocks and saving them, left the main process holding about the tokenized corpus and
+    then every block (3.1 GB for a 1 GB corpus, 0.55 GB of it heap). Here the tokenized files are read with
+    ordinary reads a batch at a time (heap, freed after each batch), and each block goes to its split's writer as it
+    is cut: the split indices are sorted, so each file holds its blocks in the order `select` gave."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from datasets.arrow_writer import ArrowWriter
     from datasets.utils import tqdm as hf_tqdm
 
-    from stages.core.scratch import worker_count
+    from stages.core.scratch import read_arrow_batches, worker_count
 
     check_chunking(tokenizer, chunk_size, remainder)
     tokenized = documents.map(DocumentEncoder(tokenizer), batched=True, batch_size=BATCH,
                               num_proc=worker_count(num_proc, len(documents)), remove_columns=["text"],
                               features=token_features(), load_from_cache_file=False, desc="Tokenizing the corpus")
+    # The map's Arrow files, in row order (one per worker); the passes below read them, not the Dataset's memory map.
+    sources = [cache["filename"] for cache in tokenized.cache_files]
+    rows = len(tokenized)
+    del tokenized
+    # The split needs the block count before the first block is routed: a pass that only sums the documents'
+    # token counts (a plain read of files just written, mostly still in the page cache).
+    tokens = sum(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0
+                 for table in read_arrow_batches(sources, BATCH))
+    indices = split(count_blocks(tokens, chunk_size, remainder))
     cutter = BlockCutter(chunk_size)
     digest = hashlib.md5()
+    paths = {name: folder / f"{name}.arrow" for name in indices}
+    writers = {name: ArrowWriter(features=block_features(), path=str(path), writer_batch_size=SPLIT_BATCH)
+               for name, path in paths.items()}
+    pending: dict[str, list[Any]] = {name: [] for name in indices}  # each split's blocks not yet written
+
+    def flush(name: str, least: int) -> None:
+        if pending[name] and sum(table.num_rows for table in pending[name]) >= least:
+            writers[name].write_table(pa.concat_tables(pending[name]))
+            pending[name] = []
 
     def write(blocks: dict[str, np.ndarray]) -> None:
         for key in ("input_ids", "attention_mask", "word_ids"):
             digest.update(np.ascontiguousarray(blocks[key], dtype=np.int64).tobytes())
-        writer.write_table(_block_table(blocks))
+        start = cutter.blocks - len(blocks["input_ids"])  # the first of these blocks' index in the corpus
+        for name, idx in indices.items():
+            mine = idx[np.searchsorted(idx, start):np.searchsorted(idx, cutter.blocks)] - start
+            if len(mine):
+                pending[name].append(_block_table({key: value[mine] for key, value in blocks.items()}))
+                flush(name, SPLIT_BATCH)
 
-    with ArrowWriter(features=block_features(), path=str(path)) as writer, \
-            hf_tqdm(total=len(tokenized), unit=" documents", desc="Cutting blocks") as bar:
-        for table in tokenized.with_format("arrow").iter(batch_size=BATCH):
-            ids, word_ids = cutter.add(arrow_token_batch(table))
-            if len(ids):
-                write(full_blocks(ids, word_ids))
-            bar.update(table.num_rows)
-        last, info = cutter.finish(remainder, tokenizer.pad_token_id)
-        if last:
-            write(last)
-        writer.finalize()
-    return datasets.Dataset.from_file(str(path)), info, digest.hexdigest()
+    try:
+        with hf_tqdm(total=rows, unit=" documents", desc="Cutting blocks") as bar:
+            for table in read_arrow_batches(sources, BATCH):
+                ids, word_ids = cutter.add(arrow_token_batch(table))
+                if len(ids):
+                    write(full_blocks(ids, word_ids))
+                bar.update(table.num_rows)
+            last, info = cutter.finish(remainder, tokenizer.pad_token_id)
+            if last:
+                write(last)
+        for name, writer in writers.items():
+            flush(name, 1)
+            writer.finalize()
+    finally:
+        for writer in writers.values():
+            writer.close()
+    if cutter.documents != rows or cutter.blocks != count_blocks(tokens, chunk_size, remainder):
+        raise PipelineError(f"chunk_mlm: read {cutter.documents} of {rows} tokenized documents and cut "
+                            f"{cutter.blocks} blocks where {count_blocks(tokens, chunk_size, remainder)} were "
+                            "expected (the map's cache files do not hold the tokenized corpus in order)")
+    return paths, indices, info, digest.hexdigest()
 
 
 def split_blocks(count: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ import os
 from stages.core import predictions
 from stages.core.atomic import atomic_dir, write_json
 from stages.core.errors import PipelineError, run_stage
-from stages.core.fewshot import evaluate_setfit, sample_per_class, test_rows, train_setfit
+from stages.core.fewshot import sample_per_class, score_setfit, train_setfit
 from stages.core.model_card import CARD_FILE, append_sections, setfit_card_data
 from stages.core.modeling import init_dir
 from stages.core.params import load_params
@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     name = setfit_name(task_name, n)
     log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
              len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
-    model, trainer, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
+    model, _, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
                                            settings.max_length or task.max_length,
                                            params.model.trust_remote_code, params.compute.device)
-    scores = evaluate_setfit(trainer, splits["test"], labels, task.positive_label)
-    document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
+    scores, rows = score_setfit(model, splits["test"], labels, task.positive_label)  # one pass over the test set
+    document = predictions.document(f"setfit/{name}", seed, task, labels, rows)
     runtime = summary.pop("train_runtime_s")
     metrics = {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,
                "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",

@@ -233,6 +233,6 @@ def test_long_inference_shows_progress(classifier_dir, tiny_model_dir, monkeypat
             return np.full((len(texts), 2), 0.5)
 
     monkeypatch.setattr(fewshot, "progress_shown", lambda: True)
-    rows = fewshot.test_rows(SetFitLike(), pd.DataFrame({"text": TEXTS, "label": ["pos", "neg", "pos", "pos"]}),
-                             LABELS)
+    _, rows = fewshot.score_setfit(SetFitLike(), pd.DataFrame({"text": TEXTS, "label": ["pos", "neg", "pos", "pos"]}),
+                                   LABELS, "pos")
     assert len(rows) == 4 and asked["show_progress_bar"] is True

@@ -13,7 +13,6 @@ import yaml
 from conftest import REPO, build_tiny_model
 from stages.core.errors import PipelineError
 from stages.core.fewshot import sample_per_class
-from stages.core.metrics import classification_metrics
 from stages.core.params import validate
 
 LABELS = ["neg", "pos"]
@@ -173,10 +172,14 @@ def _check_card(path: Path, metrics: dict) -> None:
     assert "## Provenance" in card.text and "code sha256" in card.text
 
 
-def test_offline_metric_path_uses_our_metrics(trained, monkeypatch: pytest.MonkeyPatch):
+def test_one_scoring_pass_gives_what_setfit_evaluate_and_the_rows_gave(trained, monkeypatch: pytest.MonkeyPatch):
+    """The test set is encoded once; the metrics equal SetFit's own evaluate() with our metrics function, and the
+    rows equal those of a separate predict_proba pass (what the stage did before: two passes)."""
+    import datasets
     import evaluate
 
-    from stages.core.fewshot import evaluate_setfit
+    from stages.core import predictions
+    from stages.core.fewshot import metric_fn, score_setfit
 
     def no_hub(*args, **kwargs):
         raise AssertionError("evaluate.load must not be called (it needs the network)")
@@ -184,13 +187,20 @@ def test_offline_metric_path_uses_our_metrics(trained, monkeypatch: pytest.Monke
     monkeypatch.setattr(evaluate, "load", no_hub)
     model, trainer, _ = trained
     test = pd.DataFrame({"text": POSITIVE[4:] + NEGATIVE[4:], "label": ["pos", "pos", "neg", "neg"]})
-    scores = evaluate_setfit(trainer, test, LABELS, "pos")
-    predicted = np.asarray(model.predict(test["text"].tolist(), use_labels=False))
-    expected = classification_metrics([1, 1, 0, 0], predicted, LABELS, "pos")
+    encoded = []
+    original = model.predict_proba
+    monkeypatch.setattr(model, "predict_proba", lambda texts, **kw: encoded.append(len(texts)) or original(texts, **kw))
+    scores, rows = score_setfit(model, test, LABELS, "pos")
+    assert encoded == [4]  # one pass over the 4 test texts
+    trainer.metric = metric_fn(LABELS, "pos")
+    expected = trainer.evaluate(datasets.Dataset.from_dict({"text": test["text"].tolist(), "label": [1, 1, 0, 0]}))
     assert scores == expected
     assert scores["positive_label"] == "pos" and scores["n"] == 4
+    probabilities = np.asarray(original(test["text"].tolist(), as_numpy=True))
+    assert rows == predictions.label_rows(test, [LABELS[int(i)] for i in probabilities.argmax(-1)], probabilities,
+                                          LABELS)
     with pytest.raises(PipelineError, match=r"labels \['maybe'\] are not in"):
-        evaluate_setfit(trainer, pd.DataFrame({"text": ["x"], "label": ["maybe"]}), LABELS, "pos")
+        score_setfit(model, pd.DataFrame({"text": ["x"], "label": ["maybe"]}), LABELS, "pos")
 
 
 def test_save_reload_and_predict(trained, tmp_path: Path):

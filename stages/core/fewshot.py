@@ -101,27 +101,30 @@ def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], s
     return model, trainer, summary
 
 
-def evaluate_setfit(trainer: Any, test: pd.DataFrame, labels: list[str], positive_label: str | None) -> dict:
-    """Test metrics through SetFit's own evaluate(), with our metrics function (no Hub metric script)."""
-    import datasets
+def score_setfit(model: Any, test: pd.DataFrame, labels: list[str], positive_label: str | None,
+                 batch_size: int = 32) -> tuple[dict, list[dict]]:
+    """Test metrics and the full test predictions from one pass of the model over the test texts.
 
+    SetFit's own `Trainer.evaluate` would encode the test set a second time only to predict the same labels; here
+    the predicted label is the most probable class of the probabilities the predictions file carries, so the
+    metrics are computed on exactly the rows that file holds (our metrics function: no Hub metric script)."""
     label_ids = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(test["label"].astype(str)) - set(label_ids))
     if unknown:
         raise PipelineError(f"test split: labels {unknown} are not in the task's labels {labels}")
-    test_set = datasets.Dataset.from_dict({"text": test["text"].astype(str).tolist(),
-                                           "label": [label_ids[v] for v in test["label"].astype(str)]})
-    trainer.metric = metric_fn(labels, positive_label)
-    return trainer.evaluate(test_set)
+    probabilities = test_probabilities(model, test, batch_size)
+    predicted = np.argmax(probabilities, axis=-1)
+    gold = np.asarray([label_ids[v] for v in test["label"].astype(str)])
+    scores = metric_fn(labels, positive_label)(predicted, gold)
+    rows = predictions.label_rows(test, [labels[int(i)] for i in predicted], probabilities, labels)
+    return scores, rows
 
 
-def test_rows(model: Any, test: pd.DataFrame, labels: list[str], batch_size: int = 32) -> list[dict]:
-    """The full test predictions (label and class probabilities per example) in the pipeline's document rows,
-    on the device the model is on, with a progress bar on a terminal."""
-    probabilities = np.asarray(model.predict_proba(test["text"].astype(str).tolist(), batch_size=batch_size,
-                                                   as_numpy=True, show_progress_bar=progress_shown()))
-    predicted = [labels[int(i)] for i in np.argmax(probabilities, axis=-1)]
-    return predictions.label_rows(test, predicted, probabilities, labels)
+def test_probabilities(model: Any, test: pd.DataFrame, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities for the test texts, on the device the model is on, with a progress bar on a
+    terminal."""
+    return np.asarray(model.predict_proba(test["text"].astype(str).tolist(), batch_size=batch_size,
+                                          as_numpy=True, show_progress_bar=progress_shown()))
 
 
 def load_setfit(model_dir: str | Path, device: Any = "auto") -> Any:

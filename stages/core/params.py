@@ -201,6 +201,9 @@ class TrainSettings(Section):
     # improvement of the main validation metric by more than the threshold; null: train every epoch.
     early_stopping_patience: Count | None = None
     early_stopping_threshold: Annotated[float, Field(ge=0.0)] = 0.0
+    # The Trainer's torch_compile. auto: on only when the run's optimizer steps repay the compile time on its
+    # device (stages/core/training.py: COMPILE_MIN_STEPS), so short runs and the sample data never compile.
+    torch_compile: Literal["auto", True, False] = "auto"
 
 
 # A run's (or the sweep's) overrides: the same keys and bounds, every one optional and unset by default.

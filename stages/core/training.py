@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -196,7 +197,8 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     stopper = early_stopping(settings, run_name)
     trainer = Trainer(
         model=model,
-        args=training_arguments(settings, seed, output_dir, main_metric, device),
+        args=training_arguments(settings, seed, output_dir, main_metric, device,
+                                torch_compile=compile_run(settings, len(train_set), device, run_name)),
         train_dataset=train_set,
         eval_dataset=eval_set if settings.eval_strategy != "no" else None,
         data_collator=task_type.collator(tokenizer),
@@ -301,3 +303,44 @@ def write_loss_curve(history: list[dict], target: Path, main_metric: str) -> Non
         writer = csv.DictWriter(handle, fieldnames=LOSS_COLUMNS, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows[step] for step in sorted(rows))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train.torch_compile: auto
+
+
+# Optimizer steps from which `torch_compile: auto` compiles, per device type. CPU: bench/README measured 162 s of
+# compiling for steps 1.20x faster (bench/compile_probe.py, the default model, batch 16), which pays off after about
+# 2,640 steps. GPU: NOT measured (no GPU run yet); 10,000 is a placeholder from compile times of a minute or two
+# against steps of tens of milliseconds: measure it with bench/compile_probe.py on the GPU and replace it. Device
+# types absent here (mps) never compile under auto.
+COMPILE_MIN_STEPS = {"cpu": 2640, "cuda": 10_000}
+
+
+def optimizer_steps(train_examples: int, settings: Any) -> int:
+    """The optimizer steps of a run, counted as the Trainer does: batches of the global batch size per epoch,
+    grouped by gradient accumulation (at least one update per epoch), times the epochs, rounded up."""
+    batches = math.ceil(train_examples / settings.batch_size)
+    updates = max(math.ceil(batches / settings.gradient_accumulation_steps), 1)
+    return math.ceil(settings.epochs * updates)
+
+
+def should_compile(choice: str | bool, steps: int, device_type: str) -> bool:
+    """`train.torch_compile` decided: true/false as given; auto when `steps` reach the device's threshold."""
+    if choice != "auto":
+        return bool(choice)
+    threshold = COMPILE_MIN_STEPS.get(device_type)
+    return threshold is not None and steps >= threshold
+
+
+def compile_run(settings: Any, train_examples: int, device: str, run_name: str) -> bool:
+    """Whether run `run_name` trains a compiled model, logged with the figures it was decided on."""
+    choice = settings.get("torch_compile", False)
+    steps = optimizer_steps(train_examples, settings)
+    device_type = trainer_device(device).type
+    decision = should_compile(choice, steps, device_type)
+    threshold = COMPILE_MIN_STEPS.get(device_type)
+    log.info("run %s: torch_compile=%s -> %s (%d optimizer steps; auto's threshold on %s: %s)", run_name, choice,
+             "compiled" if decision else "eager", steps, device_type,
+             "none, never compiles" if threshold is None else f"{threshold:,} steps")
+    return decision

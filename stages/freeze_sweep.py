@@ -19,9 +19,10 @@ from stages.core.atomic import write_json
 from stages.core.devices import inference_dtype, place_model, resolve_device
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import PipelineError, run_stage
+from stages.core.frozen_cache import FrozenStates, check_cacheable, point_depth
 from stages.core.modeling import count_encoder_blocks, init_dir
 from stages.core.params import check_freeze_value, load_params, merge_train
-from stages.core.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
+from stages.core.paths import FREEZE_CACHE_DIR, SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
 from stages.core.scoring import score_split
 from stages.core.stats import interval_summary
 from stages.core.task_data import load_tokenized, read_raw_split
@@ -51,11 +52,17 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     task = params.tasks[sweep.task]
     trust = params.model.trust_remote_code
     model_dir = init_dir(sweep.init)
-    check_point_fits(point, count_encoder_blocks(model_dir, trust), model_dir)
+    blocks = count_encoder_blocks(model_dir, trust)
+    check_point_fits(point, blocks, model_dir)
     tokenized, labels = load_tokenized(sweep.task)
     settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
+    # cache_frozen: the frozen part's output was stored once by stage freeze_cache (point 0 freezes nothing).
+    frozen = None
+    if sweep.cache_frozen and point_depth(point, blocks) > 0:
+        check_cacheable(settings, "freeze_sweep.train")
+        frozen = FrozenStates(FREEZE_CACHE_DIR / sweep.task / str(point))
     result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
-                   params.compute.device)
+                   params.compute.device, frozen)
     # Scored like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the
     # trained model is scored and dropped, so casting it in place costs nothing).
     device = resolve_device(params.compute.device)
@@ -72,6 +79,8 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
         "init": sweep.init,
         **{k: v for k, v in quality.items() if not k.startswith("best_validation")},
         "trainable_blocks": 0 if point == "head" else freeze.total_blocks - freeze.frozen_blocks,
+        # How the frozen blocks ran: once, from the stored states (eval mode), or at every step in train mode.
+        "frozen_states": "cached" if frozen is not None else "recomputed",
         "main_metric": main_metric,
         "test_examples": len(tokenized["test"]),
         # Scalar test scores only (the per-class tables live in the evaluate stage's metrics).

@@ -234,6 +234,9 @@ class FreezeSweep(Section):
     init: Init = "base"
     points: list[Freeze] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, "head"])  # frozen blocks, or "head"
     tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # within this of the best counts as as good as the best
+    # Train each point's top blocks from the stored output of its frozen ones (stage freeze_cache): frozen blocks
+    # then run once, in eval mode (no dropout); false: every point runs them at every step in train mode (the book).
+    cache_frozen: bool = False
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ SETFIT_MODELS_DIR = Path("models/setfit")
 RAW_DIR = Path("data/raw")
 TOKENIZED_DIR = Path("data/tokenized")
 MLM_DIR = Path("data/mlm")
+FREEZE_CACHE_DIR = Path("data/freeze_cache")  # <task>/<point>/: the freeze sweep's stored frozen states
 LABELS_FILE = "labels.json"
 SPLITS = ("train", "validation", "test")  # one Parquet file each under data/raw/<task>/
 
@@ -43,6 +44,7 @@ def timings_of(metrics_path: Path) -> Path:
 TRAIN_TIMINGS_DIR = timings_of(TRAIN_METRICS_DIR)
 SWEEP_TIMINGS_DIR = timings_of(SWEEP_METRICS_DIR)
 SETFIT_TIMINGS_DIR = timings_of(SETFIT_METRICS_DIR)
+FREEZE_CACHE_TIMINGS_DIR = TIMINGS_DIR / "freeze_cache"  # <task>.json: the one pass over the frozen blocks
 DOMAIN_ADAPT_TIMINGS = timings_of(DOMAIN_ADAPT_METRICS)
 
 # Full test predictions (DVC-cached: pushed and pulled with the models); see stages/core/predictions.py

@@ -174,9 +174,10 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
 
 
 def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, settings: dict, seed: int,
-          run_name: str, trust_remote_code: bool = False, device: str = "auto") -> TrainResult:
+          run_name: str, trust_remote_code: bool = False, device: str = "auto", frozen: Any = None) -> TrainResult:
     """Fine-tune from `init_path` on the tokenized task on `device` (params `compute.device`); returns the
-    trained model and a summary of the run."""
+    trained model and a summary of the run. `frozen` (a frozen_cache.FrozenStates: freeze_sweep.cache_frozen)
+    trains the blocks above the frozen ones from their stored output instead of running the frozen part."""
     from transformers import Trainer, set_seed
 
     set_seed(seed)
@@ -195,13 +196,17 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     resume_point = resume.prepare(output_dir, run_name, fingerprint, is_main_process())
     callbacks = [resume.checkpoint_callback(every, resume_point)] if every else []
     stopper = early_stopping(settings, run_name)
+    trained, collator, extra = model, task_type.collator(tokenizer), {}
+    if frozen is not None:
+        trained, train_set, collator, extra = frozen.training_inputs(model, freeze, train_set, collator, settings,
+                                                                     run_name)
     trainer = Trainer(
-        model=model,
-        args=training_arguments(settings, seed, output_dir, main_metric, device,
+        model=trained,
+        args=training_arguments(settings, seed, output_dir, main_metric, device, **extra,
                                 torch_compile=compile_run(settings, len(train_set), device, run_name)),
         train_dataset=train_set,
         eval_dataset=eval_set if settings.eval_strategy != "no" else None,
-        data_collator=task_type.collator(tokenizer),
+        data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task, labels),
         callbacks=callbacks + ([stopper] if stopper else []),
@@ -228,7 +233,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         **({} if resume_point is None else {"resumed_from_step": resume_point.step}),
         **({} if settings.eval_strategy == "no" else stopping_summary(trainer.state, history, settings, stopper)),
     }
-    return TrainResult(trainer.model, tokenizer, freeze, summary, history)
+    return TrainResult(trainer.model if frozen is None else model, tokenizer, freeze, summary, history)
 
 
 def stopping_summary(state: Any, history: list[dict], settings: Any, stopper: Any) -> dict:

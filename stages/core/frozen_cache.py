@@ -1,0 +1,253 @@
+"""freeze_sweep.cache_frozen: the frozen part of the sweep computed once, each point's top blocks trained from it.
+
+A point that freezes the embeddings and the first k blocks, with those in eval mode (no dropout), feeds block k+1
+the same hidden states at every epoch, and the same for every point that freezes k or more. The freeze_cache
+stage runs the embeddings and blocks once over the sweep's training examples and stores, per point, the output of
+its last frozen block (`head`: of the last block); freeze_sweep@<k> then trains blocks k+1.. and the head from
+those states. What each example keeps: its hidden states [its own length, hidden] (no padding stored, float32),
+in one memory-mapped .npy per point with the examples' offsets, so memory stays bounded by a batch; the attention
+mask is rebuilt from the lengths (all ones before padding), the labels stay in the tokenized dataset.
+
+The model itself is never cut: during each forward the embedding modules are swapped for one that returns the
+stored states and the list of blocks for its top part (`fed_from_block`), so every architecture that takes
+`inputs_embeds` runs its own mask, pooler and head code, and the trained weights are the full model's own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stages.core.errors import PipelineError
+from stages.core.modeling import embedding_modules, encoder_blocks
+
+log = logging.getLogger("pipeline.frozen_cache")
+
+STATES_FILE = "states.npy"  # float32 [tokens of all examples, hidden]
+OFFSETS_FILE = "offsets.npy"  # int64 [examples + 1]: example i is states[offsets[i]:offsets[i + 1]]
+META_FILE = "meta.json"
+ROW_COLUMN = "frozen_cache_row"  # the example's index in the stored states, carried through the Trainer
+
+
+def point_depth(point: int | str, total_blocks: int) -> int:
+    """The block whose output a point trains from: k frozen blocks -> k; `head` -> all of them."""
+    return total_blocks if point == "head" else int(point)
+
+
+def _parent_and_name(root: nn.Module, module: nn.Module) -> tuple[nn.Module, str]:
+    for name, candidate in root.named_modules():
+        if candidate is module and name:
+            parent, _, attribute = name.rpartition(".")
+            return root.get_submodule(parent), attribute
+    raise PipelineError(f"cannot find {type(module).__name__} inside {type(root).__name__}")
+
+
+class _Passthrough(nn.Module):
+    """Stands in for the embeddings: whatever they are called with, the stored hidden states come out."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        super().__init__()
+        self.states = states
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.states
+
+
+@contextmanager
+def _swapped(model: Any, blocks: list[nn.Module], states: torch.Tensor | None) -> Iterator[None]:
+    """The model with its block list replaced by `blocks` and, when `states` is given, its embedding modules by
+    a passthrough of `states` (ELECTRA's projection, a second embedding module, by an identity); restored after."""
+    base = getattr(model, "base_model", model)
+    original = encoder_blocks(model)
+    parent, attribute = _parent_and_name(base, original)
+    replaced = [(parent, attribute, original)]
+    if states is not None:
+        for i, module in enumerate(embedding_modules(model, original)):
+            owner, name = _parent_and_name(base, module)
+            replaced.append((owner, name, module))
+            setattr(owner, name, _Passthrough(states) if i == 0 else nn.Identity())
+    setattr(parent, attribute, nn.ModuleList(blocks))
+    try:
+        yield
+    finally:
+        for owner, name, module in replaced:
+            setattr(owner, name, module)
+
+
+def fed_from_block(model: Any, depth: int, states: torch.Tensor) -> Any:
+    """A context in which calling the model with `inputs_embeds=states` runs blocks depth+1.. on `states`."""
+    return _swapped(model, list(encoder_blocks(model))[depth:], states)
+
+
+# ---------------------------------------------------------------------------------------------- writing the cache
+
+
+def _model_inputs(model: Any, tokenizer: Any, rows: list[dict]) -> dict:
+    from transformers import DataCollatorWithPadding
+
+    names = [n for n in tokenizer.model_input_names if n in rows[0]]
+    return DataCollatorWithPadding(tokenizer)([{n: row[n] for n in names} for row in rows])
+
+
+def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int], tmp: Path, batch_size: int,
+                 device: Any) -> None:
+    """Store, for each point (name -> depth > 0), the output of block `depth` for every example of `dataset`,
+    in `tmp/<point>/` (`tmp`: the caller's atomic folder; points of equal depth share one file: a hard link, or
+    a copy where links fail).
+
+    One pass in eval mode without gradients over the blocks up to the deepest depth asked for, in batches of
+    similar length (little padding); each example's states are cut back to its own tokens before they are written
+    into the memory-mapped file, so memory holds one batch."""
+    blocks = list(encoder_blocks(model))
+    deepest = max(depths.values())
+    if deepest > len(blocks):
+        raise PipelineError(f"freeze_sweep.points: depth {deepest} is beyond the {len(blocks)} encoder blocks")
+    lengths = np.asarray([len(ids) for ids in dataset["input_ids"]], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    order = np.argsort(-lengths, kind="stable")
+    by_depth = {depth: [p for p, d in depths.items() if d == depth] for depth in sorted(set(depths.values()))}
+    model = model.to(device).eval()
+    files: dict[int, np.ndarray] = {}
+    with torch.no_grad(), _swapped(model, blocks[:deepest], None):
+        for start in range(0, len(order), batch_size):
+            picked = [int(i) for i in order[start:start + batch_size]]
+            inputs = {k: v.to(device) for k, v in _model_inputs(model, tokenizer, dataset.select(picked)).items()}
+            hidden = getattr(model, "base_model", model)(**inputs, output_hidden_states=True).hidden_states
+            keep = inputs["attention_mask"].bool()
+            for depth, points in by_depth.items():
+                if depth not in files:
+                    (tmp / points[0]).mkdir()
+                    files[depth] = np.lib.format.open_memmap(tmp / points[0] / STATES_FILE, mode="w+",
+                                                             dtype=np.float32,
+                                                             shape=(int(offsets[-1]), int(hidden[0].shape[-1])))
+                for b, row in enumerate(picked):
+                    files[depth][offsets[row]:offsets[row + 1]] = hidden[depth][b][keep[b]].float().cpu().numpy()
+            if (start // batch_size) % 50 == 0:
+                log.info("frozen states: %d / %d examples", start + len(picked), len(order))
+        for depth, points in by_depth.items():
+            files[depth].flush()
+            for i, point in enumerate(points):
+                folder = tmp / point
+                folder.mkdir(exist_ok=True)
+                if i:
+                    _link_or_copy(tmp / points[0] / STATES_FILE, folder / STATES_FILE)
+                np.save(folder / OFFSETS_FILE, offsets)
+                (folder / META_FILE).write_text(json.dumps(
+                    {"point": point, "depth": depth, "cached": True, "examples": len(lengths), "hidden_size": files[depth].shape[1],
+                     "dtype": "float32"}, indent=2) + "\n")
+        files.clear()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+# ---------------------------------------------------------------------------------------------- training from it
+
+
+class FrozenStates:
+    """One point's stored states (memory-mapped), and what train() needs to train its top blocks from them."""
+
+    def __init__(self, folder: Path) -> None:
+        meta_file = folder / META_FILE
+        if not meta_file.exists():
+            raise PipelineError(f"{folder}: no stored frozen states (run `dvc repro freeze_cache` first)")
+        self.folder = folder
+        self.depth = int(json.loads(meta_file.read_text())["depth"])
+        self.states = np.load(folder / STATES_FILE, mmap_mode="r")
+        self.offsets = np.load(folder / OFFSETS_FILE)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def example(self, row: int) -> np.ndarray:
+        return self.states[self.offsets[row]:self.offsets[row + 1]]
+
+    def training_inputs(self, model: Any, freeze: Any, train_set: Any, collator: Any, settings: Any,
+                        where: str) -> tuple[Any, Any, Any, dict]:
+        """The model, training set, collator and extra TrainingArguments that train the point from the states."""
+        check_cacheable(settings, where)
+        if freeze.frozen_blocks != self.depth:
+            raise PipelineError(f"{self.folder}: states after block {self.depth}, but {where} freezes "
+                                f"{freeze.frozen_blocks} blocks (run `dvc repro freeze_cache`)")
+        if len(train_set) != len(self):
+            raise PipelineError(f"{self.folder}: states for {len(self)} examples, but {where} trains on "
+                                f"{len(train_set)} (run `dvc repro freeze_cache`)")
+        accepted = set(inspect.signature(model.forward).parameters) | {"label", "label_ids"}
+        columns = [c for c in train_set.column_names if c in accepted]
+        rows = train_set.select_columns(columns).add_column(ROW_COLUMN, list(range(len(train_set))))
+        # The Trainer must hand the row index to the collator, not drop it as an unknown model input.
+        return TopBlocks(model, self.depth), rows, CachedCollator(collator, self), {"remove_unused_columns": False}
+
+
+def check_cacheable(settings: Any, where: str) -> None:
+    """Fail before training on settings the cached path cannot honour (it trains on stored training states only)."""
+    fix = "or set freeze_sweep.cache_frozen: false"
+    if settings.eval_strategy != "no":
+        raise PipelineError(f"{where}: cache_frozen stores training states only; set eval_strategy: 'no' {fix}")
+    if settings.get("checkpoint_steps"):
+        raise PipelineError(f"{where}: cache_frozen does not resume from checkpoints; set checkpoint_steps: null "
+                            f"{fix}")
+    if not settings.freeze_embeddings and settings.freeze != "head":
+        raise PipelineError(f"{where}: cache_frozen needs frozen embeddings (their output is what is stored); set "
+                            f"freeze_embeddings: true {fix}")
+    if settings.num_processes > 1:
+        raise PipelineError(f"{where}: cache_frozen is not tested with data-parallel training; set num_processes: 1 "
+                            f"{fix}")
+
+
+class CachedCollator:
+    """The task's own collator for labels and attention mask, plus each example's stored states, padded the same
+    way (zeros where the mask is 0)."""
+
+    def __init__(self, base: Any, states: FrozenStates) -> None:
+        self.base = base
+        self.states = states
+
+    def __call__(self, features: list[dict]) -> dict:
+        rows = [int(f[ROW_COLUMN]) for f in features]
+        batch = self.base([{k: v for k, v in f.items() if k != ROW_COLUMN} for f in features])
+        mask = batch["attention_mask"].bool()
+        hidden = torch.zeros((*mask.shape, self.states.states.shape[1]), dtype=torch.float32)
+        for b, row in enumerate(rows):
+            stored = torch.from_numpy(np.array(self.states.example(row)))
+            if stored.shape[0] != int(mask[b].sum()):
+                raise PipelineError(f"{self.states.folder}: example {row} has {stored.shape[0]} stored positions but "
+                                    f"{int(mask[b].sum())} tokens (run `dvc repro freeze_cache`)")
+            hidden[b, mask[b]] = stored
+        labels = {k: v for k, v in batch.items() if k not in ("input_ids", "token_type_ids", "position_ids")}
+        return {**labels, "hidden_states": hidden}
+
+
+class TopBlocks(nn.Module):
+    """The full model run from block depth+1 on stored states: the Trainer trains this, the weights it updates are
+    the model's own (the frozen part holds no trainable parameter, so the optimizer sees the same ones in the same
+    order as without the cache)."""
+
+    def __init__(self, model: Any, depth: int) -> None:
+        super().__init__()
+        self.model = model
+        self.depth = depth
+        self.config = model.config
+        # The Trainer scales the loss by the accumulation steps unless the model takes loss kwargs: as the model.
+        self.accepts_loss_kwargs = getattr(model, "accepts_loss_kwargs", any(
+            p.kind == inspect.Parameter.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values()))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, labels: Any = None,
+                **kwargs: Any) -> Any:
+        with fed_from_block(self.model, self.depth, hidden_states):
+            return self.model(inputs_embeds=hidden_states, attention_mask=attention_mask, labels=labels, **kwargs)

@@ -1,0 +1,76 @@
+"""Stage freeze_cache: the frozen part of every freeze-sweep point computed once (freeze_sweep.cache_frozen).
+
+Runs the embeddings and the encoder blocks of models/<freeze_sweep.init> once, in eval mode, over the sweep's
+training examples (data/tokenized/<task>, capped by the sweep's max_train_samples) and writes, for each point,
+data/freeze_cache/<task>/<point>/ with the output of its last frozen block (stages/core/frozen_cache.py). Each
+freeze_sweep@<k> depends on its own folder only, so adding a point reruns this stage but no other point (the
+folders of the others come out byte for byte the same). Point 0 freezes nothing: its folder holds only meta.json,
+as does every point when cache_frozen is false (the sweep then trains as the book does, frozen blocks in train
+mode with dropout on). A DVC output with `cache: false`: large, derived and cheap to rebuild, never pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from stages.core.atomic import atomic_dir, write_json
+from stages.core.devices import resolve_device
+from stages.core.errors import run_stage
+from stages.core.frozen_cache import META_FILE, check_cacheable, point_depth, write_states
+from stages.core.modeling import count_encoder_blocks, init_dir, load_tokenizer
+from stages.core.params import Params, load_params, merge_train
+from stages.core.paths import FREEZE_CACHE_DIR, FREEZE_CACHE_TIMINGS_DIR
+from stages.core.task_data import load_tokenized
+
+log = logging.getLogger("pipeline.freeze_cache")
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = load_params()
+    sweep = params.freeze_sweep
+    trust = params.model.trust_remote_code
+    model_dir = init_dir(sweep.init)
+    total = count_encoder_blocks(model_dir, trust)
+    depths = {str(p): point_depth(p, total) for p in sweep.points}
+    target = FREEZE_CACHE_DIR / sweep.task
+    stored = {p: d for p, d in depths.items() if d > 0} if sweep.cache_frozen else {}
+    started = time.perf_counter()
+    with atomic_dir(target) as tmp:
+        if stored:
+            write_point_states(params, model_dir, stored, tmp)
+        for point, depth in depths.items():
+            if point not in stored:
+                (tmp / point).mkdir()
+                (tmp / point / META_FILE).write_text(json.dumps(
+                    {"point": point, "depth": depth, "cached": False}, indent=2) + "\n")
+    # Beside the states, never inside them: a time in the folder would change its hash and rerun every point.
+    write_json(FREEZE_CACHE_TIMINGS_DIR / f"{sweep.task}.json",
+               {"runtime_s": round(time.perf_counter() - started, 3), "points_stored": list(stored)})
+    log.info("freeze_cache: %s written (%s)", target, "states for points " + ", ".join(stored) if stored else
+             "no states: " + ("cache_frozen is false" if not sweep.cache_frozen else "no point freezes a block"))
+
+
+def write_point_states(params: Params, model_dir: Path, stored: dict[str, int], tmp: Path) -> None:
+    """The stored points' states, from the sweep's training examples as train() takes them (the first
+    max_train_samples rows)."""
+    from transformers import AutoModel
+
+    sweep = params.freeze_sweep
+    trust = params.model.trust_remote_code
+    settings = merge_train(params, sweep.train)
+    check_cacheable(settings, "freeze_sweep.train")
+    tokenized, _ = load_tokenized(sweep.task)
+    train_set = tokenized["train"]
+    if settings.max_train_samples is not None and settings.max_train_samples < len(train_set):
+        train_set = train_set.select(range(settings.max_train_samples))
+    model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=trust)
+    log.info("freeze_cache: %d examples, states after blocks %s", len(train_set), sorted(set(stored.values())))
+    write_states(model, load_tokenizer(model_dir, trust), train_set, stored, tmp, settings.eval_batch_size,
+                 resolve_device(params.compute.device))
+
+
+if __name__ == "__main__":
+    run_stage(main, "freeze_cache")

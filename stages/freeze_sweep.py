@@ -5,7 +5,9 @@ task's test metrics with 95% intervals, trainable parameters), timings/freeze_sw
 samples/s: not metrics) and predictions/freeze_sweep/<k>.json (the full test predictions). Training is the fine-tune stage's own code
 path (`training.train`) with the shared `train` section plus the sweep's overrides, and scoring is the evaluate
 stage's (`score_split`). The stage lists those params but not the list of points, so changing a training param
-reruns every point while adding a point runs only the new one.
+reruns every point while adding a point runs only the new one. With `freeze_sweep.cache_frozen`, a point that
+freezes blocks trains its top blocks from the states stage freeze_cache stored for it (its folder is the point's
+own dependency), instead of running the frozen blocks at every step (stages/core/frozen_cache.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ in one memory-mapped .npy per point with the examples' offsets, so memory stays 
 mask is rebuilt from the lengths (all ones before padding), the labels stay in the tokenized dataset.
 
 The model itself is never cut: during each forward the embedding modules are swapped for one that returns the
-stored states and the list of blocks for its top part (`fed_from_block`), so every architecture that takes
+stored states and the list of blocks for its top part (`TopBlocks`), so every architecture that takes
 `inputs_embeds` runs its own mask, pooler and head code, and the trained weights are the full model's own.
 """
 
@@ -22,6 +22,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,30 +65,38 @@ class _Passthrough(nn.Module):
         return self.states
 
 
+@dataclass
+class _Slots:
+    """Where a model keeps its block list and its embedding modules: found once, swapped at every forward."""
+
+    blocks: list[nn.Module]
+    blocks_at: tuple[nn.Module, str]
+    embeddings: list[tuple[nn.Module, str, nn.Module]]
+
+
+def _slots(model: Any) -> _Slots:
+    base = getattr(model, "base_model", model)
+    blocks = encoder_blocks(model)
+    embeddings = [(*_parent_and_name(base, m), m) for m in embedding_modules(model, blocks)]
+    return _Slots(list(blocks), _parent_and_name(base, blocks), embeddings)
+
+
 @contextmanager
-def _swapped(model: Any, blocks: list[nn.Module], states: torch.Tensor | None) -> Iterator[None]:
+def _swapped(slots: _Slots, blocks: list[nn.Module], states: torch.Tensor | None) -> Iterator[None]:
     """The model with its block list replaced by `blocks` and, when `states` is given, its embedding modules by
     a passthrough of `states` (ELECTRA's projection, a second embedding module, by an identity); restored after."""
-    base = getattr(model, "base_model", model)
-    original = encoder_blocks(model)
-    parent, attribute = _parent_and_name(base, original)
-    replaced = [(parent, attribute, original)]
-    if states is not None:
-        for i, module in enumerate(embedding_modules(model, original)):
-            owner, name = _parent_and_name(base, module)
-            replaced.append((owner, name, module))
-            setattr(owner, name, _Passthrough(states) if i == 0 else nn.Identity())
-    setattr(parent, attribute, nn.ModuleList(blocks))
+    parent, attribute = slots.blocks_at
+    original = getattr(parent, attribute)
     try:
+        if states is not None:
+            for i, (owner, name, _) in enumerate(slots.embeddings):
+                setattr(owner, name, _Passthrough(states) if i == 0 else nn.Identity())
+        setattr(parent, attribute, nn.ModuleList(blocks))
         yield
     finally:
-        for owner, name, module in replaced:
+        setattr(parent, attribute, original)
+        for owner, name, module in slots.embeddings:
             setattr(owner, name, module)
-
-
-def fed_from_block(model: Any, depth: int, states: torch.Tensor) -> Any:
-    """A context in which calling the model with `inputs_embeds=states` runs blocks depth+1.. on `states`."""
-    return _swapped(model, list(encoder_blocks(model))[depth:], states)
 
 
 # ---------------------------------------------------------------------------------------------- writing the cache
@@ -119,7 +128,7 @@ def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int
     by_depth = {depth: [p for p, d in depths.items() if d == depth] for depth in sorted(set(depths.values()))}
     model = model.to(device).eval()
     files: dict[int, np.ndarray] = {}
-    with torch.no_grad(), _swapped(model, blocks[:deepest], None):
+    with torch.no_grad(), _swapped(_slots(model), blocks[:deepest], None):
         for start in range(0, len(order), batch_size):
             picked = [int(i) for i in order[start:start + batch_size]]
             inputs = {k: v.to(device) for k, v in _model_inputs(model, tokenizer, dataset.select(picked)).items()}
@@ -242,6 +251,7 @@ class TopBlocks(nn.Module):
         super().__init__()
         self.model = model
         self.depth = depth
+        self.slots = _slots(model)
         self.config = model.config
         # The Trainer scales the loss by the accumulation steps unless the model takes loss kwargs: as the model.
         self.accepts_loss_kwargs = getattr(model, "accepts_loss_kwargs", any(
@@ -249,5 +259,6 @@ class TopBlocks(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, labels: Any = None,
                 **kwargs: Any) -> Any:
-        with fed_from_block(self.model, self.depth, hidden_states):
+        # The model called with inputs_embeds=states, its embeddings a passthrough of them: the top blocks run.
+        with _swapped(self.slots, self.slots.blocks[self.depth:], hidden_states):
             return self.model(inputs_embeds=hidden_states, attention_mask=attention_mask, labels=labels, **kwargs)

@@ -206,3 +206,38 @@ def test_stages_store_per_point_and_train_from_it(repo, monkeypatch):
     Path("params.yaml").write_text(yaml.safe_dump(params))
     freeze_cache.main([])
     assert all(sorted(p.name for p in folder.iterdir()) == [META_FILE] for folder in root.iterdir())
+
+
+def _sweep_params(points):
+    def edit(params):
+        params["freeze_sweep"].update(points=points, cache_frozen=True, train={
+            "epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "eval_strategy": "no", "max_train_samples": 16})
+    return edit
+
+
+def test_dvc_adding_a_point_reruns_the_cache_but_no_other_point_and_a_clone_pulls_it(tmp_path, tiny_model_dir):
+    """Each freeze_sweep@<k> depends on its own folder of the cache: a new point reruns freeze_cache, whose other
+    folders come out the same, so DVC reruns only the new point; pushed and pulled, a clone has nothing to rerun."""
+    from conftest import make_dvc_repo, run_command
+
+    repo = make_dvc_repo(tmp_path / "repo", tiny_model_dir, _sweep_params([0, 1, "head"]))
+    ran = lambda result: {line.split("'")[1] for line in result.stdout.splitlines()  # noqa: E731
+                          if line.startswith("Running stage")}
+    first = ran(run_command(repo, "dvc", "repro", "freeze_sweep@1"))
+    assert {"freeze_cache", "freeze_sweep@1"} <= first and "freeze_sweep@head" not in first
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["freeze_sweep"]["points"] = [0, 1, 2, "head"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(run_command(repo, "dvc", "repro", "freeze_sweep@1", "freeze_sweep@2")) == {"freeze_cache",
+                                                                                         "freeze_sweep@2"}
+    remote = tmp_path / "remote"
+    run_command(repo, "dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote))
+    run_command(repo, "git", "add", "-A")
+    run_command(repo, "git", "commit", "-qm", "results")
+    run_command(repo, "dvc", "push")
+    clone = tmp_path / "clone"
+    run_command(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    run_command(clone, "dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote))
+    run_command(clone, "dvc", "pull", "--with-deps", "freeze_sweep@2")
+    assert (clone / "data" / "freeze_cache" / "sentiment" / "2" / STATES_FILE).exists()
+    assert not ran(run_command(clone, "dvc", "repro", "freeze_sweep@2"))

@@ -102,13 +102,6 @@ def _swapped(slots: _Slots, blocks: list[nn.Module], states: torch.Tensor | None
 # ---------------------------------------------------------------------------------------------- writing the cache
 
 
-def _model_inputs(model: Any, tokenizer: Any, rows: list[dict]) -> dict:
-    from transformers import DataCollatorWithPadding
-
-    names = [n for n in tokenizer.model_input_names if n in rows[0]]
-    return DataCollatorWithPadding(tokenizer)([{n: row[n] for n in names} for row in rows])
-
-
 def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int], tmp: Path, batch_size: int,
                  device: Any) -> None:
     """Store, for each point (name -> depth > 0), the output of block `depth` for every example of `dataset`,
@@ -118,6 +111,8 @@ def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int
     One pass in eval mode without gradients over the blocks up to the deepest depth asked for, in batches of
     similar length (little padding); each example's states are cut back to its own tokens before they are written
     into the memory-mapped file, so memory holds one batch."""
+    from transformers import DataCollatorWithPadding
+
     blocks = list(encoder_blocks(model))
     deepest = max(depths.values())
     if deepest > len(blocks):
@@ -127,11 +122,13 @@ def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int
     order = np.argsort(-lengths, kind="stable")
     by_depth = {depth: [p for p, d in depths.items() if d == depth] for depth in sorted(set(depths.values()))}
     model = model.to(device).eval()
+    pad = DataCollatorWithPadding(tokenizer)
+    names = [n for n in tokenizer.model_input_names if n in dataset.column_names]
     files: dict[int, np.ndarray] = {}
     with torch.no_grad(), _swapped(_slots(model), blocks[:deepest], None):
         for start in range(0, len(order), batch_size):
             picked = [int(i) for i in order[start:start + batch_size]]
-            inputs = {k: v.to(device) for k, v in _model_inputs(model, tokenizer, dataset.select(picked)).items()}
+            inputs = {k: v.to(device) for k, v in pad(dataset.select(picked).select_columns(names).to_list()).items()}
             hidden = getattr(model, "base_model", model)(**inputs, output_hidden_states=True).hidden_states
             keep = inputs["attention_mask"].bool()
             for depth, points in by_depth.items():
@@ -144,18 +141,18 @@ def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int
                     files[depth][offsets[row]:offsets[row + 1]] = hidden[depth][b][keep[b]].float().cpu().numpy()
             if (start // batch_size) % 50 == 0:
                 log.info("frozen states: %d / %d examples", start + len(picked), len(order))
-        for depth, points in by_depth.items():
-            files[depth].flush()
-            for i, point in enumerate(points):
-                folder = tmp / point
-                folder.mkdir(exist_ok=True)
-                if i:
-                    _link_or_copy(tmp / points[0] / STATES_FILE, folder / STATES_FILE)
-                np.save(folder / OFFSETS_FILE, offsets)
-                (folder / META_FILE).write_text(json.dumps(
-                    {"point": point, "depth": depth, "cached": True, "examples": len(lengths), "hidden_size": files[depth].shape[1],
-                     "dtype": "float32"}, indent=2) + "\n")
-        files.clear()
+    for depth, points in by_depth.items():
+        files[depth].flush()
+        for i, point in enumerate(points):
+            folder = tmp / point
+            folder.mkdir(exist_ok=True)
+            if i:
+                _link_or_copy(tmp / points[0] / STATES_FILE, folder / STATES_FILE)
+            np.save(folder / OFFSETS_FILE, offsets)
+            meta = {"point": point, "depth": depth, "cached": True, "examples": len(lengths),
+                    "hidden_size": files[depth].shape[1], "dtype": "float32"}
+            (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    files.clear()
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -29,7 +29,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from stages.core.atomic import write_json
+from stages.core.atomic import write_metrics
 from stages.core.comparison import (
     CORRECTION,
     compare,
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         print(family_line(name, family))
     print(summary_line(records))
     if args.json:
-        write_json(args.json, {"resamples": resamples, "confidence": confidence, "correction": CORRECTION,
+        write_metrics(args.json, {"resamples": resamples, "confidence": confidence, "correction": CORRECTION,
                                "families": summaries, "comparisons": records})
         log.info("wrote %s", args.json)
     worse = [key for key, record in records.items() if main_verdict(record) == "worse"]

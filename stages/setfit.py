@@ -21,7 +21,7 @@ import logging
 import os
 
 from stages.core import predictions
-from stages.core.atomic import atomic_dir, write_json
+from stages.core.atomic import atomic_dir, write_json, write_metrics
 from stages.core.errors import PipelineError, run_stage
 from stages.core.fewshot import evaluate_setfit, sample_per_class, test_rows, train_setfit
 from stages.core.model_card import CARD_FILE, append_sections, setfit_card_data
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         append_sections(tmp / CARD_FILE, name, metrics, (SETFIT_METRICS_DIR / f"{name}.json").as_posix())
     write_json(SETFIT_PREDICTIONS_DIR / f"{name}.json", document)
     write_json(SETFIT_TIMINGS_DIR / f"{name}.json", {"train_runtime_s": runtime})
-    write_json(SETFIT_METRICS_DIR / f"{name}.json", metrics)
+    write_metrics(SETFIT_METRICS_DIR / f"{name}.json", metrics)
     log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
              scores["accuracy"], len(splits["test"]), runtime)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stages.core.atomic import round_metrics
 from stages.core.errors import PipelineError
 from stages.core.params import run_seeds
 from stages.core.paths import (
@@ -317,16 +318,8 @@ def main_verdict(record: dict) -> str | None:
 
 
 def rounded(value: Any) -> Any:
-    """Floats at 6 decimals (numpy scalars included), so compare.json diffs show real changes only."""
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [rounded(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        value = value.item()
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
+    """Floats as the metrics files store them (atomic.round_metrics), so the printed tables match compare.json."""
+    return round_metrics(value)
 
 
 def workspace_sides(pairs: list[tuple[Subject, Subject]]) -> list[tuple[Side, Side]]:

@@ -19,7 +19,11 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def tiny_outputs(tiny_model_dir):
     """Logits of a tiny randomly initialised classifier and token tagger on a real tokenized batch."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
@@ -92,7 +96,7 @@ def toy_split(tokenizer, majority: int, minority: int, rng: np.random.Generator)
     """Class 0 texts of filler words; class 1 texts carry the marker word 'zebra' among the same filler."""
     import datasets
 
-    filler = "the a report film day night story city road table window garden".split()
+    filler = ["the", "a", "report", "film", "day", "night", "story", "city", "road", "table", "window", "garden"]
     texts, labels = [], []
     for label, count in ((0, majority), (1, minority)):
         for _ in range(count):

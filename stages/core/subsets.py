@@ -12,17 +12,15 @@ from typing import Any
 
 import numpy as np
 
-NO_STRATUM = None
+STRATIFIED = ("single_label", "multi_label")  # the task types with a class per example
 
 
-def strata(labels: list, task_type: str) -> np.ndarray | None:
-    """One stratum id per example, from the tokenized `labels` column, or None when the type has none."""
+def strata(labels: list, task_type: str) -> np.ndarray:
+    """One stratum id per example of a STRATIFIED type, from the tokenized `labels` column."""
     if task_type == "single_label":
         return np.asarray(labels, dtype=np.int64)
-    if task_type == "multi_label":
-        hot = np.asarray(labels, dtype=float) > 0.5
-        return np.where(hot.any(axis=1), hot.argmax(axis=1), -1)
-    return NO_STRATUM
+    hot = np.asarray(labels, dtype=float) > 0.5
+    return np.where(hot.any(axis=1), hot.argmax(axis=1), -1)
 
 
 def allocate(counts: np.ndarray, n: int) -> np.ndarray:
@@ -56,5 +54,5 @@ def subset(dataset: Any, limit: int | None, task_type: str, seed: int) -> Any:
     """The whole `dataset` when `limit` is None or not smaller, else a seeded stratified sample of `limit` rows."""
     if limit is None or limit >= len(dataset):
         return dataset
-    stratum = strata(dataset["labels"], task_type)
+    stratum = strata(dataset["labels"], task_type) if task_type in STRATIFIED else None
     return dataset.select(sample_indices(len(dataset), limit, seed, stratum))

@@ -195,7 +195,8 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     callbacks = [resume.checkpoint_callback(every, resume_point)] if every else []
     stopper = early_stopping(settings, run_name)
     spec = settings.get("class_weights")
-    weights = resolve_class_weights(spec, task.type, labels, train_set["labels"], f"{run_name}.train")
+    weights = None if spec is None else resolve_class_weights(spec, task.type, labels, train_set["labels"],
+                                                              f"{run_name}.train")
     trainer = Trainer(
         model=model,
         args=training_arguments(settings, seed, output_dir, main_metric, device),

@@ -137,3 +137,19 @@ def test_auto_weights_raise_minority_recall_on_a_90_10_toy_set(tiny_model_dir):
     assert "class_weights" not in summaries[None]
     assert summaries["auto"]["class_weights"]["weights"] == pytest.approx({"neg": 0.2, "pos": 1.8})
     assert summaries["auto"]["class_weights"]["mode"] == "auto"
+
+
+def test_the_model_card_lists_the_weights_used():
+    from stages.core.model_card import finetune_card
+    from stages.core.params import TrainSettings, load_params
+
+    params = load_params()
+    summary = {"train_samples": 100, "train_loss": 0.5, "trainable_params": 10, "total_params": 20,
+               "kept_step": 7, "best_step": 7, "best_epoch": 1.0}
+    weighted = {**summary, "class_weights": {"mode": "auto", "kind": "weight per class",
+                                             "weights": {"neg": 0.2, "pos": 1.8}}}
+    args = ("sentiment", "sentiment", params.tasks["sentiment"], ["neg", "pos"], params,
+            TrainSettings(class_weights="auto"), 42)
+    card = str(finetune_card(*args, weighted, {}, "base", "f1"))
+    assert "| class weights in the loss (auto, weight per class) | neg 0.2, pos 1.8 |" in card
+    assert "class weights" not in str(finetune_card(*args, summary, {}, "base", "f1"))

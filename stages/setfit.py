@@ -21,7 +21,7 @@ import logging
 import os
 
 from stages.core import predictions
-from stages.core.atomic import atomic_dir, write_json, write_metrics
+from stages.core.atomic import atomic_dir, round_metrics, write_json, write_metrics
 from stages.core.errors import PipelineError, run_stage
 from stages.core.fewshot import evaluate_setfit, sample_per_class, test_rows, train_setfit
 from stages.core.model_card import CARD_FILE, append_sections, setfit_card_data
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     model, trainer, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
                                            settings.max_length or task.max_length,
                                            params.model.trust_remote_code, params.compute.device)
-    scores = evaluate_setfit(trainer, splits["test"], labels, task.positive_label)
+    # As the metrics file stores them (write_metrics), so the card's model-index shows the same numbers.
+    scores = round_metrics(evaluate_setfit(trainer, splits["test"], labels, task.positive_label))
     document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
     runtime = summary.pop("train_runtime_s")
     metrics = {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,

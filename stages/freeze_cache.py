@@ -24,6 +24,7 @@ from stages.core.frozen_cache import META_FILE, check_cacheable, point_depth, wr
 from stages.core.modeling import count_encoder_blocks, init_dir, load_tokenizer
 from stages.core.params import Params, load_params, merge_train
 from stages.core.paths import FREEZE_CACHE_DIR, FREEZE_CACHE_TIMINGS_DIR
+from stages.core.subsets import subset
 from stages.core.task_data import load_tokenized
 
 log = logging.getLogger("pipeline.freeze_cache")
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_point_states(params: Params, model_dir: Path, stored: dict[str, int], tmp: Path) -> None:
-    """The stored points' states, from the sweep's training examples as train() takes them (the first
-    max_train_samples rows)."""
+    """The stored points' states, from the sweep's training examples as train() takes them (its seeded,
+    stratified subset when max_train_samples is set)."""
     from transformers import AutoModel
 
     sweep = params.freeze_sweep
@@ -64,9 +65,7 @@ def write_point_states(params: Params, model_dir: Path, stored: dict[str, int], 
     settings = merge_train(params, sweep.train)
     check_cacheable(settings, "freeze_sweep.train")
     tokenized, _ = load_tokenized(sweep.task)
-    train_set = tokenized["train"]
-    if settings.max_train_samples is not None and settings.max_train_samples < len(train_set):
-        train_set = train_set.select(range(settings.max_train_samples))
+    train_set = subset(tokenized["train"], settings.max_train_samples, params.tasks[sweep.task].type, params.seed)
     model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=trust)
     log.info("freeze_cache: %d examples, states after blocks %s", len(train_set), sorted(set(stored.values())))
     write_states(model, load_tokenizer(model_dir, trust), train_set, stored, tmp, settings.eval_batch_size,

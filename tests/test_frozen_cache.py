@@ -85,13 +85,21 @@ def _store(task_name: str, point, depth: int, folder: Path) -> FrozenStates:
     from transformers import AutoModel
 
     from stages.core.modeling import load_tokenizer
-    from stages.core.task_data import load_tokenized
 
-    tokenized, _ = load_tokenized(task_name)
-    rows = tokenized["train"].select(range(SETTINGS["max_train_samples"]))
+    rows = _train_rows(task_name)
     write_states(AutoModel.from_pretrained("models/base"), load_tokenizer("models/base"), rows, {str(point): depth},
                  folder, 16, torch.device("cpu"))
     return FrozenStates(folder / str(point))
+
+
+def _train_rows(task_name: str):
+    """The training examples train() takes: its seeded, stratified subset of max_train_samples (seed 7, as _run)."""
+    from stages.core.params import load_params
+    from stages.core.subsets import subset
+    from stages.core.task_data import load_tokenized
+
+    task_type = load_params().tasks[task_name].type
+    return subset(load_tokenized(task_name)[0]["train"], SETTINGS["max_train_samples"], task_type, 7)
 
 
 def _logits(model, task_name: str) -> torch.Tensor:
@@ -149,11 +157,10 @@ def test_the_books_loop_keeps_dropout_in_the_frozen_blocks(repo, tmp_path, monke
 
 
 def test_stored_states_are_each_examples_own_tokens(repo, tmp_path, monkeypatch):
-    from stages.core.task_data import load_tokenized
 
     monkeypatch.chdir(repo)
     states = _store("sentiment", 2, 2, tmp_path)
-    rows = load_tokenized("sentiment")[0]["train"].select(range(SETTINGS["max_train_samples"]))
+    rows = _train_rows("sentiment")
     lengths = [len(ids) for ids in rows["input_ids"]]
     assert len(states) == 40 and [len(states.example(i)) for i in range(40)] == lengths
     assert states.states.shape == (sum(lengths), 32) and isinstance(states.states, np.memmap)
@@ -175,6 +182,10 @@ def test_cached_path_refuses_what_it_cannot_honour(repo, tmp_path, monkeypatch):
         with pytest.raises(PipelineError, match=message):
             training.train(params.tasks["sentiment"], tokenized, labels, Path("models/base"), settings, 7, "r",
                            device="cpu", frozen=states)
+    settings = TrainSettings(**SETTINGS, freeze=2)  # another seed: another 40-example subset
+    with pytest.raises(PipelineError, match="the stored states are not those of r's training examples"):
+        training.train(params.tasks["sentiment"], tokenized, labels, Path("models/base"), settings, 8, "r",
+                       device="cpu", frozen=states)
     with pytest.raises(PipelineError, match=r"no stored frozen states \(run `dvc repro freeze_cache` first\)"):
         FrozenStates(tmp_path / "nope")
 

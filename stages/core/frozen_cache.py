@@ -193,6 +193,9 @@ class FrozenStates:
         if len(train_set) != len(self):
             raise PipelineError(f"{self.folder}: states for {len(self)} examples, but {where} trains on "
                                 f"{len(train_set)} (run `dvc repro freeze_cache`)")
+        if not np.array_equal(np.diff(self.offsets), [len(ids) for ids in train_set["input_ids"]]):
+            raise PipelineError(f"{self.folder}: the stored states are not those of {where}'s training examples "
+                                "(their lengths differ; run `dvc repro freeze_cache`)")
         accepted = set(inspect.signature(model.forward).parameters) | {"label", "label_ids"}
         columns = [c for c in train_set.column_names if c in accepted]
         rows = train_set.select_columns(columns).add_column(ROW_COLUMN, list(range(len(train_set))))

@@ -204,6 +204,10 @@ class TrainSettings(Section):
     # The Trainer's torch_compile. auto: on only when the run's optimizer steps repay the compile time on its
     # device (stages/core/training.py: COMPILE_MIN_STEPS), so short runs and the sample data never compile.
     torch_compile: Literal["auto", True, False] = "auto"
+    # Loss weights for imbalanced classes (stages/core/class_weights.py): null | auto | {label: weight}.
+    class_weights: Literal["auto"] | dict[str, Positive] | None = None
+    # Loggers the Trainer reports to: none, or tensorboard, dvclive, wandb, mlflow (installed by you), or a list.
+    report_to: str | list[str] = "none"
 
 
 # A run's (or the sweep's) overrides: the same keys and bounds, every one optional and unset by default.

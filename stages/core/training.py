@@ -23,6 +23,7 @@ from typing import Any
 
 from stages.core import resume
 from stages.core.atomic import atomic_file, write_json
+from stages.core.attention import load_with_attention
 from stages.core.devices import resolve_device
 from stages.core.distributed import is_main_process, world_size
 from stages.core.errors import PipelineError
@@ -50,9 +51,12 @@ class TrainResult:
     log_history: list[dict]
 
 
-def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False) -> Any:
-    """Load the encoder from `init_path` with a freshly initialised head for the task."""
-    return get_task_type(task.type).build_model(init_path, labels, trust_remote_code)
+def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False,
+                attention: str = "auto", device: Any = "auto") -> Any:
+    """Load the encoder from `init_path` with a freshly initialised head for the task, with the attention
+    implementation `attention` (model.attn_implementation) for `device` (compute.device)."""
+    return load_with_attention(get_task_type(task.type).build_model, attention, device, init_path, labels,
+                               trust_remote_code)
 
 
 def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
@@ -173,7 +177,8 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
 
 
 def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, settings: dict, seed: int,
-          run_name: str, trust_remote_code: bool = False, device: str = "auto") -> TrainResult:
+          run_name: str, trust_remote_code: bool = False, device: str = "auto",
+          attention: str = "auto") -> TrainResult:
     """Fine-tune from `init_path` on the tokenized task on `device` (params `compute.device`); returns the
     trained model and a summary of the run."""
     from transformers import Trainer, set_seed
@@ -181,7 +186,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     set_seed(seed)
     task_type = get_task_type(task.type)
     tokenizer = load_tokenizer(init_path, trust_remote_code)
-    model = build_model(init_path, task, labels, trust_remote_code)
+    model = build_model(init_path, task, labels, trust_remote_code, attention, device)
     freeze = freeze_model(model, settings.freeze, settings.freeze_embeddings)
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
     train_set = _subset(tokenized["train"], settings.max_train_samples).remove_columns(drop)

@@ -18,7 +18,7 @@ from typing import Any
 
 from stages.core.atomic import atomic_dir, write_json
 from stages.core.attention import load_with_attention
-from stages.core.devices import place_model, resolve_device
+from stages.core.devices import peak_memory, place_model, reset_peak_memory, resolve_device
 from stages.core.distributed import is_main_process, process_rank, relaunch_if_parallel, world_size
 from stages.core.errors import PipelineError, run_stage
 from stages.core.labels import IGNORE_INDEX
@@ -184,6 +184,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
     log.info("MLM training: %d blocks of %d tokens, %s masking p=%s, %s epochs, lr %s", len(blocks["train"]),
              len(blocks["train"][0]["input_ids"]), mlm.masking, mlm.mlm_probability, mlm.epochs,
              mlm.learning_rate)
+    reset_peak_memory(trainer.args.device)
     output = trainer.train()
     if not main_process:
         return None
@@ -211,6 +212,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
         "train_loss": round(float(output.training_loss), 6),
         "train_runtime_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
+        **peak_memory(trainer.args.device),
     }
     probes = {"mask_token": tokenizer.mask_token, "mlm_head_initialised": bool(new_keys), "top_k": mlm.top_k,
               "probes": [{"sentence": s, "before": b, "after": a}

@@ -24,7 +24,7 @@ from typing import Any
 from stages.core import resume
 from stages.core.atomic import atomic_file, write_json
 from stages.core.attention import load_with_attention
-from stages.core.devices import resolve_device
+from stages.core.devices import PEAK_MEMORY_KEY, peak_memory, reset_peak_memory, resolve_device
 from stages.core.distributed import is_main_process, world_size
 from stages.core.errors import PipelineError
 from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer
@@ -34,7 +34,7 @@ from stages.core.task_types import get_task_type
 log = logging.getLogger("pipeline.training")
 
 # Figures that change from one run to the next on the same params: kept out of the files `dvc metrics diff` reads.
-TIMING_KEYS = ("train_runtime_s", "train_samples_per_second")
+TIMING_KEYS = ("train_runtime_s", "train_samples_per_second", PEAK_MEMORY_KEY)
 # plots/loss/<run>.csv: one row per logged step. A fixed column name for the main metric (named in `main_metric`)
 # lets one `dvc plots` definition draw every run, whatever its task's metric.
 LOSS_COLUMNS = ("step", "epoch", "loss", "eval_loss", "eval_main_metric", "main_metric")
@@ -213,6 +213,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         callback.trainer = trainer
     log.info("run %s: %d train / %d validation examples, %s epochs, threads=%s", run_name, len(train_set),
              len(eval_set), settings.epochs, os.environ.get("OMP_NUM_THREADS", "default"))
+    reset_peak_memory(trainer.args.device)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=None if resume_point is None else str(resume_point.path))
     wall = time.perf_counter() - started
@@ -225,6 +226,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         "epochs": settings.epochs,
         "train_runtime_s": round(float(output.metrics.get("train_runtime", wall)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
+        **peak_memory(trainer.args.device),
         "train_loss": resume.full_train_loss(trainer, output, resume_point is not None),
         f"best_validation_{main_metric}": None if best is None else float(best),
         **freeze.as_dict(),

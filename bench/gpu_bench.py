@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,62 +209,69 @@ def run_in_process(repo: Path, name: str, module: str, args: list[str], log_dir:
     return _finish(row, wall, log)
 
 
-def bench_stages(workdir: Path, model_dir: Path, patterns: list[str], max_train: int | None) -> list[dict]:
+def bench_stages(workdir: Path, model_dir: Path, patterns: list[str], max_train: int | None, rows: list[dict],
+                 save: Callable[[], None]) -> None:
+    """The default profile's stages matching `patterns`, a row each appended to `rows` (saved after each)."""
     repo = make_repo(workdir / "default", model_dir)
     if max_train:
-        overlay(repo, {"train": {"max_train_samples": max_train}})
-    rows = []
+        overlay(repo, {"train": {"max_train_samples": max_train, "max_eval_samples": max_train}})
     for name, argv in expand_stages(repo / "dvc.yaml", read_params(repo)):
         if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.split("@")[0], p) for p in patterns):
             rows.append(run_stage(repo, name, argv, workdir))
+            save()
             if rows[-1]["exit"] != 0:
                 break  # later stages read this one's outputs
-    return rows
 
 
 # -------------------------------------------------------------------------------------------------------- recipes
 
 
 def bench_recipe(workdir: Path, model_dir: Path, recipe: str, data: Path, variants: list[tuple[str, str]],
-                 on_gpu: bool, max_train: int | None) -> list[dict]:
+                 on_gpu: bool, max_train: int | None, rows: list[dict], save: Callable[[], None]) -> None:
+    """One recipe: its data read and tokenized once, then a row per (precision, attention) appended to `rows`."""
     from stages.cli.profiles import apply_profile
 
     profile, run = RECIPES[recipe]
     repo = make_repo(workdir / recipe, model_dir)
     apply_profile(REPO / "bench" / "profiles" / profile, repo / "params.yaml", {"shared": str(data)})
-    if max_train:
-        overlay(repo, {"finetune": {run: {"train": {"max_train_samples": max_train}}}})
+    if max_train:  # validation capped too: with few training examples it would dominate the run's time
+        overlay(repo, {"finetune": {run: {"train": {"max_train_samples": max_train, "max_eval_samples": max_train}}}})
     task = read_params(repo)["finetune"][run]["task"]
-    for name, module, args in (("download_model", "stages.download_model", []),
-                               (f"download@{task}", "stages.download", [task]),
-                               (f"tokenize@{task}", "stages.tokenize", [task])):
-        if run_in_process(repo, f"{recipe}: {name}", module, args, workdir)["exit"] != 0:
-            return [{"recipe": recipe, "status": f"failed: {name}"}]
-    rows = []
+    commands = dict(expand_stages(repo / "dvc.yaml", read_params(repo)))
+    logs = workdir / f"logs-{recipe}"
+    logs.mkdir(exist_ok=True)
+    # Fresh processes, as in the default profile: tokenize's worker processes are never forked from one that
+    # holds a CUDA context.
+    for name in ("download_model", f"download@{task}", f"tokenize@{task}"):
+        if run_stage(repo, name, commands[name], logs)["exit"] != 0:
+            rows.append({"recipe": recipe, "status": f"failed: {name} (logs in {logs})"})
+            return save()
     for precision, attention in variants:
         row: dict[str, Any] = {"recipe": recipe, "precision": precision, "attention": attention}
         rows.append(row)
         if precision != "fp32" and not on_gpu:
             row["status"] = NEEDS_GPU
             print(f"  {recipe} {precision} {attention}: {NEEDS_GPU}", flush=True)
+            save()
             continue
         overlay(repo, {"model": {"attn_implementation": attention},
                        "finetune": {run: {"train": {"mixed_precision": PRECISIONS[precision]}}}})
         label = f"{recipe}-{precision}-{attention}"
-        trained = run_in_process(repo, f"{label}: finetune@{run}", "stages.finetune", [run], workdir)
+        trained = run_in_process(repo, f"{label}: finetune@{run}", "stages.finetune", [run], logs)
         scored = trained["exit"] == 0 and run_in_process(repo, f"{label}: evaluate@{run}", "stages.evaluate", [run],
-                                                         workdir)
+                                                         logs)
         if not scored or scored["exit"] != 0:
-            row["status"] = f"failed: {label} (logs in {workdir})"
+            row["status"] = f"failed: {label} (logs in {logs})"
+            save()
             continue
         metrics = json.loads((repo / "metrics" / f"{run}.json").read_text())
         main = metrics["main_metric"]
         interval = metrics.get("intervals", {}).get(main, {})
         row.update(status="ok", train_wall_s=trained["wall_s"], samples_per_s=trained["samples_per_s"],
-                   peak_gpu_mib=trained["peak_gpu_mib"], eval_wall_s=scored["wall_s"], test_metric=main, test_score=round(float(metrics[main]), 4),
-                   test_low=interval.get("low"), test_high=interval.get("high"), test_examples=metrics.get("n",
-                   metrics.get("test_examples")))
-    return rows
+                   peak_gpu_mib=trained["peak_gpu_mib"], eval_wall_s=scored["wall_s"], test_metric=main,
+                   test_score=round(float(metrics[main]), 4), test_low=interval.get("low"),
+                   test_high=interval.get("high"), test_examples=metrics.get("test_examples"))
+        save()
 
 
 # ------------------------------------------------------------------------------------------------------ reporting
@@ -325,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="build the model from --model's config with random weights (timings only)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
                         help="folder holding rt-polarity/ and conll2003/ (default ../shared/data)")
-    parser.add_argument("--max-train", type=int, help="train on at most N examples per run (a quick run)")
+    parser.add_argument("--max-train", type=int, help="train (and validate) on at most N examples per run: a quick "
+                                                        "run; the test split stays whole")
     parser.add_argument("--only", choices=("stages", "recipes"), help="run one part only")
     parser.add_argument("--stages", default="*", help="comma-separated stage names or patterns (download_model,"
                                                       "*@sentiment, finetune): the default profile's stages to run")
@@ -337,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the working copies here (default: a removed temp dir)")
     args = parser.parse_args(argv)
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the in-process stages' load reports would break the progress lines
     env = environment()
     print(f"device: {env['device']}; torch {env['torch']}, transformers {env['transformers']}, "
           f"python {env['python']}", flush=True)
@@ -351,26 +363,32 @@ def main(argv: list[str] | None = None) -> int:
                               "weights": "random" if args.random_weights else "pretrained", "stages": [],
                               "recipes": []}
     started = time.perf_counter()
+
+    def save() -> None:
+        """Every figure so far to --out: a run cut short by a time limit still leaves what it measured."""
+        report["total_wall_s"] = round(time.perf_counter() - started, 1)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+            args.out.with_suffix(".md").write_text(markdown(report))
+
     try:
-        if args.only in (None, "stages"):
-            print("== default profile, stage by stage", flush=True)
-            report["stages"] = bench_stages(workdir, model_dir, args.stages.split(","), args.max_train)
+        # The recipes first: their precision and attention figures are what a GPU run is for; the default
+        # profile's stages train on sample data, where process start and CUDA initialisation dominate.
         if args.only in (None, "recipes"):
             variants = [(p, a) for a in args.attentions for p in args.precisions]
             for recipe in args.recipes:
                 print(f"== recipe {recipe}: {RECIPES[recipe][0]}", flush=True)
-                report["recipes"] += bench_recipe(workdir, model_dir, recipe, args.data.resolve(), variants,
-                                                  env["cuda"], args.max_train)
+                bench_recipe(workdir, model_dir, recipe, args.data.resolve(), variants, env["cuda"], args.max_train,
+                             report["recipes"], save)
+        if args.only in (None, "stages"):
+            print("== default profile, stage by stage", flush=True)
+            bench_stages(workdir, model_dir, args.stages.split(","), args.max_train, report["stages"], save)
     finally:
+        save()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    report["total_wall_s"] = round(time.perf_counter() - started, 1)
-    table = markdown(report)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(table)
+    print(markdown(report))
     failed = [r for r in report["stages"] if r["exit"] != 0] + \
              [r for r in report["recipes"] if str(r.get("status", "")).startswith("failed")]
     return 1 if failed else 0

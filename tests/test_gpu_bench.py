@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_gpu_bench_runs_on_cpu_and_reports_finite_figures(tmp_path):
     model = build_tiny_model(tmp_path / "tiny")
     data = write_tiny_data(tmp_path / "data")
     out = tmp_path / "bench.json"
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU only
     result = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_bench.py"), "--model", str(model),
                              "--random-weights", "--data", str(data), "--max-train", "16", "--stages", STAGES,
                              "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)

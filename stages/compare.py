@@ -13,6 +13,12 @@ each SetFit N against the task's first fine-tune run, each freeze-sweep point ag
 revision's predictions are read through DVC (`DVCFileSystem`: its cache, or streamed from the revision's remote),
 so a fresh clone needs no checkout of the old commit. `--json` writes the results keyed "<b> vs <a>", the form
 `dvc metrics diff` reads (stage `compare` writes metrics/compare.json).
+
+Many comparisons at alpha = 0.05 each would give about one false verdict in twenty, so they are judged in families
+(the sweep's points, one task's SetFit sizes, one task's runs, one --rev comparison, one --pair) with Holm's
+correction on each comparison's main metric: the uncorrected p-value stays beside the corrected one, the other
+metrics show their difference and interval without a verdict, and each family says the smallest difference its
+test set could detect at 80% power.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from stages.core.atomic import write_json
+from stages.core.atomic import write_metrics
 from stages.core.comparison import (
+    CORRECTION,
     compare,
     find_subject,
+    judge_families,
     main_verdict,
+    pair_family,
     revision_sides,
     rounded,
     workspace_pairs,
@@ -42,22 +51,32 @@ log = logging.getLogger("pipeline.compare")
 def format_table(key: str, record: dict, confidence: float) -> str:
     """A fixed-width table of one comparison: metric, a, b, difference, interval, p-value, verdict."""
     task = f"task {record['task']}, " if "task" in record else ""
+    family = f"; family {record['family']}" if "family" in record else ""
     lines = [f"{key}  ({task}{record['kind']}, {record['test_examples']} test examples; a = {record['a']}, "
-             f"b = {record['b']}; main metric {record['main_metric']})",
+             f"b = {record['b']}; main metric {record['main_metric']}{family})",
              f"  {'metric':<18} {'a':>9} {'b':>9} {'b - a':>9}  {f'{confidence:.0%} interval':<21} "
-             f"{'p-value':>7}  verdict"]
+             f"{'p-value':>7} {'p (Holm)':>8}  verdict"]
     for metric, r in record["metrics"].items():
         marker = "*" if metric == record["main_metric"] else " "
         interval = f"[{r['low']:+.4f}, {r['high']:+.4f}]"
+        corrected = f"{r['p_value_holm']:>8.4f}" if "p_value_holm" in r else f"{'':>8}"
         lines.append(f"{marker} {metric:<18} {r['a']:>9.4f} {r['b']:>9.4f} {r['difference']:>+9.4f}  "
-                     f"{interval:<21} {r['p_value']:>7.4f}  {r['verdict']}")
+                     f"{interval:<21} {r['p_value']:>7.4f} {corrected}  {r.get('verdict', '')}")
     return "\n".join(lines)
+
+
+def family_line(name: str, family: dict) -> str:
+    """One family's correction and how blind its test set is."""
+    return (f"family {name}: {family['comparisons']} comparison(s), {family['correction']} correction at alpha "
+            f"{family['alpha']}; differences below {family['detectable_difference']:.4f} on the main metric are "
+            f"detected with less than {family['power']:.0%} power")
 
 
 def summary_line(records: dict[str, dict]) -> str:
     """How many comparisons came out better, worse or within noise on their main metric."""
     counts = Counter(main_verdict(r) for r in records.values())
-    return (f"{len(records)} comparison(s), verdict on each main metric: {counts['better']} better, "
+    return (f"{len(records)} comparison(s), verdict on each main metric ({CORRECTION} correction within each "
+            f"family): {counts['better']} better, "
             f"{counts['worse']} worse, {counts['within noise']} within noise")
 
 
@@ -89,14 +108,22 @@ def main(argv: list[str] | None = None) -> None:
     else:
         sides = workspace_sides(workspace_pairs(params))
     records: dict[str, dict] = {}
+    families: dict[str, str] = {}
     for a, b in sides:
         log.info("comparing %s with %s (%d resamples)", b.label, a.label, resamples)
-        records[f"{b.label} vs {a.label}"] = rounded(compare(a, b, resamples, confidence, params.seed))
+        key = f"{b.label} vs {a.label}"
+        records[key] = compare(a, b, resamples, confidence, params.seed)
+        families[key] = f"rev {args.rev}" if args.rev else "pair" if args.pair else pair_family(a.subject, b.subject)
+    summaries = rounded(judge_families(records, families))
+    records = rounded(records)
     for key, record in records.items():
         print(format_table(key, record, confidence), end="\n\n")
+    for name, family in summaries.items():
+        print(family_line(name, family))
     print(summary_line(records))
     if args.json:
-        write_json(args.json, {"resamples": resamples, "confidence": confidence, "comparisons": records})
+        write_metrics(args.json, {"resamples": resamples, "confidence": confidence, "correction": CORRECTION,
+                               "families": summaries, "comparisons": records})
         log.info("wrote %s", args.json)
     worse = [key for key, record in records.items() if main_verdict(record) == "worse"]
     if args.fail_on_worse and worse:

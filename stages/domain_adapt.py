@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from stages.core.atomic import atomic_dir, write_json
+from stages.core.atomic import atomic_dir, write_json, write_metrics
 from stages.core.attention import load_with_attention
 from stages.core.devices import peak_memory, place_model, reset_peak_memory, resolve_device
 from stages.core.distributed import is_main_process, process_rank, relaunch_if_parallel, world_size
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(MODEL_DIRS["adapted"]) as tmp:
         save_adapted(result["model"], result["tokenizer"], tmp, base_dir, result["carried"])
     quality, timings = split_timings(result["metrics"])
-    write_json(DOMAIN_ADAPT_METRICS, quality)
+    write_metrics(DOMAIN_ADAPT_METRICS, quality)
     write_json(DOMAIN_ADAPT_TIMINGS, timings)
     write_json(FILL_MASK_FILE, result["probes"])
     log.info("models/adapted written: perplexity %s -> %s", result["metrics"]["perplexity_before"],

@@ -13,7 +13,7 @@ import csv
 import logging
 
 from stages.core import predictions
-from stages.core.atomic import atomic_dir, atomic_file, write_json
+from stages.core.atomic import atomic_dir, atomic_file, write_json, write_metrics
 from stages.core.devices import resolve_device
 from stages.core.errors import run_stage
 from stages.core.inference import load_finetuned
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(FINETUNE_PREDICTIONS_DIR / name) as tmp:
         for seed, doc in zip(seeds, documents, strict=True):
             write_json(tmp / f"seed-{seed}.json", doc)
-    write_json(METRICS_DIR / f"{name}.json", metrics)
+    write_metrics(METRICS_DIR / f"{name}.json", metrics)
     with atomic_file(CONFUSION_DIR / f"{name}.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["actual", "predicted"])

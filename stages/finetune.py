@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from stages.core.atomic import atomic_dir, write_json
+from stages.core.atomic import atomic_dir, write_json, write_metrics
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import run_stage
 from stages.core.model_card import CARD_FILE, finetune_card
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"init": run.init, "task": run.task, "seed": first, **quality[first]}
     if len(seeds) > 1:
         summary["seeds"] = {str(seed): quality[seed] for seed in seeds}
-    write_json(TRAIN_METRICS_DIR / f"{name}.json", summary)
+    write_metrics(TRAIN_METRICS_DIR / f"{name}.json", summary)
     timing = {"seed": first, **timings[first]}
     if len(seeds) > 1:
         timing["seeds"] = {str(seed): timings[seed] for seed in seeds}

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from stages.core import predictions
-from stages.core.atomic import write_json
+from stages.core.atomic import write_json, write_metrics
 from stages.core.devices import inference_dtype, place_model, resolve_device
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import PipelineError, run_stage
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     write_json(SWEEP_PREDICTIONS_DIR / f"{point}.json", document)
     write_json(SWEEP_TIMINGS_DIR / f"{point}.json", timings)
-    write_json(SWEEP_METRICS_DIR / f"{point}.json", row)
+    write_metrics(SWEEP_METRICS_DIR / f"{point}.json", row)
     log.info("freeze=%s: test %s = %.4f, %d trainable params, %.1f samples/s", point, row["main_metric"],
              row[row["main_metric"]], row["trainable_params"], timings["train_samples_per_second"])
 

@@ -142,7 +142,8 @@ def verdict_cell(record: dict | None, metric: str) -> Any:
     if not result:
         return DASH
     verdict = result["verdict"]
-    return cell("verdict", css=VERDICT_CLASS.get(verdict, ""), text=verdict, p=fmt(result["p_value"]))
+    return cell("verdict", css=VERDICT_CLASS.get(verdict, ""), text=verdict,
+                p=fmt(result.get("p_value_holm", result["p_value"])))
 
 
 def words_cell(words: list[str], gold: list[str], predicted: list[str] | None = None) -> dict:
@@ -256,11 +257,15 @@ def verdicts_section() -> dict:
             rows.append([pair, metric, fmt(result.get("a")), fmt(result.get("b")),
                          delta_cell(metric, result.get("a"), result.get("b")),
                          cell("interval", low=fmt(result.get("low")), high=fmt(result.get("high"))),
-                         fmt(result.get("p_value")),
+                         fmt(result.get("p_value")), value_or_dash(result.get("p_value_holm")),
                          cell("verdict", css=VERDICT_CLASS.get(verdict, ""), text=verdict, p=None)])
-    headers = ["pair", "metric", "first", "second", "difference", "interval", "p", "verdict"]
+    headers = ["pair", "metric", "first", "second", "difference", "interval", "p", "p (Holm)", "verdict"]
+    families = [[name, family.get("comparisons"), family.get("correction"), fmt(family.get("alpha")),
+                 fmt(family.get("detectable_difference"))] for name, family in data.get("families", {}).items()]
+    family_table = table(["family", "comparisons", "correction", "alpha", "detectable difference (80% power)"],
+                         families) if families else None
     return section("verdicts", title, table=table(headers, rows), confidence=fmt(100 * data.get("confidence", 0.95)),
-                   resamples=fmt(data.get("resamples")))
+                   resamples=fmt(data.get("resamples")), correction=data.get("correction"), families=family_table)
 
 
 def comparison_section(rev: str, diff: dict) -> dict:

@@ -21,7 +21,7 @@ import logging
 import os
 
 from stages.core import predictions
-from stages.core.atomic import atomic_dir, write_json
+from stages.core.atomic import atomic_dir, round_metrics, write_json, write_metrics
 from stages.core.errors import PipelineError, run_stage
 from stages.core.fewshot import evaluate_setfit, sample_per_class, test_rows, train_setfit
 from stages.core.model_card import CARD_FILE, append_sections, setfit_card_data
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
                                            settings.max_length or task.max_length,
                                            params.model.trust_remote_code, params.compute.device,
                                            params.model.attn_implementation)
-    scores = evaluate_setfit(trainer, splits["test"], labels, task.positive_label)
+    # As the metrics file stores them (write_metrics), so the card's model-index shows the same numbers.
+    scores = round_metrics(evaluate_setfit(trainer, splits["test"], labels, task.positive_label))
     document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
     runtime = summary.pop("train_runtime_s")
     metrics = {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         append_sections(tmp / CARD_FILE, name, metrics, (SETFIT_METRICS_DIR / f"{name}.json").as_posix())
     write_json(SETFIT_PREDICTIONS_DIR / f"{name}.json", document)
     write_json(SETFIT_TIMINGS_DIR / f"{name}.json", {"train_runtime_s": runtime})
-    write_json(SETFIT_METRICS_DIR / f"{name}.json", metrics)
+    write_metrics(SETFIT_METRICS_DIR / f"{name}.json", metrics)
     log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
              scores["accuracy"], len(splits["test"]), runtime)
 

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from stages.core.atomic import write_json
+from stages.core.atomic import write_metrics
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import load_params
 from stages.core.paths import METRICS_DIR, SETFIT_METRICS_DIR, TRAIN_METRICS_DIR, setfit_name
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     if task_name not in params.setfit.tasks:
         raise PipelineError(f"setfit_compare: {task_name!r} is not in setfit.tasks {params['setfit']['tasks']}")
     table = compare(task_name, params)
-    write_json(METRICS_DIR / f"setfit_{task_name}.json", table)
+    write_metrics(METRICS_DIR / f"setfit_{task_name}.json", table)
     summary = ", ".join([f"{run} {e['f1']:.3f}" for run, e in table["full_finetune"].items()]
                         + [f"SetFit {key} {e['f1']:.3f}" for key, e in table["setfit"].items()])
     log.info("task %s, test f1: %s", task_name, summary)

@@ -64,8 +64,12 @@ def test_every_run_is_evaluated_and_learns(reproduced):
             json.loads((reproduced / "metrics" / "train" / f"{run}.json").read_text()))
     compared = json.loads((reproduced / "metrics" / "compare.json").read_text())["comparisons"]
     assert "sentiment_adapted vs sentiment" in compared and "setfit/sentiment-n8 vs sentiment" in compared
-    assert {m["verdict"] for c in compared.values() for m in c["metrics"].values()} <= {
+    # A verdict on each main metric only (Holm's correction per family), none on the other metrics.
+    assert {c["metrics"][c["main_metric"]]["verdict"] for c in compared.values()} <= {
         "better", "worse", "within noise"}
+    assert all("p_value_holm" in c["metrics"][c["main_metric"]] for c in compared.values())
+    assert not any("verdict" in m for c in compared.values() for name, m in c["metrics"].items()
+                   if name != c["main_metric"])
     sentiment = json.loads((reproduced / "metrics" / "sentiment.json").read_text())
     assert sentiment["f1"] > 0.65 and sentiment["accuracy"] > 0.65  # chance is 0.5 on the balanced sample
     assert (reproduced / "plots" / "figures" / "confusion_sentiment.png").stat().st_size > 1000

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stages.core.atomic import round_metrics
 from stages.core.errors import PipelineError
 from stages.core.params import run_seeds
 from stages.core.paths import (
@@ -22,7 +23,7 @@ from stages.core.paths import (
     setfit_name,
 )
 from stages.core.predictions import ScoredTest, read_document, scored_test
-from stages.core.stats import paired_comparison
+from stages.core.stats import detectable_difference, holm, paired_comparison, verdict
 from stages.core.task_types import get_task_type
 
 log = logging.getLogger("pipeline.compare")
@@ -258,22 +259,67 @@ def compare(a: Side, b: Side, resamples: int, confidence: float, seed: int) -> d
     return record
 
 
+# Families: the comparisons judged together, each family with Holm's correction on its main metrics.
+CORRECTION = "holm"
+FAMILY_ALPHA = 0.05
+DETECTION_POWER = 0.8
+
+
+def pair_family(a: Subject, b: Subject) -> str:
+    """The family a workspace pair belongs to: the sweep's points, one task's SetFit sizes, or one task's runs."""
+    if b.name.startswith("freeze_sweep/"):
+        return "freeze_sweep"
+    if b.name.startswith("setfit/"):
+        return f"setfit/{b.task}"
+    return f"runs/{b.task}"
+
+
+def judge_family(records: list[dict], alpha: float = FAMILY_ALPHA, power: float = DETECTION_POWER) -> dict:
+    """Judge one family of comparison records (from `compare`) together, in place, and return its summary.
+
+    Each record's main metric keeps its uncorrected `p_value` and gains `p_value_holm`; its verdict is decided on
+    the Holm-adjusted p-value (and the interval's side of 0), so the chance of any false "better"/"worse" in the
+    family stays at most alpha. The other metrics keep their difference and interval but lose the verdict: they
+    were not what the family tests. `detectable_difference` on the main metric is the smallest difference that
+    comparison detects with probability `power` at Holm's strictest threshold, alpha / m for m comparisons (the
+    one the smallest p-value must pass); the summary gives the largest over the family.
+    """
+    mains = [record["metrics"][record["main_metric"]] for record in records]
+    adjusted = holm([main["p_value"] for main in mains])
+    strictest = alpha / max(1, len(records))
+    for record, main, p_holm in zip(records, mains, adjusted, strict=True):
+        for name, result in record["metrics"].items():
+            if name != record["main_metric"]:
+                result.pop("verdict", None)
+        main["p_value_holm"] = p_holm
+        main["verdict"] = verdict(p_holm, main["low"], main["high"], alpha)
+        main["detectable_difference"] = detectable_difference(main.get("standard_error", 0.0), strictest, power)
+    return {"correction": CORRECTION, "alpha": alpha, "power": power, "comparisons": len(records),
+            "detectable_difference": max((main["detectable_difference"] for main in mains), default=0.0)}
+
+
+def judge_families(records: dict[str, dict], families: dict[str, str], alpha: float = FAMILY_ALPHA) -> dict[str, dict]:
+    """Group records (keyed like compare.json) by family name (`families[key]`), judge each family, mark each
+    record with its family, and return the summaries keyed by family."""
+    groups: dict[str, list[str]] = {}
+    for key in records:
+        groups.setdefault(families[key], []).append(key)
+    summaries = {}
+    for family, keys in groups.items():
+        summaries[family] = {**judge_family([records[key] for key in keys], alpha), "members": keys}
+        for key in keys:
+            records[key]["family"] = family
+    return summaries
+
+
 def main_verdict(record: dict) -> str | None:
     """The verdict on the comparison's main metric, the one --fail-on-worse and the summary count."""
     return record["metrics"].get(record["main_metric"], {}).get("verdict")
 
 
 def rounded(value: Any) -> Any:
-    """Floats at 6 decimals (numpy scalars included), so compare.json diffs show real changes only."""
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [rounded(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        value = value.item()
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
+    """Floats as the metrics files store them (atomic.round_metrics), so the printed tables match compare.json."""
+    return round_metrics(value)
 
 
 def workspace_sides(pairs: list[tuple[Subject, Subject]]) -> list[tuple[Side, Side]]:
@@ -304,7 +350,9 @@ def revision_sides(params: dict, rev: str) -> list[tuple[Side, Side]]:
 
 def revision_verdicts(params: dict, rev: str) -> dict[str, dict]:
     """Each workspace model's comparison with itself at `rev`, keyed by its name (the report shows the main
-    metric's verdict beside each delta)."""
+    metric's verdict beside each delta), judged as one family with Holm's correction."""
     stats = params.stats
-    return {b.subject.name: rounded(compare(a, b, stats.resamples, stats.confidence, params.seed))
-            for a, b in revision_sides(params, rev)}
+    records = {b.subject.name: compare(a, b, stats.resamples, stats.confidence, params.seed)
+               for a, b in revision_sides(params, rev)}
+    judge_families(records, dict.fromkeys(records, f"rev {rev}"))
+    return rounded(records)

@@ -201,6 +201,10 @@ class TrainSettings(Section):
     # improvement of the main validation metric by more than the threshold; null: train every epoch.
     early_stopping_patience: Count | None = None
     early_stopping_threshold: Annotated[float, Field(ge=0.0)] = 0.0
+    # Loss weights for imbalanced classes (stages/core/class_weights.py): null | auto | {label: weight}.
+    class_weights: Literal["auto"] | dict[str, Positive] | None = None
+    # Loggers the Trainer reports to: none, or tensorboard, dvclive, wandb, mlflow (installed by you), or a list.
+    report_to: str | list[str] = "none"
 
 
 # A run's (or the sweep's) overrides: the same keys and bounds, every one optional and unset by default.

@@ -301,8 +301,9 @@ def _scorer(test: ScoredTest) -> _Scorer:
 
 
 def _interval(statistic: Statistic, n: int, batch: int, resamples: int, confidence: float,
-              seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point value, low and high of every metric the statistic returns, over resampled example indices.
+              seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Point value, low, high and bootstrap standard error of every metric the statistic returns, over resampled
+    example indices (the standard error is 0 where nothing can be resampled).
 
     Method BCa (bias-corrected and accelerated): F1 and accuracy near 1 have skewed, bounded bootstrap
     distributions where the percentile interval is biased and under-covers; BCa corrects for that. Measured
@@ -319,7 +320,7 @@ def _interval(statistic: Statistic, n: int, batch: int, resamples: int, confiden
     data = (np.arange(n),)
     value = statistic(data[0])
     if n < 2 or resamples < 1:
-        return value, value.copy(), value.copy()
+        return value, value.copy(), value.copy(), np.zeros_like(value)
     options = dict(vectorized=True, confidence_level=confidence, batch=batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateDataWarning)
@@ -334,7 +335,8 @@ def _interval(statistic: Statistic, n: int, batch: int, resamples: int, confiden
             high = np.where(np.isnan(high), np.asarray(fallback.confidence_interval.high, dtype=float), high)
     low = np.where(np.isnan(low), value, low)
     high = np.where(np.isnan(high), value, high)
-    return value, low, high
+    standard_error = np.nan_to_num(np.asarray(result.standard_error, dtype=float))
+    return value, low, high, standard_error
 
 
 def point_estimates(test: ScoredTest) -> dict[str, float]:
@@ -348,7 +350,7 @@ def confidence_intervals(test: ScoredTest, resamples: int = 2000, confidence: fl
     """{metric: {"value", "low", "high"}}: the full-sample value and its bootstrap interval over test examples."""
     scorer = _scorer(test)
     n = _size(test)
-    value, low, high = _interval(scorer, n, scorer.batch(), resamples, confidence, seed)
+    value, low, high, _ = _interval(scorer, n, scorer.batch(), resamples, confidence, seed)
     return {name: {"value": float(v), "low": float(lo), "high": float(hi)}
             for name, v, lo, hi in zip(headline_metrics(test), value, low, high, strict=True)}
 
@@ -406,7 +408,8 @@ def _comparison_scorers(a: ScoredTest, b: ScoredTest) -> tuple[_Scorer, _Scorer,
     return _Scorer(a, ua), _Scorer(b, ub), _Scorer(a, stacked)
 
 
-def _verdict(p_value: float, low: float, high: float, alpha: float) -> str:
+def verdict(p_value: float, low: float, high: float, alpha: float) -> str:
+    """better / worse / within noise: p below alpha and the whole interval on one side of 0."""
     if p_value < alpha and low > 0:
         return "better"
     if p_value < alpha and high < 0:
@@ -419,8 +422,9 @@ def paired_comparison(a: ScoredTest, b: ScoredTest, resamples: int = 2000, confi
     """Is b (the new system) better than a on the same test set? Per headline metric (see module docstring).
 
     {metric: {"a", "b", "difference" (b - a), "low", "high" (paired bootstrap interval of b - a), "p_value"
-    (two-sided paired permutation test), "verdict": "better" | "worse" | "within noise"}}. "better" needs
-    p < alpha and an interval above 0, "worse" p < alpha and an interval below 0.
+    (two-sided paired permutation test), "standard_error" (of b - a over the paired resamples), "verdict": "better"
+    | "worse" | "within noise"}}. "better" needs p < alpha and an interval above 0, "worse" p < alpha and an
+    interval below 0. This verdict is for one comparison alone; a family of them is judged by `holm`.
     """
     from scipy.stats import permutation_test
 
@@ -437,7 +441,7 @@ def paired_comparison(a: ScoredTest, b: ScoredTest, resamples: int = 2000, confi
         """b - a after swapping some examples' predictions (permutation_test: resamples first, metrics last)."""
         return np.moveaxis(stacked(y) - stacked(x), 0, -1)
 
-    _, low, high = _interval(difference, n, batch, resamples, confidence, seed)
+    _, low, high, standard_error = _interval(difference, n, batch, resamples, confidence, seed)
     if n >= 2 and resamples >= 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -454,8 +458,42 @@ def paired_comparison(a: ScoredTest, b: ScoredTest, resamples: int = 2000, confi
         p_value = float(p_values[i])
         out[name] = {"a": float(value_a[i]), "b": float(value_b[i]), "difference": float(value_b[i] - value_a[i]),
                      "low": float(low[i]), "high": float(high[i]), "p_value": p_value,
-                     "verdict": _verdict(p_value, float(low[i]), float(high[i]), alpha)}
+                     "standard_error": float(standard_error[i]),
+                     "verdict": verdict(p_value, float(low[i]), float(high[i]), alpha)}
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Families of comparisons: many verdicts at once.
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order: comparing each with alpha keeps the chance of any false
+    "better"/"worse" in the family at most alpha, whatever the dependence between the comparisons.
+
+    Sorted ascending, the i-th smallest (i = 1..m) is multiplied by m - i + 1, the running maximum keeps the
+    adjusted values in the same order as the raw ones, and each is capped at 1. Written here (a few lines): scipy
+    has only Benjamini-Hochberg (`false_discovery_control`), which bounds a different error rate.
+    """
+    m = len(p_values)
+    order = np.argsort(np.asarray(p_values, dtype=float), kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[index])))
+        adjusted[index] = running
+    return [float(p) for p in adjusted]
+
+
+def detectable_difference(standard_error: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference a two-sided test at level `alpha` detects with probability `power`:
+    (z_{1-alpha/2} + z_{power}) x SE, where SE is the standard error of b - a over the paired bootstrap resamples
+    of the test set. It shrinks as one over the square root of the number of test examples; a "within noise"
+    verdict says little about differences smaller than this.
+    """
+    from scipy.stats import norm
+
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * standard_error)
 
 
 def interval_summary(documents: list[dict], stats_params: dict, seed: int) -> dict[str, dict[str, float]]:

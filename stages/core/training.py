@@ -24,11 +24,13 @@ from typing import Any
 from stages.core import resume
 from stages.core.atomic import atomic_file, write_json
 from stages.core.attention import load_with_attention
+from stages.core.class_weights import resolve_class_weights, weighted_loss
 from stages.core.devices import PEAK_MEMORY_KEY, peak_memory, reset_peak_memory, resolve_device
 from stages.core.distributed import is_main_process, world_size
 from stages.core.errors import PipelineError
 from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer
 from stages.core.paths import CHECKPOINT_ROOT, TASK_FILE
+from stages.core.subsets import subset
 from stages.core.task_types import get_task_type
 
 log = logging.getLogger("pipeline.training")
@@ -68,10 +70,6 @@ def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
         return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     return compute
-
-
-def _subset(dataset: Any, limit: int | None) -> Any:
-    return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
 
 
 def longest_first(dataset: Any) -> Any:
@@ -170,7 +168,7 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         # Sum-of-tokens averaging multiplies the loss by the world size under CPU DDP; per-process means are right.
         average_tokens_across_devices=False,
-        report_to="none",
+        report_to=settings.get("report_to", "none"),  # train.report_to: none, or the user's own loggers
         disable_tqdm=False,
         **extra,
     )
@@ -189,8 +187,10 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     model = build_model(init_path, task, labels, trust_remote_code, attention, device)
     freeze = freeze_model(model, settings.freeze, settings.freeze_embeddings)
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
-    train_set = _subset(tokenized["train"], settings.max_train_samples).remove_columns(drop)
-    eval_set = longest_first(_subset(tokenized["validation"], settings.max_eval_samples).remove_columns(drop))
+    # Seeded and stratified (stages/core/subsets.py): the first N rows of a label-sorted split are one class.
+    train_set = subset(tokenized["train"], settings.max_train_samples, task.type, seed).remove_columns(drop)
+    eval_set = longest_first(subset(tokenized["validation"], settings.max_eval_samples, task.type,
+                                    seed).remove_columns(drop))
     main_metric = task_type.main_metric
     output_dir = CHECKPOINT_ROOT / run_name
     every = settings.get("checkpoint_steps")
@@ -199,6 +199,9 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     resume_point = resume.prepare(output_dir, run_name, fingerprint, is_main_process())
     callbacks = [resume.checkpoint_callback(every, resume_point)] if every else []
     stopper = early_stopping(settings, run_name)
+    spec = settings.get("class_weights")
+    weights = None if spec is None else resolve_class_weights(spec, task.type, labels, train_set["labels"],
+                                                              f"{run_name}.train")
     trainer = Trainer(
         model=model,
         args=training_arguments(settings, seed, output_dir, main_metric, device),
@@ -207,6 +210,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         data_collator=task_type.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task, labels),
+        compute_loss_func=None if weights is None else weighted_loss(task.type, list(weights.values())),
         callbacks=callbacks + ([stopper] if stopper else []),
     )
     for callback in callbacks:
@@ -231,6 +235,10 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         f"best_validation_{main_metric}": None if best is None else float(best),
         **freeze.as_dict(),
         **({} if resume_point is None else {"resumed_from_step": resume_point.step}),
+        **({} if weights is None else {"class_weights": {
+            "mode": spec if isinstance(spec, str) else "given",
+            "kind": "positive weight per label" if task.type == "multi_label" else "weight per class",
+            "weights": weights}}),
         **({} if settings.eval_strategy == "no" else stopping_summary(trainer.state, history, settings, stopper)),
     }
     return TrainResult(trainer.model, tokenizer, freeze, summary, history)

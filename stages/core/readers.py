@@ -6,13 +6,15 @@ pyarrow's ParquetWriter, and missing splits carved out of train. Memory holds on
 split, the training rows' labels or indices), whatever the size of the data.
 
 Sequence tasks give columns `text` (+ `text_pair` for sentence pairs) and `label`; token tasks give `tokens` and
-`tags` (lists of strings; CoNLL files add `line`). Labels stay as names here; ids are assigned once the label list
-is known, so the Hub and a local copy of the same data get the same ids.
+`tags` (lists of strings; CoNLL files add `line`). Labels stay as names here (integer ids become the names they
+index in `labels` or `source.labels_file`); ids are assigned once the label list is known, so the Hub and a local
+copy of the same data get the same ids.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
 import math
@@ -20,6 +22,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,14 +32,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.core.errors import PipelineError
-from stages.core.formats import DataFormat, SplitStream, parquet_batch_rows, task_format
-
-# The file parsers live with the format registry; these are still imported from here.
-from stages.core.formats import _hub_to_frame as _hub_to_frame
-from stages.core.formats import read_conll as read_conll
-from stages.core.formats import read_table as read_table
-from stages.core.formats import resolve_split_file as resolve_split_file
-from stages.core.labels import check_labels_known, convert_iob1_to_iob2, validate_bio_tags
+from stages.core.formats import FORMATS, SplitStream, parquet_batch_rows, task_format, text_lines
+from stages.core.formats import _hub_to_frame as _hub_to_frame  # noqa: F401 (tests read Hub tables through it)
+from stages.core.labels import check_labels_known, to_iob2
 from stages.core.paths import SPLITS
 
 log = logging.getLogger("pipeline.readers")
@@ -63,30 +61,24 @@ class WrittenSplits:
     carved: list[str]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Entry points
-
-
-def write_task_splits(task: dict, seed: int, where: str, folder: Path) -> WrittenSplits:
+def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> WrittenSplits:
     """Read a task's source into normalised `folder`/<split>.parquet files, one batch at a time (`where` names the
     task's params key)."""
-    source = task.source
-    fmt = task_format(source, where)
-    streams = fmt.stream_source(source, task, where)
+    streams = task_format(task.source, where).stream_source(task.source, task, where)
     if "train" not in streams:
         raise PipelineError(f"{where}.source: no training split")
     missing = [name for name in ("validation", "test") if name not in streams]
-    fractions = split_fractions(source.split, where) if missing else {}
+    fractions = split_fractions(task.source.split, where) if missing else {}
     summaries = {}
     for split, stream in streams.items():
         target = folder / (UNCARVED if split == "train" and missing else f"{split}.parquet")
-        summaries[split] = _write_split(stream, task, fmt, where, split, target)
+        summaries[split] = _write_split(stream, task, where, split, target)
     if missing:
         summaries.update(_carve(folder, task.type, fractions, seed, where, missing))
     return WrittenSplits(summaries, {split: stream.files for split, stream in streams.items()}, missing)
 
 
-def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFrame]:
+def read_task_splits(task: Any, seed: int, where: str) -> dict[str, pd.DataFrame]:
     """A task's normalised train/validation/test as whole tables (small data, tests): write_task_splits into a
     temporary folder, read back."""
     with tempfile.TemporaryDirectory(prefix="splits-") as folder:
@@ -104,8 +96,35 @@ def read_split_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# One split, batch by batch
+def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str | None) -> pd.DataFrame:
+    """A whole CoNLL file as one table (small files, tests)."""
+    how = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
+    return pd.concat(list(FORMATS["conll"].read_file(path, how)), ignore_index=True)
+
+
+def task_labels(task: Any, where: str) -> list[str] | None:
+    """The label list the params give: `labels`, or the names in `source.labels_file` (one a line)."""
+    if task.labels or not task.source.get("labels_file"):
+        return task.labels
+    base = Path(task.source.path)
+    path = (base if base.is_dir() else base.parent) / task.source.labels_file
+    if not path.is_file():
+        raise PipelineError(f"{where}.source.labels_file: file not found: {path}")
+    return _labels_file(path, task.source.encoding)
+
+
+@functools.lru_cache(maxsize=8)
+def _labels_file(path: Path, encoding: str | None) -> list[str]:
+    names = [line.strip() for line in text_lines(path, encoding, "task's source.encoding")]
+    while names and not names[-1]:
+        names.pop()
+    for number, name in enumerate(names, start=1):
+        if not name or name in names[:number - 1]:
+            raise PipelineError(f"{path}, line {number}: " + (f"{name!r} is listed again" if name else "an empty "
+                                "line") + "; expected one distinct label name a line (source.labels_file)")
+    if len(names) < 2:
+        raise PipelineError(f"{path}: {len(names)} label name(s); expected one a line, at least 2")
+    return names
 
 
 @dataclass
@@ -123,29 +142,31 @@ class _EmptyTexts:
         return ", ".join(map(str, self.first)) + (" ..." if self.count > len(self.first) else "")
 
 
-def _write_split(stream: SplitStream, task: dict, fmt: DataFormat, where: str, split: str,
-                 target: Path) -> SplitSummary:
-    place = f"{where}.source ({split} split)"
-    file = stream.files[0] if fmt.file_rows and len(stream.files) == 1 else None
-    drop = task.source.empty_texts == "drop"
-    summary, empty = SplitSummary(), _EmptyTexts()
-    read = 0
-    writer = None
+def _write_split(stream: SplitStream, task: Any, where: str, split: str, target: Path) -> SplitSummary:
+    """One split's batches, normalised and appended to `target`; rows count per file in row errors (which name
+    the file, for formats whose rows are a file's rows), across the split in the empty-text message."""
+    place, drop = f"{where}.source ({split} split)", task.source.empty_texts == "drop"
+    names_file = task_format(task.source, where).file_rows
+    summary, empty, writer = SplitSummary(), _EmptyTexts(), None
+    read, in_file, current = 0, 0, None
     try:
-        for raw in stream.batches():
+        for file, raw in stream.batches():
+            in_file, current = (in_file, current) if file == current else (0, file)
             if len(raw) == 0:
                 continue
-            frame = _normalise_batch(raw, task, place, file, read)
+            try:
+                frame = normalise(raw, task, place, in_file)
+            except PipelineError as err:
+                raise PipelineError(f"{err} [file {file}]" if file and names_file else str(err)) from None
             blank = empty_text_rows(frame, task.type)
             if blank.any():
                 empty.add(np.flatnonzero(blank) + read + 1)
                 frame = frame[~blank]
-            read += len(raw)
+            read, in_file = read + len(raw), in_file + len(raw)
             if empty.count and not drop:
                 continue  # an error once the whole split is read (it names them all); nothing more to write
             table = to_arrow(frame, task.type)
-            if writer is None:
-                writer = pq.ParquetWriter(target, table.schema)
+            writer = writer or pq.ParquetWriter(target, table.schema)
             writer.write_table(table)
             summary.rows += table.num_rows
             count_labels(table, task.type, summary.labels)
@@ -156,10 +177,9 @@ def _write_split(stream: SplitStream, task: dict, fmt: DataFormat, where: str, s
         raise stream.empty_error(where, split)
     if empty.count:
         column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
-        what = (f"{empty.count} of {read} examples have no words or an empty word (column {column!r})"
-                if task.type == "token" else
-                f"{empty.count} of {read} examples have an empty or whitespace-only text (column {column!r})")
-        in_file = f" [file {file}]" if file else ""
+        what = (f"{empty.count} of {read} examples have " + ("no words or an empty word" if task.type == "token"
+                else "an empty or whitespace-only text") + f" (column {column!r})")
+        in_file = f" [file {stream.files[0]}]" if names_file and len(stream.files) == 1 else ""
         if not drop:
             raise PipelineError(f"{place}, rows {empty.rows()}: {what}{in_file}; expected text in every example: "
                                 f"fix the data, or set {where}.source.empty_texts: drop to leave them out")
@@ -167,17 +187,6 @@ def _write_split(stream: SplitStream, task: dict, fmt: DataFormat, where: str, s
         if summary.rows == 0:
             raise PipelineError(f"{place}: {what}{in_file}: after dropping them the {split} split is empty")
     return summary
-
-
-def _normalise_batch(frame: pd.DataFrame, task: dict, where: str, file: Path | None,
-                     first_row: int) -> pd.DataFrame:
-    """normalise(), with the file named in its errors for a table file (rows count data rows, header excluded)."""
-    try:
-        return normalise(frame, task, where, first_row)
-    except PipelineError as err:
-        if file is None:
-            raise
-        raise PipelineError(f"{err} [file {file}]") from None
 
 
 def empty_text_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
@@ -228,24 +237,22 @@ def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
     return frame[name]
 
 
-def normalise(frame: pd.DataFrame, task: dict, where: str, first_row: int = 0) -> pd.DataFrame:
+def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) -> pd.DataFrame:
     """Rename the task's columns to the standard ones and check each label value's shape. `first_row`: how many
     rows of the file came before this batch (messages count rows from the file's first)."""
-    kind = task.type
+    kind, scheme = task.type, task.source.scheme
     if kind == "token":
         if {"tokens", "tags", "line"} <= set(frame.columns) and task_format(task.source, where).gives_tokens:
             return frame[["tokens", "tags", "line"]].reset_index(drop=True)
         tokens = _column(frame, task.text_column, "text_column", where)
         tags = _column(frame, task.label_column, "label_column", where)
         out = pd.DataFrame({"tokens": [list(map(str, t)) for t in tokens], "tags": [list(map(str, t)) for t in tags]})
-        scheme = task.source.scheme
         for row, (words, labels) in enumerate(zip(out["tokens"], out["tags"], strict=True), start=first_row + 1):
             if len(words) != len(labels):
                 raise PipelineError(f"{where}, row {row}: {len(words)} tokens but {len(labels)} tags")
-            if scheme != "none":
-                validate_bio_tags(labels, f"{where}, row {row}")
-        if scheme == "iob1":
-            out["tags"] = [convert_iob1_to_iob2(labels) for labels in out["tags"]]
+        if scheme != "none":
+            out["tags"] = [to_iob2(labels, scheme, lambda i, row=row: f"{where}, row {row}, word {i + 1}")
+                           for row, labels in enumerate(out["tags"], start=first_row + 1)]
         return out
     # Object columns: Python strings stay as they are (pandas' Arrow-backed str columns are slow to build and
     # iterate cell by cell); to_arrow gives the Parquet types.
@@ -255,18 +262,25 @@ def normalise(frame: pd.DataFrame, task: dict, where: str, first_row: int = 0) -
         columns["text_pair"] = _text_values(pair, where, first_row)
     if task.get("label_columns"):
         columns["label"] = _indicator_labels(frame, task.label_columns, where, first_row)
-    else:
-        name = task.label_column
-        cells = _column(frame, name, "label_column", where).tolist()
-        try:
-            columns["label"] = [_parse_label(value, kind) for value in cells]
-        except _BadLabel:  # parse again, naming the row, only once a cell is bad
-            for row, value in enumerate(cells, start=first_row + 1):
-                parse_label(value, kind, f"{where}, row {row}, column {name!r}")
-            raise
-        if task.labels and kind != "regression":  # before any split is carved, so rows are the file's rows
-            check_labels_known(columns["label"], task.labels, where, from_training=False,
-                               locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
+        return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
+    name, sep = task.label_column, task.source.label_separator
+    cells = _column(frame, name, "label_column", where).tolist()
+    try:
+        labels = [_parse_label(value, kind, sep) for value in cells]
+    except _BadLabel:  # parse again, naming the row, only once a cell is bad
+        for row, value in enumerate(cells, start=first_row + 1):
+            parse_label(value, kind, f"{where}, row {row}, column {name!r}", sep)
+        raise
+    names = task_labels(task, where.split(".source")[0]) if kind != "regression" else None
+    if names:  # before any split is carved, so rows are the file's rows
+        # Integer ids index the label list, unless its names are themselves integers (then a cell is a name).
+        ids = {} if any(n.lstrip("-").isdigit() for n in names) else {str(i): n for i, n in enumerate(names)}
+        if ids:
+            labels = ([[ids.get(v, v) for v in items] for items in labels] if kind == "multi_label"
+                      else [ids.get(v, v) for v in labels])
+        check_labels_known(labels, names, where, from_training=False,
+                           locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
+    columns["label"] = labels
     return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
 
 
@@ -290,32 +304,33 @@ def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str, first
 
 
 def _text_values(series: pd.Series, where: str, first_row: int = 0) -> list[str]:
-    values = []
-    for i, value in enumerate(series.tolist(), start=first_row + 1):
+    values = series.tolist()
+    if all(type(value) is str for value in values):  # every CSV/TSV cell: nothing to check one by one
+        return values
+    for i, value in enumerate(values, start=first_row + 1):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise PipelineError(f"{where}, row {i}: the text is missing")
         if isinstance(value, (bytes, bytearray)):  # str() would give "b'...'" and train on it
             raise PipelineError(f"{where}, row {i}: the text is raw bytes {bytes(value[:30])!r}; expected a "
                                 "string column (decode it when writing the Parquet file)")
-        values.append(str(value))
-    return values
+    return [str(value) for value in values]
 
 
 class _BadLabel(Exception):
     """A label cell that does not parse; parse_label adds the place."""
 
 
-def parse_label(value: Any, kind: str, where: str) -> Any:
+def parse_label(value: Any, kind: str, where: str, separator: str = "|") -> Any:
     """One label cell as the task type expects it: a name, a number, or a list of names."""
     try:
-        return _parse_label(value, kind)
+        return _parse_label(value, kind, separator)
     except _BadLabel as err:
         raise PipelineError(f"{where}: {err}") from None
 
 
-def _parse_label(value: Any, kind: str) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise _BadLabel("the label is missing")
+def _parse_label(value: Any, kind: str, separator: str = "|") -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or (kind != "multi_label" and value == ""):
+        raise _BadLabel("the label is missing (an empty cell, or a line with fewer fields than the header)")
     if kind == "regression":
         try:
             number = float(value)
@@ -328,7 +343,7 @@ def _parse_label(value: Any, kind: str) -> Any:
         if isinstance(value, (list, tuple, np.ndarray)):
             return [str(v) for v in value]
         text = str(value).strip()
-        expected = 'expected a JSON list like ["a", "b"] or names separated by "|" like a|b'
+        expected = f'expected a JSON list like ["a", "b"] or names separated by {separator!r} like a{separator}b'
         if text.startswith(("[", "{")):
             try:
                 parsed = json.loads(text)
@@ -340,7 +355,7 @@ def _parse_label(value: Any, kind: str) -> Any:
             if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
                 raise _BadLabel(f"{text!r} is not a flat list of labels ({expected})")
             return [str(v).strip() for v in parsed]
-        return [part.strip() for part in text.split("|") if part.strip()]
+        return [part.strip() for part in text.split(separator) if part.strip()]
     if isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, str) and value.strip().startswith("[")):
         raise _BadLabel(f"holds a list {value!r}, but a single-label task needs one label per row "
                         "(use type: multi_label for several)")
@@ -456,24 +471,3 @@ def _check_carved(summaries: dict[str, SplitSummary], groups: list[np.ndarray], 
         asked = ", ".join(f"{name}: {fractions[name]}" for name in missing)
         raise PipelineError(f"{where}.source.split: carving {{{asked}}} out of {total} training examples leaves "
                             "none to train on: the train split is empty; lower the fractions or add examples")
-
-
-def fill_missing_splits(splits: dict[str, pd.DataFrame], fractions: dict | None, seed: int, kind: str,
-                        where: str) -> dict[str, pd.DataFrame]:
-    """In memory, what write_task_splits does on disk: carve validation/test out of a train table (seeded,
-    stratified for single-label) when they are missing."""
-    if "train" not in splits:
-        raise PipelineError(f"{where}.source: no training split")
-    missing = [name for name in ("validation", "test") if name not in splits]
-    if not missing:
-        return splits
-    fractions = split_fractions(fractions, where)
-    train = splits["train"]
-    groups = (label_groups(pa.array(train["label"].tolist(), pa.string())) if kind == "single_label"
-              else [np.arange(len(train))])
-    assign = carve_assignment(groups, len(train), fractions, seed, missing)
-    out = dict(splits)
-    for code, name in enumerate(["train", *missing]):
-        out[name] = train[assign == code].reset_index(drop=True)
-    return out
-

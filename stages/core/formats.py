@@ -1,15 +1,11 @@
-"""Data formats: one registry entry per format says how to read it.
+"""Data formats: one `DataFormat` subclass per format, registered with `@register_format` into `FORMATS`.
 
-A format is a `DataFormat` subclass registered with `@register_format` (into `FORMATS`, by its `name`). For a
-task, `stream_source` gives each split as `(file, raw table)` pairs of at most BATCH_ROWS rows, read only when the
-download stage iterates them; by default a split is the files its source key names (a file, a list, a glob or a
-directory of shards), each read by `read_file`. For the MLM corpus (stage chunk_mlm), `iter_corpus` gives a file's
-documents in batches, and `suffixes` are the corpus suffixes read as this format (any other reads as plain text).
-
-Parsing is the libraries' job: pandas' C parser for CSV/TSV, pyarrow for Parquet, `json` for JSON lines, Python's
-codecs and gzip/bz2/lzma (and zstandard) for text and compression. Written here is only what none of them does:
-CoNLL and CoNLL-U column files, one-file-per-label line files, one-file-per-document label folders, and turning a
-library's failure into a message that names the file, the line and the params key to change.
+For a task, `stream_source` gives each split as (file, raw table) pairs of at most BATCH_ROWS rows, read when the
+download stage iterates them: by default the files a split's key names (a file, list, glob or directory of shards),
+each read by `read_file`. For the MLM corpus, `iter_corpus` gives a file's documents; `suffixes` choose the format.
+Parsing is the libraries' job (pandas' C parser, pyarrow, json, codecs, gzip/bz2/lzma/zstandard); written here is
+what none does: CoNLL and CoNLL-U, per-label line files, label folders, and turning a library's failure into a
+message naming the file, the line and the params key.
 """
 
 from __future__ import annotations
@@ -58,17 +54,11 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (code
 
 @dataclass(frozen=True)
 class SplitStream:
-    """One split of a task's source, read batch by batch when the stage iterates `batches()`."""
+    """One split: `batches()` reads it as (file, raw table) pairs (file None: no file to name in row errors)."""
 
-    batches: Callable[[], Iterator[tuple[Path | None, pd.DataFrame]]]  # (file read, raw table); None: no file
+    batches: Callable[[], Iterator[tuple[Path | None, pd.DataFrame]]]
     files: tuple[Path, ...] = ()  # the files it reads (recorded with their sha256)
     empty_hint: str = ""  # why its file may hold no examples, e.g. " (only a header)"
-
-    def empty_error(self, where: str, split: str) -> PipelineError:
-        if len(self.files) == 1:
-            return PipelineError(f"{where}.source.{split}: {self.files[0]} holds no examples{self.empty_hint}: "
-                                 f"the {split} split is empty")
-        return PipelineError(f"{where}.source: the {split} split is empty")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,8 +81,7 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def text_encoding(path: Path, encoding: str | None, key: str) -> str:
-    """The declared encoding (a declared UTF-8 drops a leading mark), else the one the file's byte-order mark
-    names, else UTF-8."""
+    """The declared encoding (UTF-8 drops a leading mark), else the one a byte-order mark names, else UTF-8."""
     if encoding is not None:
         try:
             return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
@@ -104,8 +93,7 @@ def text_encoding(path: Path, encoding: str | None, key: str) -> str:
 
 
 def _decode_error(path: Path, encoding: str, key: str) -> PipelineError:
-    """Where the first undecodable byte is: a library's UnicodeDecodeError counts from its own buffer, so the
-    file is decoded again, block by block, counting bytes and line feeds."""
+    """The first undecodable byte's line and offset: a library's error counts from its buffer, so decode again."""
     decoder, offset, lines = codecs.getincrementaldecoder(encoding)(), 0, 0
     shown = "utf-8" if encoding == "utf-8-sig" else encoding
     with open_binary(path) as handle:
@@ -139,8 +127,7 @@ def reading(path: Path, encoding: str, key: str) -> Iterator[None]:
 
 def text_lines(path: Path, encoding: str | None, key: str = f"{TASK_KEY}.encoding", block_size: int = 1 << 16,
                ends: bool = False) -> Iterator[str]:
-    """The file's lines as an editor counts them (\\n, \\r\\n, \\r; a form feed or U+2028 inside a line does not
-    end it), decoded a block at a time; `ends` keeps each line's \\n."""
+    """Lines as an editor counts them (\\n, \\r\\n, \\r), decoded a block at a time; `ends` keeps each \\n."""
     name = text_encoding(path, encoding, key)
     with reading(path, name, key), io.TextIOWrapper(open_binary(path), encoding=name) as handle:
         handle._CHUNK_SIZE = block_size  # noqa: SLF001 (how much the wrapper decodes at a time)
@@ -161,15 +148,14 @@ def read_text(path: Path, encoding: str | None, key: str = f"{TASK_KEY}.encoding
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Lists of `size` items (the last may be shorter); itertools.batched from Python 3.12 on."""
+    """Lists of `size` items (itertools.batched from Python 3.12 on)."""
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
 
 
 def split_files(source: Any, split: str, where: str, directories: bool = True) -> list[Path]:
-    """The files of one split: each entry of `source.<split>` (a name or a list) is a file, a glob, or (with
-    `directories`) a directory of shards, relative to `path` (to its folder when `path` is a file)."""
+    """A split's files: each entry of `source.<split>` is a file, glob or directory of shards, relative to `path`."""
     base, key = Path(source.path), f"{where}.source.{split}"
     values = [source[split]] if isinstance(source[split], str) else source[split]
     files: list[Path] = []
@@ -208,15 +194,13 @@ class DataFormat:
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
         """A task's source by split (train at least; `where` names the task's params key)."""
-        if not Path(source.path).exists():
-            raise PipelineError(f"{where}.source.path: not found: {source.path}")
+        _check_path(source, where)
         out = {}
-        for split in SPLITS:
-            if source[split]:
-                files = tuple(split_files(source, split, where, self.split_dirs))
-                out[split] = SplitStream(lambda files=files: ((file, frame) for file in files
-                                                              for frame in self.read_file(file, source)),
-                                         files, self.empty_hint)
+        for split in (split for split in SPLITS if source[split]):
+            files = tuple(split_files(source, split, where, self.split_dirs))
+            out[split] = SplitStream(lambda files=files: ((file, frame) for file in files
+                                                          for frame in self.read_file(file, source)),
+                                     files, self.empty_hint)
         return out
 
     def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
@@ -229,6 +213,12 @@ class DataFormat:
 
     def read_corpus(self, path: Path, corpus: Any) -> list[Any]:
         return [value for batch in self.iter_corpus(path, corpus, BATCH_ROWS) for value in batch]
+
+
+def _check_path(source: Any, where: str) -> Path:
+    if not Path(source.path).exists():
+        raise PipelineError(f"{where}.source.path: not found: {source.path}")
+    return Path(source.path)
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -282,8 +272,7 @@ def corpus_format(path: Path) -> DataFormat:
 
 @dataclass(frozen=True)
 class TableOptions:
-    """How to read a table file: `params` names the params section in hints; `delimiter` overrides the
-    format's; `quoting` "none" reads double quotes as plain text; `columns` names a headerless file's columns."""
+    """How to read a table: `params` names the params section in hints; `columns` a headerless file's columns."""
 
     encoding: str | None = None
     params: str = TASK_KEY
@@ -324,8 +313,7 @@ def corpus_columns(path: Path, corpus: Any, present: Iterable[Any]) -> list[str]
 
 
 class DelimitedFormat(TableFormat):
-    """A header line (or source.columns), then one row a line (quoted fields may span lines), split on
-    `delimiter`: pandas' C parser, every cell the string as written (no number or NA guessing)."""
+    """A header line (or source.columns), then a row a line (quoted fields may span lines), split on `delimiter`."""
 
     delimiter: ClassVar[str] = ","
     empty_hint = " (only a header)"
@@ -340,13 +328,13 @@ def read_delimited(path: Path, how: TableOptions, sep: str) -> Iterator[pd.DataF
     source_key = how.params if how.params.endswith("source") else None
     quoted = how.quoting == "csv"
     hint = f"; if quotes are plain text in this file, set the {source_key}.quoting param to none" if source_key else ""
-    # Blank lines stay rows (dropped below), so pandas' row numbers are the file's physical lines.
+    # pandas' C parser, every cell the string as written (no number or NA guessing); blank lines stay rows (dropped
+    # below), so pandas' row numbers are the file's physical lines.
     read = dict(sep=sep, header=None, dtype=object, keep_default_na=False, skip_blank_lines=False, encoding=encoding,
                 compression="infer", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE, engine="c")
 
     def line(row: int) -> int:
-        """The line where physical row `row` (0-based) starts: pandas counts rows, not the line breaks inside
-        quoted fields, so those of the rows before it are added (read again up to it, only for a message)."""
+        """The line where row `row` starts: pandas counts rows, so add the line breaks inside the fields before."""
         frames = pd.read_csv(path, **read, nrows=row, chunksize=BATCH_ROWS) if row else []
         return row + 1 + sum("\0".join(frame[c]).count("\n") for frame in frames for c in frame.columns)
 
@@ -403,8 +391,7 @@ def _check_header(path: Path, header: list[str], sep: str, source_key: str | Non
 
 
 def _check_swallowed(path: Path, frame: pd.DataFrame, line: Callable[[int], int], hint: str) -> None:
-    """A TSV cell holding tabs and line breaks: almost surely a text that opens a stray double quote, which the CSV
-    quoting rules close only at the next quote, rows later (pandas accepts it)."""
+    """A TSV cell with tabs and line breaks: a stray double quote swallowed rows (pandas accepts it)."""
     for column in frame.columns:
         if "\t" in "\0".join(frame[column]):
             row, cell = next((i, cell) for i, cell in frame[column].items() if "\t" in cell and "\n" in cell)
@@ -468,7 +455,6 @@ class Parquet(TableFormat):
     suffixes = (".parquet",)
 
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
-        """Record batch by record batch (pyarrow reads the row groups it needs), a batch of about BATCH_CHARS."""
         import pyarrow.parquet as pq
 
         if path.is_dir():
@@ -483,8 +469,7 @@ class Parquet(TableFormat):
 
 
 def parquet_batch_rows(file: Any) -> int:
-    """Rows per batch for a pyarrow ParquetFile: BATCH_ROWS, fewer when its rows are long (about BATCH_CHARS
-    bytes of data a batch)."""
+    """Rows per batch of a pyarrow ParquetFile: BATCH_ROWS, fewer when rows are long (about BATCH_CHARS bytes)."""
     meta = file.metadata
     size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     return max(1, min(BATCH_ROWS, BATCH_CHARS * meta.num_rows // max(size, 1)))
@@ -525,8 +510,7 @@ class Conll(DataFormat):
             yield number, fields[token], fields[tag]
 
     def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
-        """BATCH_ROWS sentences a table: `tokens`, `tags` (IOB2 unless scheme none) and `line`, the line of each
-        sentence's first word, so later checks (a tag that training never saw) can name the file and line."""
+        """Sentences as `tokens`, `tags` (IOB2 unless scheme none) and `line` (of the first word, for messages)."""
         rows: list[tuple[list[str], list[str], int]] = []
         sentence: list[tuple[int, str, str]] = []
         for word in itertools.chain(self.words(path, source), [None]):
@@ -546,7 +530,7 @@ class Conll(DataFormat):
 
 
 def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
-    """The lines, once one holds more than whitespace (a file of blank lines is empty, said before parsing)."""
+    """The lines, once one is not blank (a file of blank lines is empty)."""
     head = []
     for line in lines:
         head.append(line)

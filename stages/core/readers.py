@@ -1,14 +1,10 @@
-"""Data readers: every supported source becomes the same tables per split, written to Parquet batch by batch.
+"""Data readers: every source becomes the same tables per split, written to Parquet batch by batch.
 
-The source's format (the registry in stages/core/formats.py) reads it in raw batches; here their columns are
-renamed to the standard ones, label values and texts checked, each batch appended to its split's Parquet file with
-pyarrow's ParquetWriter, and missing splits carved out of train. Memory holds one batch at a time (and, to carve a
-split, the training rows' labels or indices), whatever the size of the data.
-
-Sequence tasks give columns `text` (+ `text_pair` for sentence pairs) and `label`; token tasks give `tokens` and
-`tags` (lists of strings; CoNLL files add `line`). Labels stay as names here (integer ids become the names they
-index in `labels` or `source.labels_file`); ids are assigned once the label list is known, so the Hub and a local
-copy of the same data get the same ids.
+The source's format (stages/core/formats.py) reads raw batches; here columns get their standard names (`text`,
+`text_pair`, `label`; token tasks `tokens`, `tags`, CoNLL `line`), labels and texts are checked, each batch is
+appended to its split's Parquet file, and missing splits are carved out of train: memory holds one batch (and, to
+carve, the training labels), whatever the data's size. Labels stay names (integer ids become the names they index);
+ids are assigned once the label list is known, so the Hub and a local copy of the same data get the same ids.
 """
 
 from __future__ import annotations
@@ -46,7 +42,7 @@ ROWS_SHOWN = 5  # row numbers an error lists before "..."
 
 @dataclass
 class SplitSummary:
-    """What a written split holds: its rows, and how often each label occurs (list labels: each item)."""
+    """A written split's rows, and how often each label (each item of list labels) occurs."""
 
     rows: int = 0
     labels: Counter = field(default_factory=Counter)
@@ -62,8 +58,7 @@ class WrittenSplits:
 
 
 def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> WrittenSplits:
-    """Read a task's source into normalised `folder`/<split>.parquet files, one batch at a time (`where` names the
-    task's params key)."""
+    """A task's source as normalised `folder`/<split>.parquet files, a batch at a time (`where`: its params key)."""
     streams = task_format(task.source, where).stream_source(task.source, task, where)
     if "train" not in streams:
         raise PipelineError(f"{where}.source: no training split")
@@ -79,8 +74,7 @@ def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> Written
 
 
 def read_task_splits(task: Any, seed: int, where: str) -> dict[str, pd.DataFrame]:
-    """A task's normalised train/validation/test as whole tables (small data, tests): write_task_splits into a
-    temporary folder, read back."""
+    """A task's normalised splits as whole tables (small data, tests), written to a temporary folder and read back."""
     with tempfile.TemporaryDirectory(prefix="splits-") as folder:
         write_task_splits(task, seed, where, Path(folder))
         return {split: read_split_table(Path(folder) / f"{split}.parquet") for split in SPLITS}
@@ -127,27 +121,11 @@ def _labels_file(path: Path, encoding: str | None) -> list[str]:
     return names
 
 
-@dataclass
-class _EmptyTexts:
-    """Rows with an empty text: how many, and the first few row numbers for the message."""
-
-    count: int = 0
-    first: list[int] = field(default_factory=list)
-
-    def add(self, rows: np.ndarray) -> None:
-        self.count += len(rows)
-        self.first.extend(rows[: ROWS_SHOWN - len(self.first)].tolist())
-
-    def rows(self) -> str:
-        return ", ".join(map(str, self.first)) + (" ..." if self.count > len(self.first) else "")
-
-
 def _write_split(stream: SplitStream, task: Any, where: str, split: str, target: Path) -> SplitSummary:
-    """One split's batches, normalised and appended to `target`; rows count per file in row errors (which name
-    the file, for formats whose rows are a file's rows), across the split in the empty-text message."""
+    """One split's batches, normalised and appended to `target`; row errors count rows in their file."""
     place, drop = f"{where}.source ({split} split)", task.source.empty_texts == "drop"
     names_file = task_format(task.source, where).file_rows
-    summary, empty, writer = SplitSummary(), _EmptyTexts(), None
+    summary, writer, empty, shown = SplitSummary(), None, 0, []  # empty texts: how many, the first rows
     read, in_file, current = 0, 0, None
     try:
         for file, raw in stream.batches():
@@ -160,10 +138,10 @@ def _write_split(stream: SplitStream, task: Any, where: str, split: str, target:
                 raise PipelineError(f"{err} [file {file}]" if file and names_file else str(err)) from None
             blank = empty_text_rows(frame, task.type)
             if blank.any():
-                empty.add(np.flatnonzero(blank) + read + 1)
+                empty, shown = empty + blank.sum(), shown + (np.flatnonzero(blank) + read + 1).tolist()[:ROWS_SHOWN]
                 frame = frame[~blank]
             read, in_file = read + len(raw), in_file + len(raw)
-            if empty.count and not drop:
+            if empty and not drop:
                 continue  # an error once the whole split is read (it names them all); nothing more to write
             table = to_arrow(frame, task.type)
             writer = writer or pq.ParquetWriter(target, table.schema)
@@ -174,14 +152,17 @@ def _write_split(stream: SplitStream, task: Any, where: str, split: str, target:
         if writer is not None:
             writer.close()
     if read == 0:
-        raise stream.empty_error(where, split)
-    if empty.count:
+        raise PipelineError(f"{where}.source.{split}: {stream.files[0]} holds no examples{stream.empty_hint}: the "
+                            f"{split} split is empty" if len(stream.files) == 1 else
+                            f"{where}.source: the {split} split is empty")
+    if empty:
         column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
-        what = (f"{empty.count} of {read} examples have " + ("no words or an empty word" if task.type == "token"
+        what = (f"{empty} of {read} examples have " + ("no words or an empty word" if task.type == "token"
                 else "an empty or whitespace-only text") + f" (column {column!r})")
         in_file = f" [file {stream.files[0]}]" if names_file and len(stream.files) == 1 else ""
         if not drop:
-            raise PipelineError(f"{place}, rows {empty.rows()}: {what}{in_file}; expected text in every example: "
+            rows = ", ".join(map(str, shown[:ROWS_SHOWN])) + (" ..." if empty > ROWS_SHOWN else "")
+            raise PipelineError(f"{place}, rows {rows}: {what}{in_file}; expected text in every example: "
                                 f"fix the data, or set {where}.source.empty_texts: drop to leave them out")
         log.info("%s: dropped %s (source.empty_texts: drop)", place, what.replace(" have ", " that have "))
         if summary.rows == 0:
@@ -204,8 +185,7 @@ _STRINGS = pa.list_(pa.string())
 
 
 def to_arrow(frame: pd.DataFrame, kind: str) -> pa.Table:
-    """A normalised batch as Arrow, with the column types every batch (and tokenize) shares, whatever a batch
-    holds (pandas would infer list<null> from a batch of empty label lists)."""
+    """A batch as Arrow with the column types every batch shares (pandas infers list<null> from empty lists)."""
     types = {"text": pa.large_string(), "text_pair": pa.large_string(), "tokens": _STRINGS, "tags": _STRINGS,
              "line": pa.int64(),
              "label": {"regression": pa.float64(), "multi_label": _STRINGS}.get(kind, pa.large_string())}
@@ -238,8 +218,7 @@ def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
 
 
 def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) -> pd.DataFrame:
-    """Rename the task's columns to the standard ones and check each label value's shape. `first_row`: how many
-    rows of the file came before this batch (messages count rows from the file's first)."""
+    """The standard columns, each label checked; `first_row`: the file's rows before this batch (for messages)."""
     kind, scheme = task.type, task.source.scheme
     if kind == "token":
         if {"tokens", "tags", "line"} <= set(frame.columns) and task_format(task.source, where).gives_tokens:
@@ -254,8 +233,7 @@ def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) ->
             out["tags"] = [to_iob2(labels, scheme, lambda i, row=row: f"{where}, row {row}, word {i + 1}")
                            for row, labels in enumerate(out["tags"], start=first_row + 1)]
         return out
-    # Object columns: Python strings stay as they are (pandas' Arrow-backed str columns are slow to build and
-    # iterate cell by cell); to_arrow gives the Parquet types.
+    # Object columns: Python strings stay as they are (Arrow-backed str columns are slow cell by cell).
     columns = {"text": _text_values(_column(frame, task.text_column, "text_column", where), where, first_row)}
     if task.text_pair_column:
         pair = _column(frame, task.text_pair_column, "text_pair_column", where)

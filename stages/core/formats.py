@@ -101,7 +101,10 @@ def _decode_error(path: Path, encoding: str, key: str) -> PipelineError:
             pending = decoder.getstate()[0]  # bytes of a character cut by the previous block
             try:
                 decoder.decode(block)
-            except UnicodeDecodeError as err:
+            except UnicodeError as err:  # a decode error, or (UTF-16/32) no byte-order mark to read the order from
+                if not isinstance(err, UnicodeDecodeError):
+                    return PipelineError(f"{path}, line 1: bytes at offset 0 do not decode as {shown!r} ({err}; set "
+                                         f"the {key} param, e.g. utf-16-le, or leave it unset)")
                 data = pending + block
                 line = lines - pending.count(b"\n") + data[:err.start].count(b"\n") + 1
                 return PipelineError(f"{path}, line {line}: bytes at offset {offset - len(pending) + err.start} do "
@@ -117,7 +120,7 @@ def reading(path: Path, encoding: str, key: str) -> Iterator[None]:
         yield
     except PipelineError:
         raise
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise _decode_error(path, encoding, key) from None
     except Exception as err:
         if path.suffix.lower() not in COMPRESSION or isinstance(err, (KeyError, TypeError, AttributeError)):
@@ -599,28 +602,23 @@ class Lines(DataFormat):
     suffixes = (".txt",)
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
-        base = Path(source.path)
-        if not base.exists():
-            raise PipelineError(f"{where}.source.path: not found: {base}")
-        unknown = [label for label in source.files if task.labels and str(label) not in task.labels]
-        if unknown:
-            raise PipelineError(f"{where}.source.files.{unknown[0]}: label {str(unknown[0])!r} is not a known label "
-                                f"(the label list is {task['labels']})")
-        paths = {}
+        base, paths = _check_path(source, where), {}
         for label, name in source.files.items():
             paths[label] = base / name if base.is_dir() else base.parent / name
+            if task.labels and str(label) not in task.labels:
+                raise PipelineError(f"{where}.source.files.{label}: label {str(label)!r} is not a known label (the "
+                                    f"label list is {task['labels']})")
             if not paths[label].exists():
                 raise PipelineError(f"{where}.source.files.{label}: file not found: {paths[label]}")
 
         def batches() -> Iterator[tuple[Path | None, pd.DataFrame]]:
             for label, path in paths.items():
-                texts = (line.strip() for line in text_lines(path, source.encoding))
-                empty = True
-                for chunk in batched(filter(None, texts), BATCH_ROWS):
-                    empty = False
-                    yield None, pd.DataFrame({"text": chunk, "label": str(label)})
-                if empty:
+                chunks = batched(filter(None, (line.strip() for line in text_lines(path, source.encoding))), BATCH_ROWS)
+                first = next(chunks, None)
+                if first is None:
                     raise PipelineError(f"{path}: no examples (the file is empty)")
+                for chunk in itertools.chain([first], chunks):
+                    yield None, pd.DataFrame({"text": chunk, "label": str(label)})
 
         return {"train": SplitStream(batches, tuple(paths.values()))}
 
@@ -662,8 +660,7 @@ class Folders(DataFormat):
 
 @register_format
 class Hub(DataFormat):
-    """A Hugging Face Hub dataset (source.hub, config, revision, splits), loaded split by split; ClassLabel ids
-    become their names."""
+    """A Hugging Face Hub dataset (source.hub, config, revision, splits), loaded split by split."""
 
     name = "hub"
     local = False
@@ -674,13 +671,12 @@ class Hub(DataFormat):
             if ours not in SPLITS:
                 raise PipelineError(f"{where}.source.splits: unknown split {ours!r}, expected {list(SPLITS)}")
         name = source.hub + (f"/{source['config']}" if source.config else "")
-        label_columns = task.get("label_columns") or [task.label_column]
+        labels = task.get("label_columns") or [task.label_column]
 
         def batches(ours: str, expression: str) -> Iterator[tuple[Path | None, pd.DataFrame]]:
             dataset = load_hub_split(source, where, expression)
-            for frame in hub_batches(dataset, label_columns, f"{where}.source.splits.{ours} ({name} split "
-                                                             f"{expression!r})"):
-                yield None, frame
+            where_split = f"{where}.source.splits.{ours} ({name} split {expression!r})"
+            yield from ((None, frame) for frame in hub_batches(dataset, labels, where_split))
 
         return {ours: SplitStream(lambda ours=ours, expression=expression: batches(ours, expression))
                 for ours, expression in splits.items()}
@@ -706,9 +702,8 @@ def load_hub_split(source: Any, where: str, expression: str) -> Any:
 
 
 def hub_commit(source: Any) -> str | None:
-    """The commit sha the Hub resolves the source's revision to, for data/raw/<task>/source.json; None when it
-    cannot be resolved. The builder's `hash` is that commit for a Hub dataset (datasets passes it as the module
-    hash); the loaded Dataset itself does not expose it."""
+    """The commit the Hub resolves the source's revision to (None if it cannot), for source.json: the builder's
+    `hash` is that commit for a Hub dataset; the loaded Dataset does not expose it."""
     import datasets
 
     try:
@@ -718,35 +713,24 @@ def hub_commit(source: Any) -> str | None:
     return commit if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
-def _reject_hidden_labels(dataset: Any, column: str, where: str) -> None:
-    """GLUE-style benchmarks hide their test labels as -1: a class id of -1, or a split of only -1 scores."""
+def hub_batches(dataset: Any, label_columns: Iterable[str] = (), where: str = "") -> Iterator[pd.DataFrame]:
+    """A loaded Hub split as tables of BATCH_ROWS rows, ClassLabel ids as their names. A split whose labels are
+    the -1 placeholder (GLUE hides its test labels so) is refused: a class id of -1, or a split of only -1 scores."""
     import datasets
     import pyarrow.compute as pc
 
-    feature = dataset.features[column]
-    numeric = isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "float"))
-    if not (isinstance(feature, datasets.ClassLabel) or numeric):
-        return
-    hidden = sum(pc.sum(pc.equal(table[column], -1)).as_py() or 0 for table in
-                 dataset.select_columns([column]).with_format("arrow").iter(batch_size=BATCH_ROWS * 10))
-    if hidden and (not numeric or hidden == len(dataset)):
-        raise PipelineError(
-            f"{where}: {hidden} of {len(dataset)} rows have the label -1, i.e. no label (GLUE-style benchmarks hide "
-            "their test labels). Score on the labelled validation split instead, e.g. source.splits: "
-            "{train: 'train[:90%]', validation: 'train[90%:]', test: validation}")
-
-
-def hub_batches(dataset: Any, label_columns: Iterable[str] = (), where: str = "") -> Iterator[pd.DataFrame]:
-    """A loaded Hub split as tables of BATCH_ROWS rows (the Arrow data stays memory-mapped on disk)."""
-    import datasets
-
-    for name in label_columns:
-        if name in dataset.column_names:
-            _reject_hidden_labels(dataset, name, where)
-    if len(dataset) == 0:
-        yield dataset.to_pandas()
-        return
-    for frame in dataset.to_pandas(batch_size=BATCH_ROWS, batched=True):
+    for column in (c for c in label_columns if c in dataset.column_names):
+        feature = dataset.features[column]
+        numeric = isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "float"))
+        if isinstance(feature, datasets.ClassLabel) or numeric:
+            hidden = sum(pc.sum(pc.equal(table[column], -1)).as_py() or 0 for table in
+                         dataset.select_columns([column]).with_format("arrow").iter(batch_size=BATCH_ROWS * 10))
+            if hidden and (not numeric or hidden == len(dataset)):
+                raise PipelineError(
+                    f"{where}: {hidden} of {len(dataset)} rows have the label -1, i.e. no label (GLUE-style "
+                    "benchmarks hide their test labels). Score on the labelled validation split instead, e.g. "
+                    "source.splits: {train: 'train[:90%]', validation: 'train[90%:]', test: validation}")
+    for frame in dataset.to_pandas(batch_size=BATCH_ROWS, batched=True) if len(dataset) else [dataset.to_pandas()]:
         for name, feature in dataset.features.items():
             inner = getattr(feature, "feature", None)
             if isinstance(feature, datasets.ClassLabel):

@@ -243,8 +243,10 @@ def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) ->
         return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
     name, sep = task.label_column, task.source.label_separator
     cells = _column(frame, name, "label_column", where).tolist()
+    labels = [value.strip() for value in cells] if kind == "single_label" and all(
+        type(value) is str and value and value[0] != "[" for value in cells) else None  # CSV cells: names
     try:
-        labels = [_parse_label(value, kind, sep) for value in cells]
+        labels = labels or [_parse_label(value, kind, sep) for value in cells]
     except _BadLabel:  # parse again, naming the row, only once a cell is bad
         for row, value in enumerate(cells, start=first_row + 1):
             parse_label(value, kind, f"{where}, row {row}, column {name!r}", sep)

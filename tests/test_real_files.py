@@ -208,6 +208,7 @@ CONLLU = """# sent_id = 1
 1\tVamos\tir\tVERB\tvmip1p0\t_\t0\troot\t_\t_
 2-3\tdel\t_\t_\t_\t_\t_\t_\t_\t_
 2\tde\tde\tADP\tsps00\t_\t4\tcase\t_\t_
+2.1\tya\t_\tADV\t_\t_\t_\t_\t1:advmod\t_
 3\tel\tel\tDET\tda0ms0\t_\t4\tdet\t_\t_
 4\tparque\tparque\tNOUN\tncms000\t_\t1\tobl\t_\tSpaceAfter=No
 4.1\tir\t_\tVERB\t_\t_\t_\t_\t1:conj\t_
@@ -232,14 +233,15 @@ def test_conllu_surface_tokens_with_the_tag_column_by_name(column, tags, tmp_pat
     assert raw is not None, result.stderr[-2000:]
     assert [list(t) for t in raw["train"]["tokens"]] == [["Vamos", "del", "parque", "."], ["Hola"]]
     assert [list(t) for t in raw["train"]["tags"]] == tags
-    assert raw["train"]["line"].tolist() == [3, 12]
+    assert raw["train"]["line"].tolist() == [3, 13]
 
 
 @pytest.mark.parametrize("text, source, message", [
     (CONLLU.replace("1\tHola\thola\tINTJ\ti\t_\t0\troot\t_\t_", "1\tHola\thola\tINTJ"), {},
-     "in/d.conllu, line 12: 4 tab-separated fields, expected CoNLL-U's 10"),
+     "in/d.conllu, line 13: 4 tab-separated fields, expected CoNLL-U's 10"),
     (CONLLU.replace("3\tel\tel\tDET\tda0ms0\t_\t4\tdet\t_\t_\n", ""), {},
      "in/d.conllu, line 4: the multiword token 'del' ends before its words do"),
+    (CONLLU.replace("2\tde\t", "2x\tde\t"), {}, "in/d.conllu, line 5: ID '2x' is not a word id (1), a range"),
     (CONLLU, {"tag_column": "pos"}, "tasks.x.source.tag_column: expected a CoNLL-U column name"),
     (CONLLU, {"scheme": "iob2"}, "in/d.conllu, line 3: tag 'VERB' is outside the IOB scheme"),
 ])

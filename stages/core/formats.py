@@ -14,6 +14,7 @@ import bz2
 import codecs
 import csv
 import difflib
+import glob
 import gzip
 import io
 import itertools
@@ -165,7 +166,7 @@ def split_files(source: Any, split: str, where: str, directories: bool = True) -
     for value in values:
         path = base if value == "." else (base / value if base.is_dir() or not base.exists() else base.parent / value)
         if re.search(r"[*?[]", value):
-            found = sorted(p for p in path.parent.glob(path.name) if p.is_file())
+            found = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if p.is_file())
             if not found:
                 raise PipelineError(f"{key}: the pattern {value!r} matches no file in {path.parent}")
         elif directories and path.is_dir():
@@ -563,31 +564,32 @@ class Conllu(Conll):
         token, tag = CONLLU_COLUMNS.index(source.token_column), CONLLU_COLUMNS.index(source.tag_column)
         merged: tuple[int, str, int, list[str]] | None = None  # an open range: line, token, last id, tags so far
         for number, line in enumerate(_not_blank(path, text_lines(path, source.encoding)), start=1):
-            if line.startswith("#"):
-                continue
             fields = line.rstrip("\r").split("\t")
-            if merged and (not line.strip() or not fields[0].isdigit()):
+            first, dash, last = fields[0].partition("-")
+            is_range = bool(dash) and first.isdigit() and last.isdigit()
+            if merged and (not line.strip() or is_range or (first.isdigit() and int(first) > merged[2])):
                 raise PipelineError(f"{path}, line {merged[0]}: the multiword token {merged[1]!r} ends before its "
                                     "words do; expected a word line for each id of its range")
+            if line.startswith("#") or re.fullmatch(r"\d+\.\d+", fields[0]):  # comments; empty nodes (8.1)
+                continue
             if not line.strip():
                 yield None
                 continue
             if len(fields) != 10:
                 raise PipelineError(f"{path}, line {number}: {len(fields)} tab-separated fields, expected CoNLL-U's "
                                     f"10 ({', '.join(CONLLU_COLUMNS)})")
-            first, dash, last = fields[0].partition("-")
-            if dash and first.isdigit() and last.isdigit():
+            if not (is_range or first.isdigit()):
+                raise PipelineError(f"{path}, line {number}: ID {fields[0]!r} is not a word id (1), a range (1-2) "
+                                    "or an empty node (8.1)")
+            if is_range:
                 merged = (number, fields[token], int(last), [])
             elif merged:
                 merged[3].append(fields[tag])
                 if int(first) == merged[2]:
                     yield merged[0], merged[1], "+".join(merged[3])
                     merged = None
-            elif first.isdigit():
+            else:
                 yield number, fields[token], fields[tag]
-            elif not re.fullmatch(r"\d+\.\d+", fields[0]):  # an empty node (8.1) is skipped
-                raise PipelineError(f"{path}, line {number}: ID {fields[0]!r} is not a word id (1), a range (1-2) "
-                                    "or an empty node (8.1)")
 
 
 # ---------------------------------------------------------------------------------------------------------------

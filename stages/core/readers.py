@@ -104,11 +104,11 @@ def task_labels(task: Any, where: str) -> list[str] | None:
     path = (base if base.is_dir() else base.parent) / task.source.labels_file
     if not path.is_file():
         raise PipelineError(f"{where}.source.labels_file: file not found: {path}")
-    return _labels_file(path, task.source.encoding)
+    return _labels_file(path, task.source.encoding, path.stat().st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=8)
-def _labels_file(path: Path, encoding: str | None) -> list[str]:
+@functools.lru_cache(maxsize=8)  # read once per stage, not once per batch
+def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
     names = [line.strip() for line in text_lines(path, encoding, "task's source.encoding")]
     while names and not names[-1]:
         names.pop()

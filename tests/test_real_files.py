@@ -152,6 +152,9 @@ def test_single_label_integer_ids_map_through_labels_by_position(tmp_path):
 @pytest.mark.parametrize("task, message", [
     ({"labels": ["neg", "pos", "neg"]}, "tasks.x.labels: ['neg'] listed more than once; expected distinct labels"),
     ({"source": {"header": False}}, "tasks.x.source.columns: with header: false, name the file's columns"),
+    ({"source": {"columns": ["text", "label"]}}, "tasks.x.source.columns: only with header: false"),
+    ({"source": {"header": False, "columns": ["text", "text"]}}, "tasks.x.source.columns: expected a list of "
+     "distinct column names"),
     ({"labels": ["neg", "pos"], "source": {"labels_file": "l.txt"}}, "tasks.x.labels: give labels or "
      "source.labels_file, not both"),
     ({"source": {"labels_file": "nope.txt"}}, "tasks.x.source.labels_file: file not found: in/nope.txt"),

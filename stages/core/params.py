@@ -146,6 +146,8 @@ class Source(Section):
             raise KeyProblem("train", "missing required key (the training file, relative to 'path')")
         if not self.header and not self.columns:
             raise KeyProblem("columns", "with header: false, name the file's columns in order, e.g. [text, label]")
+        if self.header and self.columns is not None:
+            raise KeyProblem("columns", "only with header: false (a header line names the columns itself)")
         if self.columns is not None and (not self.columns or len(set(self.columns)) != len(self.columns)):
             raise KeyProblem("columns", f"expected a list of distinct column names, got {self.columns}")
         if not self.label_separator:

@@ -144,9 +144,11 @@ SEQUENCE_CASES = [
           "looks ';'-separated (set the task's source.delimiter param to ';')"),
     table("csv", "extra-field", utf8("text,label\nfine,pos\nbad,row,extra\n"), "line 3: 3 fields where the header "
           "has 2"),
-    # pandas fills a short line's missing fields with empty cells: an empty label is missing, an empty text empty
-    table("csv", "missing-field", utf8("text,label\nfine,pos\nno label here\n"), "row 2, column 'label': the label "
-          "is missing (an empty cell, or a line with fewer fields than the header)"),
+    # a short line is refused for any column, used or not (pandas would pad it with empty cells)
+    table("csv", "missing-field", utf8("text,label\nfine,pos\nno label here\n"), "line 3: 1 fields where the header "
+          "has 2"),
+    table("csv", "missing-unused-field", utf8("text,label,note\nfine,pos,x\nshort,neg\n"), "line 3: 2 fields where "
+          "the header has 3"),
     table("csv", "missing-text", utf8("text,label\nfine,pos\n,neg\n"), "rows 2: 1 of 2 examples have an empty"),
     table("csv", "empty", b"", "the file is empty"),
     table("csv", "blank-lines-only", b"\n \r\n\n", "the file is empty"),
@@ -177,8 +179,8 @@ SEQUENCE_CASES = [
     table("tsv", "comma-file", CSV, "line 1", "looks ','-separated (set the task's source.delimiter param to ','"),
     table("tsv", "extra-field", utf8("text\tlabel\nfine\tpos\textra\n"), "line 2: 3 fields where the header has 2",
           "delimiter '\\t'"),
-    table("tsv", "truncated-mid-row", utf8(csv_text(ROWS, sep="\t") + "cut off he"), "row 6, column 'label': the "
-          "label is missing"),
+    table("tsv", "truncated-mid-row", utf8(csv_text(ROWS, sep="\t") + "cut off he"), "line 7: 1 fields where the "
+          "header has 2"),
     table("tsv", "empty", b"", "the file is empty"),
     table("tsv", "cp1252-bytes-as-utf8", csv_text(CP1252, sep="\t").encode("cp1252"), "line 4",
           "do not decode as 'utf-8'", "source.encoding"),

@@ -327,57 +327,66 @@ class DelimitedFormat(TableFormat):
 
 
 def read_delimited(path: Path, how: TableOptions, sep: str) -> Iterator[pd.DataFrame]:
-    key = f"{how.params}.encoding"
-    encoding = text_encoding(path, how.encoding, key)
+    """CSV/TSV through the csv module, whose `line_num` counts the file's lines. Not pandas: it pads a line with
+    too few fields with empty cells, accepting a broken row silently."""
+    key, quoted = f"{how.params}.encoding", how.quoting == "csv"
     source_key = how.params if how.params.endswith("source") else None
-    quoted = how.quoting == "csv"
     hint = f"; if quotes are plain text in this file, set the {source_key}.quoting param to none" if source_key else ""
-    # pandas' C parser, every cell the string as written (no number or NA guessing); blank lines stay rows (dropped
-    # below), so pandas' row numbers are the file's physical lines.
-    read = dict(sep=sep, header=None, dtype=object, keep_default_na=False, skip_blank_lines=False, encoding=encoding,
-                compression="infer", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE, engine="c")
+    encoding, header, batch, chars, start = text_encoding(path, how.encoding, key), list(how.columns or ()), [], 0, 1
+    row_lines: list[str] = []  # the current row's lines: the end-of-file check re-parses the last row strictly
+    last: tuple[int, list[str]] = (1, [])
 
-    def line(row: int) -> int:
-        """The line where row `row` starts: pandas counts rows, so add the line breaks inside the fields before."""
-        frames = pd.read_csv(path, **read, nrows=row, chunksize=BATCH_ROWS) if row else []
-        return row + 1 + sum("\0".join(frame[c]).count("\n") for frame in frames for c in frame.columns)
+    def feed(handle: IO[str]) -> Iterator[str]:
+        for line in handle:
+            row_lines.append(line)
+            yield line
 
-    header, size, skip = list(how.columns or ()), min(BATCH_ROWS, 1000), not how.columns
-    with reading(path, encoding, key):
-        try:  # the header first: a file split on the wrong delimiter fails there, before any field count
-            header = header or _check_header(path, list(pd.read_csv(path, **read, nrows=1).iloc[0]), sep, source_key)
-            reader = pd.read_csv(path, **read, iterator=True)
-            while True:
-                try:
-                    frame = reader.get_chunk(size)
-                except StopIteration:
-                    break
-                frame, skip = (frame.iloc[1:] if skip else frame), False
-                if frame.shape[1] != len(header):
-                    raise PipelineError(f"{path}, line 1: {frame.shape[1]} fields, but source.columns names "
-                                        f"{len(header)}: {header}")
-                frame = frame[~(frame == "").all(axis=1)] if len(frame) else frame
-                if quoted and sep == "\t":
-                    _check_swallowed(path, frame, line, hint)
-                frame.columns = header
-                chars = sum(sum(map(len, frame[c])) for c in header)
-                size = max(1, min(BATCH_ROWS, BATCH_CHARS * max(len(frame), 1) // max(chars, 1)))
-                yield frame.reset_index(drop=True)
-        except pd.errors.EmptyDataError:
-            raise PipelineError(f"{path}: the file is empty") from None
-        except pd.errors.ParserError as err:
-            fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
-            if fields:
-                raise PipelineError(
-                    f"{path}, line {line(int(fields[2]) - 1)}: {fields[3]} fields where the header has {fields[1]} "
-                    f"(delimiter {sep!r}; is the file quoted correctly, or is it another delimiter?"
-                    f"{hint if quoted else ''})") from None
-            eof = re.search(r"EOF inside string starting at row (\d+)", str(err))
-            if eof:
-                raise PipelineError(f"{path}, line {line(int(eof[1]))}: a quoted field opened on this line is never "
-                                    f"closed: the file ends inside it (truncated file, or a stray double quote"
-                                    f"{hint})") from None
-            raise PipelineError(f"{path}: not valid CSV ({err})") from None
+    limit = csv.field_size_limit(2**31 - 1)  # one long text is data, not an error
+    try:
+        with reading(path, encoding, key), io.TextIOWrapper(open_binary(path), encoding=encoding, newline="") as handle:
+            reader = csv.reader(_not_blank(path, feed(handle)), delimiter=sep,
+                                quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+            for row in reader:
+                if quoted and sep == "\t" and reader.line_num > start and any("\t" in f and "\n" in f for f in row):
+                    raise PipelineError(
+                        f"{path}, line {start}: a quoted field runs to line {reader.line_num} and holds tabs and line "
+                        f"breaks: most likely a text starting with a stray double quote swallowed the rows after it"
+                        f"{hint} (texts that really hold tabs and line breaks: write the data as JSONL or Parquet)")
+                if not header:
+                    header = _check_header(path, row, sep, source_key)
+                elif row and len(row) != len(header):
+                    if quoted and _ends_inside_quotes(row_lines, sep):  # an open quote ran to the end of the file
+                        last = (start, row_lines)
+                        break
+                    raise PipelineError(f"{path}, line {start}: {len(row)} fields, but source.columns names "
+                                        f"{len(header)}: {header}" if how.columns else
+                                        f"{path}, line {start}: {len(row)} fields where the header has {len(header)} "
+                                        f"(delimiter {sep!r}; is the file quoted correctly, or is it another "
+                                        f"delimiter?{hint if quoted else ''})")
+                elif row:
+                    batch.append(row)
+                    chars += sum(map(len, row))
+                    if len(batch) >= BATCH_ROWS or chars >= BATCH_CHARS:
+                        yield pd.DataFrame(batch, columns=header, dtype=object)
+                        batch, chars = [], 0
+                last, start, row_lines = (start, row_lines), reader.line_num + 1, []
+    except csv.Error as err:
+        raise PipelineError(f"{path}, line {start}: not valid CSV ({err})") from None
+    finally:
+        csv.field_size_limit(limit)
+    if quoted and _ends_inside_quotes(last[1], sep):
+        raise PipelineError(f"{path}, line {last[0]}: a quoted field opened on this line is never closed: "
+                            f"the file ends inside it (truncated file, or a stray double quote{hint})")
+    yield pd.DataFrame(batch, columns=header, dtype=object)
+
+
+def _ends_inside_quotes(lines: list[str], sep: str) -> bool:
+    """Whether the last row ends inside a quoted field (the lenient reader accepts it; a strict one says so)."""
+    try:
+        list(csv.reader(lines, delimiter=sep, strict=True))
+    except csv.Error as err:
+        return "unexpected end of data" in str(err)
+    return False
 
 
 def _check_header(path: Path, header: list[str], sep: str, source_key: str | None) -> list[str]:
@@ -392,19 +401,6 @@ def _check_header(path: Path, header: list[str], sep: str, source_key: str | Non
     if repeated:
         raise PipelineError(f"{path}, line 1: the header repeats the column name(s) {repeated}; expected distinct names")
     return header
-
-
-def _check_swallowed(path: Path, frame: pd.DataFrame, line: Callable[[int], int], hint: str) -> None:
-    """A TSV cell with tabs and line breaks: a stray double quote swallowed rows (pandas accepts it)."""
-    for column in frame.columns:
-        if "\t" in "\0".join(frame[column]):
-            row, cell = next((i, cell) for i, cell in frame[column].items() if "\t" in cell and "\n" in cell)
-            start = line(row)  # the chunks' index counts the file's physical rows
-            raise PipelineError(
-                f"{path}, line {start}: a quoted field runs to line {start + cell.count(chr(10))} "
-                f"and holds tabs and line breaks: most likely a text starting with a stray double quote swallowed "
-                f"the rows after it{hint} (texts that really hold tabs and line breaks: write the data as JSONL or "
-                "Parquet)")
 
 
 @register_format

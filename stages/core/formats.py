@@ -1,11 +1,8 @@
 """Data formats: one `DataFormat` subclass per format, registered with `@register_format` into `FORMATS`.
 
-For a task, `stream_source` gives each split as (file, raw table) pairs of at most BATCH_ROWS rows, read when the
-download stage iterates them: by default the files a split's key names (a file, list, glob or directory of shards),
-each read by `read_file`. For the MLM corpus, `iter_corpus` gives a file's documents; `suffixes` choose the format.
-Parsing is the libraries' job (pandas' C parser, pyarrow, json, codecs, gzip/bz2/lzma/zstandard); written here is
-what none does: CoNLL and CoNLL-U, per-label line files, label folders, and turning a library's failure into a
-message naming the file, the line and the params key.
+A format streams each split of a task's source as (file, raw table) pairs of at most BATCH_ROWS rows, and an MLM
+corpus file's documents. Parsing is the libraries' (csv, pyarrow, json, codecs, gzip/bz2/lzma/zstandard); written
+here is what none does (CoNLL, CoNLL-U, per-label line files, label folders) and the file/line/key messages.
 """
 
 from __future__ import annotations
@@ -34,10 +31,7 @@ from stages.core.labels import to_iob2
 from stages.core.paths import SPLITS
 
 CORPUS_FALLBACK = "lines"  # an MLM corpus file whose suffix no format claims is plain text, one document a line
-# A task's data is read BATCH_ROWS rows at a time (a batch of long texts ends at about BATCH_CHARS characters):
-# per-batch overhead is negligible, and a batch's Python objects stay in the tens of MB whatever the file's size.
-BATCH_ROWS = 20_000
-BATCH_CHARS = 16_000_000
+BATCH_ROWS, BATCH_CHARS = 20_000, 16_000_000  # a batch's Python objects stay in the tens of MB, whatever the file
 TASK_KEY = "task's source"
 
 
@@ -60,10 +54,6 @@ class SplitStream:
     batches: Callable[[], Iterator[tuple[Path | None, pd.DataFrame]]]
     files: tuple[Path, ...] = ()  # the files it reads (recorded with their sha256)
     empty_hint: str = ""  # why its file may hold no examples, e.g. " (only a header)"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Opening files: compression by suffix, encoding declared or told by a byte-order mark
 
 
 def data_suffix(path: Path) -> str:
@@ -106,8 +96,7 @@ def _decode_error(path: Path, encoding: str, key: str) -> PipelineError:
                 if not isinstance(err, UnicodeDecodeError):
                     return PipelineError(f"{path}, line 1: bytes at offset 0 do not decode as {shown!r} ({err}; set "
                                          f"the {key} param, e.g. utf-16-le, or leave it unset)")
-                data = pending + block
-                line = lines - pending.count(b"\n") + data[:err.start].count(b"\n") + 1
+                line = lines - pending.count(b"\n") + (pending + block)[:err.start].count(b"\n") + 1
                 return PipelineError(f"{path}, line {line}: bytes at offset {offset - len(pending) + err.start} do "
                                      f"not decode as {shown!r} (set the {key} param, e.g. cp1252 or latin-1)")
             offset, lines = offset + len(block), lines + block.count(b"\n")
@@ -147,7 +136,6 @@ def iter_lines(path: Path, encoding: str | None, key: str = f"{TASK_KEY}.encodin
 
 
 def read_text(path: Path, encoding: str | None, key: str = f"{TASK_KEY}.encoding") -> str:
-    """A whole text file, decoded (a byte-order mark dropped)."""
     return "".join(text_lines(path, encoding, key, ends=True))
 
 
@@ -158,12 +146,21 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
+    """The lines, once one is not blank (a file of blank lines is empty)."""
+    head = []
+    for line in lines:
+        head.append(line)
+        if line.strip():
+            return itertools.chain(head, lines)
+    raise PipelineError(f"{path}: the file is empty")
+
+
 def split_files(source: Any, split: str, where: str, directories: bool = True) -> list[Path]:
     """A split's files: each entry of `source.<split>` is a file, glob or directory of shards, relative to `path`."""
     base, key = Path(source.path), f"{where}.source.{split}"
-    values = [source[split]] if isinstance(source[split], str) else source[split]
     files: list[Path] = []
-    for value in values:
+    for value in [source[split]] if isinstance(source[split], str) else source[split]:
         path = base if value == "." else (base / value if base.is_dir() or not base.exists() else base.parent / value)
         if re.search(r"[*?[]", value):
             found = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if p.is_file())
@@ -181,10 +178,6 @@ def split_files(source: Any, split: str, where: str, directories: bool = True) -
     return files
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The registry
-
-
 class DataFormat:
     """One data format. Subclass, set the class attributes, implement the readers that apply, register."""
 
@@ -198,7 +191,8 @@ class DataFormat:
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
         """A task's source by split (train at least; `where` names the task's params key)."""
-        _check_path(source, where)
+        if not Path(source.path).exists():
+            raise PipelineError(f"{where}.source.path: not found: {source.path}")
         out = {}
         for split in (split for split in SPLITS if source[split]):
             files = tuple(split_files(source, split, where, self.split_dirs))
@@ -217,12 +211,6 @@ class DataFormat:
 
     def read_corpus(self, path: Path, corpus: Any) -> list[Any]:
         return [value for batch in self.iter_corpus(path, corpus, BATCH_ROWS) for value in batch]
-
-
-def _check_path(source: Any, where: str) -> Path:
-    if not Path(source.path).exists():
-        raise PipelineError(f"{where}.source.path: not found: {source.path}")
-    return Path(source.path)
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -270,10 +258,6 @@ def corpus_format(path: Path) -> DataFormat:
     return next((entry for entry in FORMATS.values() if suffix in entry.suffixes), FORMATS[CORPUS_FALLBACK])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Tables
-
-
 @dataclass(frozen=True)
 class TableOptions:
     """How to read a table: `params` names the params section in hints; `columns` a headerless file's columns."""
@@ -301,19 +285,12 @@ class TableFormat(DataFormat):
     def iter_corpus(self, path: Path, corpus: Any, batch_size: int) -> Iterator[list[Any]]:
         columns = None
         for frame in self.read_table(path, TableOptions(corpus.encoding, "mlm.corpus")):
-            columns = columns or corpus_columns(path, corpus, frame.columns)
-            values = [value for row in frame[columns].itertuples(index=False) for value in row]
-            yield from batched(values, batch_size)
-
-
-def corpus_columns(path: Path, corpus: Any, present: Iterable[Any]) -> list[str]:
-    """The mlm.corpus.columns that a table has, in the params' order; none of them is an error."""
-    present = list(present)
-    columns = [c for c in corpus.columns if c in present]
-    if not columns:
-        raise PipelineError(f"{path}: none of the columns {corpus['columns']} (params key mlm.corpus.columns); "
-                            f"the columns are {list(map(str, present))}")
-    return columns
+            if columns is None:  # the mlm.corpus.columns the table has, in the params' order
+                columns = [c for c in corpus.columns if c in frame.columns]
+                if not columns:
+                    raise PipelineError(f"{path}: none of the columns {corpus['columns']} (params key mlm.corpus."
+                                        f"columns); the columns are {list(map(str, frame.columns))}")
+            yield from batched([value for row in frame[columns].itertuples(index=False) for value in row], batch_size)
 
 
 class DelimitedFormat(TableFormat):
@@ -405,29 +382,25 @@ def _check_header(path: Path, header: list[str], sep: str, source_key: str | Non
 
 @register_format
 class Csv(DelimitedFormat):
-    name = "csv"
-    suffixes = (".csv",)
+    name, suffixes = "csv", (".csv",)
 
 
 @register_format
 class Tsv(DelimitedFormat):
-    name = "tsv"
-    suffixes = (".tsv",)
-    delimiter = "\t"
+    name, suffixes, delimiter = "tsv", (".tsv",), "\t"
 
 
 @register_format
 class Jsonl(TableFormat):
     """One JSON object a line. Read line by line with `json` (pandas' JSON reader names no line in its errors)."""
 
-    name = "jsonl"
-    suffixes = (".jsonl",)
+    name, suffixes = "jsonl", (".jsonl",)
 
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
         columns: dict[str, None] = {}  # every key so far, in order: a batch without a key gets empty cells for it
         rows: list[dict] = []
-        chars, seen = 0, False
-        for number, line in enumerate(text_lines(path, how.encoding, f"{how.params}.encoding"), start=1):
+        chars = 0
+        for number, line in enumerate(_not_blank(path, text_lines(path, how.encoding, f"{how.params}.encoding")), 1):
             if not line.strip():
                 continue
             try:
@@ -440,19 +413,16 @@ class Jsonl(TableFormat):
                                     f"{type(row).__name__} {line.strip()[:40]!r}")
             columns.update(dict.fromkeys(row))
             rows.append(row)
-            chars, seen = chars + len(line), True
+            chars += len(line)
             if len(rows) >= BATCH_ROWS or chars >= BATCH_CHARS:
                 yield pd.DataFrame(rows, columns=list(columns))
                 rows, chars = [], 0
-        if not seen:
-            raise PipelineError(f"{path}: the file is empty")
         yield pd.DataFrame(rows, columns=list(columns))
 
 
 @register_format
 class Parquet(TableFormat):
-    name = "parquet"
-    suffixes = (".parquet",)
+    name, suffixes = "parquet", (".parquet",)
 
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
         import pyarrow.parquet as pq
@@ -475,18 +445,13 @@ def parquet_batch_rows(file: Any) -> int:
     return max(1, min(BATCH_ROWS, BATCH_CHARS * meta.num_rows // max(size, 1)))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Column files (no library reads them as a token task needs: words, tags, and the line of each sentence)
-
-
 @register_format
 class Conll(DataFormat):
-    """Token tasks: one word a line with its tag in another whitespace-separated column, blank lines between
-    sentences, -DOCSTART- skipped. A corpus file with this layout has no suffix of its own: it reads as text."""
+    """Token tasks: a word a line with its tag in another whitespace-separated column, blank lines between
+    sentences, -DOCSTART- skipped. No library reads it with the line of each sentence (for messages). As a corpus
+    file it has no suffix of its own: it reads as text."""
 
-    name = "conll"
-    empty_hint = " (only -DOCSTART- or blank lines)"
-    gives_tokens = True
+    name, empty_hint, gives_tokens = "conll", " (only -DOCSTART- or blank lines)", True
 
     def words(self, path: Path, source: Any) -> Iterator[tuple[int, str, str] | None]:
         """(line, word, tag) of each word, None at a sentence break."""
@@ -498,15 +463,13 @@ class Conll(DataFormat):
                 continue
             width = width or len(fields)
             if len(fields) != width:
-                raise PipelineError(f"{path}, line {number}: {len(fields)} columns, expected {width} like the first "
-                                    "line")
+                raise PipelineError(f"{path}, line {number}: {len(fields)} columns, expected {width} like the first line")
             if max(token, tag) >= width or min(token, tag) < -width:
                 raise PipelineError(f"{path}, line {number}: no column {max(token, tag)} (the line has {width}); "
                                     "check source.token_column / source.tag_column")
             if token % width == tag % width:
-                raise PipelineError(f"{path}, line {number}: source.token_column {token} and source.tag_column "
-                                    f"{tag} are the same column of {width}; expected a word and a tag separated by "
-                                    "whitespace")
+                raise PipelineError(f"{path}, line {number}: source.token_column {token} and source.tag_column {tag} "
+                                    f"are the same column of {width}; expected a word and a tag separated by whitespace")
             yield number, fields[token], fields[tag]
 
     def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
@@ -529,16 +492,6 @@ class Conll(DataFormat):
         yield _sentences(rows)
 
 
-def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
-    """The lines, once one is not blank (a file of blank lines is empty)."""
-    head = []
-    for line in lines:
-        head.append(line)
-        if line.strip():
-            return itertools.chain(head, lines)
-    raise PipelineError(f"{path}: the file is empty")
-
-
 def _sentences(rows: list[tuple[list[str], list[str], int]]) -> pd.DataFrame:
     return pd.DataFrame({"tokens": [r[0] for r in rows], "tags": [r[1] for r in rows],
                          "line": pd.Series([r[2] for r in rows], dtype="int64")})
@@ -546,11 +499,11 @@ def _sentences(rows: list[tuple[list[str], list[str], int]]) -> pd.DataFrame:
 
 @register_format
 class Conllu(Conll):
-    """Universal Dependencies treebanks: ten tab-separated columns, `#` comment lines, multiword-token ranges
-    (`1-2 del`) and empty nodes (`8.1`). The tokens are the surface words, the text as written (what a user's
-    predict input will be): a range line is one token, its component word lines (`1 de`, `2 el`) are not tokens,
-    and its tag is theirs joined with `+` (`ADP+DET`, as spaCy's CoNLL-U converter merges subtokens), so no tag
-    is dropped or invented. Empty nodes are not in the surface text and are skipped."""
+    """Universal Dependencies treebanks: ten tab-separated columns, `#` comments, multiword-token ranges (`1-2 del`)
+    and empty nodes (`8.1`). The tokens are the surface words, the text as written (what predict input will be): a
+    range line is one token, its word lines (`1 de`, `2 el`) are not, and its tag is theirs joined with `+`
+    (`ADP+DET`, as spaCy's CoNLL-U converter merges subtokens): no tag dropped or invented. Empty nodes are not in
+    the surface text: skipped."""
 
     name = "conllu"
 
@@ -570,37 +523,33 @@ class Conllu(Conll):
                 continue
             if not line.strip():
                 yield None
-                continue
-            if len(fields) != 10:
+            elif len(fields) != 10:
                 raise PipelineError(f"{path}, line {number}: {len(fields)} tab-separated fields, expected CoNLL-U's "
                                     f"10 ({', '.join(CONLLU_COLUMNS)})")
-            if not (is_range or first.isdigit()):
+            elif not (is_range or first.isdigit()):
                 raise PipelineError(f"{path}, line {number}: ID {fields[0]!r} is not a word id (1), a range (1-2) "
                                     "or an empty node (8.1)")
-            if is_range:
+            elif is_range:
                 merged = (number, fields[token], int(last), [])
-            elif merged:
+            elif not merged:
+                yield number, fields[token], fields[tag]
+            else:
                 merged[3].append(fields[tag])
                 if int(first) == merged[2]:
                     yield merged[0], merged[1], "+".join(merged[3])
                     merged = None
-            else:
-                yield number, fields[token], fields[tag]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Plain text: one example a line per label file, one document a file per label folder
 
 
 @register_format
 class Lines(DataFormat):
     """For a task, one file per label with one example a line (source.files); as a corpus, one document a line."""
 
-    name = "lines"
-    suffixes = (".txt",)
+    name, suffixes = "lines", (".txt",)
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
-        base, paths = _check_path(source, where), {}
+        if not Path(source.path).exists():
+            raise PipelineError(f"{where}.source.path: not found: {source.path}")
+        base, paths = Path(source.path), {}
         for label, name in source.files.items():
             paths[label] = base / name if base.is_dir() else base.parent / name
             if task.labels and str(label) not in task.labels:
@@ -626,11 +575,10 @@ class Lines(DataFormat):
 
 @register_format
 class Folders(DataFormat):
-    """One file per document in a folder per label, `<split>/<label>/<file>`: the layout of the original IMDb
-    (aclImdb/train/pos/) and of 20 Newsgroups. Each file's whole text is one example."""
+    """One file per document in a folder per label, `<split>/<label>/<file>` (the original IMDb's aclImdb/train/pos/,
+    20 Newsgroups): each file's whole text is one example. Written here: no library reads label folders as text."""
 
-    name = "folders"
-    split_dirs = False
+    name, split_dirs = "folders", False
 
     def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
         def visible(folder: Path) -> list[Path]:
@@ -639,10 +587,8 @@ class Folders(DataFormat):
         if not path.is_dir() or not any(p.is_dir() for p in visible(path)):
             raise PipelineError(f"{path}: expected a directory holding one folder per label (e.g. train/pos/, "
                                 "train/neg/), each holding one file per document")
-        documents = ((doc, folder.name) for folder in visible(path) if folder.is_dir()
-                     for doc in visible(folder) if doc.is_file())
         texts, labels, chars = [], [], 0
-        for doc, label in documents:
+        for doc, label in ((d, f.name) for f in visible(path) if f.is_dir() for d in visible(f) if d.is_file()):
             texts.append(read_text(doc, source.encoding))
             labels.append(label)
             chars += len(texts[-1])
@@ -652,16 +598,11 @@ class Folders(DataFormat):
         yield pd.DataFrame({"text": texts, "label": labels}, dtype=object)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Hugging Face Hub
-
-
 @register_format
 class Hub(DataFormat):
     """A Hugging Face Hub dataset (source.hub, config, revision, splits), loaded split by split."""
 
-    name = "hub"
-    local = False
+    name, local = "hub", False
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
         splits = source.splits or {name: name for name in SPLITS}
@@ -672,9 +613,8 @@ class Hub(DataFormat):
         labels = task.get("label_columns") or [task.label_column]
 
         def batches(ours: str, expression: str) -> Iterator[tuple[Path | None, pd.DataFrame]]:
-            dataset = load_hub_split(source, where, expression)
-            where_split = f"{where}.source.splits.{ours} ({name} split {expression!r})"
-            yield from ((None, frame) for frame in hub_batches(dataset, labels, where_split))
+            place = f"{where}.source.splits.{ours} ({name} split {expression!r})"
+            yield from ((None, frame) for frame in hub_batches(load_hub_split(source, where, expression), labels, place))
 
         return {ours: SplitStream(lambda ours=ours, expression=expression: batches(ours, expression))
                 for ours, expression in splits.items()}

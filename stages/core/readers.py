@@ -1,10 +1,10 @@
 """Data readers: every source becomes the same tables per split, written to Parquet batch by batch.
 
-The source's format (stages/core/formats.py) reads raw batches; here columns get their standard names (`text`,
-`text_pair`, `label`; token tasks `tokens`, `tags`, CoNLL `line`), labels and texts are checked, each batch is
-appended to its split's Parquet file, and missing splits are carved out of train: memory holds one batch (and, to
-carve, the training labels), whatever the data's size. Labels stay names (integer ids become the names they index);
-ids are assigned once the label list is known, so the Hub and a local copy of the same data get the same ids.
+A format (stages/core/formats.py) reads raw batches; here columns get their standard names (`text`, `text_pair`,
+`label`; token tasks `tokens`, `tags`, CoNLL `line`), labels and texts are checked, each batch is appended to its
+split's Parquet file, and missing splits are carved out of train: memory holds one batch (and, to carve, the
+training labels). Labels stay names (integer ids become the names they index) until the label list is known, so the
+Hub and a local copy of the same data get the same ids.
 """
 
 from __future__ import annotations
@@ -64,10 +64,8 @@ def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> Written
         raise PipelineError(f"{where}.source: no training split")
     missing = [name for name in ("validation", "test") if name not in streams]
     fractions = split_fractions(task.source.split, where) if missing else {}
-    summaries = {}
-    for split, stream in streams.items():
-        target = folder / (UNCARVED if split == "train" and missing else f"{split}.parquet")
-        summaries[split] = _write_split(stream, task, where, split, target)
+    summaries = {split: _write_split(stream, task, where, split, folder / (
+        UNCARVED if split == "train" and missing else f"{split}.parquet")) for split, stream in streams.items()}
     if missing:
         summaries.update(_carve(folder, task.type, fractions, seed, where, missing))
     return WrittenSplits(summaries, {split: stream.files for split, stream in streams.items()}, missing)
@@ -84,9 +82,8 @@ def read_split_table(path: Path) -> pd.DataFrame:
     """A written split as pandas, with list columns as Python lists, as the readers give them."""
     table = pq.read_table(path)
     frame = table.to_pandas()
-    for name in table.column_names:
-        if pa.types.is_list(table.schema.field(name).type):
-            frame[name] = table.column(name).to_pylist()
+    for name in (n for n in table.column_names if pa.types.is_list(table.schema.field(n).type)):
+        frame[name] = table.column(name).to_pylist()
     return frame
 
 
@@ -173,12 +170,9 @@ def _write_split(stream: SplitStream, task: Any, where: str, split: str, target:
 def empty_text_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
     """Which rows have an empty or whitespace-only text (or pair text); token tasks: no words, or an empty word."""
     if kind == "token":
-        return np.array([len(words) == 0 or any(not word.strip() for word in words)
-                         for words in frame["tokens"].tolist()], dtype=bool)
-    blank = np.array([not text.strip() for text in frame["text"].tolist()], dtype=bool)
-    if "text_pair" in frame.columns:
-        blank |= np.array([not text.strip() for text in frame["text_pair"].tolist()], dtype=bool)
-    return blank
+        return np.array([not words or any(not w.strip() for w in words) for words in frame["tokens"]], dtype=bool)
+    texts = zip(frame["text"], frame["text_pair"] if "text_pair" in frame.columns else frame["text"], strict=True)
+    return np.array([not text.strip() or not pair.strip() for text, pair in texts], dtype=bool)
 
 
 _STRINGS = pa.list_(pa.string())
@@ -187,33 +181,22 @@ _STRINGS = pa.list_(pa.string())
 def to_arrow(frame: pd.DataFrame, kind: str) -> pa.Table:
     """A batch as Arrow with the column types every batch shares (pandas infers list<null> from empty lists)."""
     types = {"text": pa.large_string(), "text_pair": pa.large_string(), "tokens": _STRINGS, "tags": _STRINGS,
-             "line": pa.int64(),
-             "label": {"regression": pa.float64(), "multi_label": _STRINGS}.get(kind, pa.large_string())}
-    schema = pa.schema([(name, types[name]) for name in frame.columns])
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+             "line": pa.int64(), "label": {"regression": pa.float64(), "multi_label": _STRINGS}.get(kind, pa.large_string())}
+    return pa.Table.from_pandas(frame, schema=pa.schema([(n, types[n]) for n in frame.columns]), preserve_index=False)
 
 
 def count_labels(table: pa.Table | pa.RecordBatch, kind: str, counts: Counter) -> None:
     """Add a batch's label values (each item of list labels) to `counts`."""
     key = "tags" if kind == "token" else "label"
-    if kind == "regression" or key not in table.column_names:
-        return
-    column = table.column(key)
-    if pa.types.is_list(column.type):
-        column = pc.list_flatten(column)
-    for entry in pc.value_counts(column).to_pylist():
-        counts[entry["values"]] += entry["counts"]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Normalisation
+    if kind != "regression" and key in table.column_names:
+        column = table.column(key)
+        for entry in pc.value_counts(pc.list_flatten(column) if pa.types.is_list(column.type) else column).to_pylist():
+            counts[entry["values"]] += entry["counts"]
 
 
 def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
     if name not in frame.columns:
-        raise PipelineError(
-            f"{where}: no column {name!r} (params key {key}); the columns are {list(map(str, frame.columns))}"
-        )
+        raise PipelineError(f"{where}: no column {name!r} (params key {key}); the columns are {list(map(str, frame.columns))}")
     return frame[name]
 
 
@@ -264,20 +247,15 @@ def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) ->
     return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
 
 
-_TRUE = {"1", "1.0", "true", "yes"}
-_FALSE = {"0", "0.0", "false", "no"}
-
-
 def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str, first_row: int = 0) -> list[list[str]]:
     """Multi-label rows from one 0/1 column per label (`label_columns`): each row lists the columns set to 1."""
-    values = {name: _column(frame, name, "label_columns", where).tolist() for name in columns}
     rows: list[list[str]] = [[] for _ in range(len(frame))]
-    for name, cells in values.items():
-        for i, cell in enumerate(cells):
+    for name in columns:
+        for i, cell in enumerate(_column(frame, name, "label_columns", where).tolist()):
             text = str(cell).strip().lower()
-            if text in _TRUE:
+            if text in ("1", "1.0", "true", "yes"):
                 rows[i].append(name)
-            elif text not in _FALSE:
+            elif text not in ("0", "0.0", "false", "no"):
                 raise PipelineError(f"{where}, row {first_row + i + 1}, column {name!r}: {cell!r} is not 0 or 1 "
                                     "(label_columns hold one 0/1 indicator per label)")
     return rows
@@ -319,33 +297,28 @@ def _parse_label(value: Any, kind: str, separator: str = "|") -> Any:
         if not math.isfinite(number):
             raise _BadLabel(f"{value!r} is not a finite number")
         return number
-    if kind == "multi_label":
-        if isinstance(value, (list, tuple, np.ndarray)):
-            return [str(v) for v in value]
-        text = str(value).strip()
-        expected = f'expected a JSON list like ["a", "b"] or names separated by {separator!r} like a{separator}b'
-        if text.startswith(("[", "{")):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                try:  # pandas writes list cells to CSV in Python's notation: ['a', 'b']
-                    parsed = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    raise _BadLabel(f"{text!r} does not parse as a list of labels ({expected})") from None
-            if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
-                raise _BadLabel(f"{text!r} is not a flat list of labels ({expected})")
-            return [str(v).strip() for v in parsed]
+    listed = isinstance(value, (list, tuple, np.ndarray))
+    if kind != "multi_label":
+        if listed or (isinstance(value, str) and value.strip().startswith("[")):
+            raise _BadLabel(f"holds a list {value!r}, but a single-label task needs one label per row "
+                            "(use type: multi_label for several)")
+        return str(int(value) if isinstance(value, float) and value.is_integer() else value).strip()
+    if listed:
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if not text.startswith(("[", "{")):
         return [part.strip() for part in text.split(separator) if part.strip()]
-    if isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, str) and value.strip().startswith("[")):
-        raise _BadLabel(f"holds a list {value!r}, but a single-label task needs one label per row "
-                        "(use type: multi_label for several)")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Carving validation/test out of train
+    expected = f'expected a JSON list like ["a", "b"] or names separated by {separator!r} like a{separator}b'
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        try:  # pandas writes list cells to CSV in Python's notation: ['a', 'b']
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise _BadLabel(f"{text!r} does not parse as a list of labels ({expected})") from None
+    if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
+        raise _BadLabel(f"{text!r} is not a flat list of labels ({expected})")
+    return [str(v).strip() for v in parsed]
 
 
 def split_fractions(fractions: dict | None, where: str) -> dict[str, float]:
@@ -365,10 +338,8 @@ def label_groups(labels: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
     chunks = labels.unify_dictionaries().chunks if isinstance(labels, pa.ChunkedArray) else [labels]
     names = chunks[0].dictionary.to_pylist() if chunks else []
     codes = np.concatenate([np.empty(0, np.int32)] + [c.indices.to_numpy(zero_copy_only=False) for c in chunks])
-    rows = np.argsort(codes, kind="stable")  # stable: each label's rows stay ascending
-    ends = np.cumsum(np.bincount(codes, minlength=len(names)))
-    by_code = np.split(rows, ends[:-1])
-    return [by_code[code] for code in sorted(range(len(names)), key=names.__getitem__)]
+    by_code = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
+    return [by_code[code] for code in sorted(range(len(names)), key=names.__getitem__)]  # stable: rows ascending
 
 
 def carve_assignment(groups: list[np.ndarray], total: int, fractions: dict[str, float], seed: int,
@@ -378,8 +349,7 @@ def carve_assignment(groups: list[np.ndarray], total: int, fractions: dict[str, 
     rng = np.random.default_rng(seed)
     assign = np.zeros(total, dtype=np.int8)
     for group in groups:
-        order = rng.permutation(group)
-        start = 0
+        order, start = rng.permutation(group), 0
         for code, name in enumerate(missing, start=1):
             count = int(round(len(order) * fractions[name]))
             assign[order[start:start + count]] = code
@@ -394,15 +364,12 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
     path = folder / UNCARVED
     file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered column chunks stay cached: memory grows with rows
     total = file.metadata.num_rows
-    if kind == "single_label":
-        groups = label_groups(pq.read_table(path, columns=["label"], read_dictionary=["label"]).column("label"))
-    else:
-        groups = [np.arange(total)]
+    groups = (label_groups(pq.read_table(path, columns=["label"], read_dictionary=["label"]).column("label"))
+              if kind == "single_label" else [np.arange(total)])
     assign = carve_assignment(groups, total, fractions, seed, missing)
-    names = ["train", *missing]
+    names, size, start = ["train", *missing], parquet_batch_rows(file), 0
     summaries = {name: SplitSummary() for name in names}
     writers = {name: pq.ParquetWriter(folder / f"{name}.parquet", file.schema_arrow) for name in names}
-    size = parquet_batch_rows(file)
     pending: dict[str, list[pa.RecordBatch]] = {name: [] for name in names}  # written once a batch is full
 
     def flush(name: str) -> None:
@@ -411,10 +378,8 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
             pending[name] = []
 
     try:
-        start = 0
         for batch in file.iter_batches(batch_size=size):
-            part = assign[start:start + batch.num_rows]
-            start += batch.num_rows
+            part, start = assign[start:start + batch.num_rows], start + batch.num_rows
             for code, name in enumerate(names):
                 rows = batch.filter(pa.array(part == code))
                 if rows.num_rows:
@@ -429,25 +394,19 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
         for writer in writers.values():
             writer.close()
     path.unlink()
-    _check_carved(summaries, groups, total, fractions, where, missing)
-    log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
-             {name: summary.rows for name, summary in summaries.items()})
-    return summaries
-
-
-def _check_carved(summaries: dict[str, SplitSummary], groups: list[np.ndarray], total: int,
-                  fractions: dict[str, float], where: str, missing: list[str]) -> None:
-    """A carved split (or what train keeps) must not be empty: say how many rows there were and what was asked."""
-    for name in missing:
+    for name in missing:  # a carved split (or what train keeps) must not be empty: say what there was and was asked
         if summaries[name].rows == 0:
             strata = (f" (stratified by label: each of the {len(groups)} labels gives round(its count x "
                       f"{fractions[name]}), and the most frequent has {max(len(g) for g in groups)})"
                       if len(groups) > 1 else "")
             raise PipelineError(
                 f"{where}.source.split.{name}: {fractions[name]} of {total} training examples rounds to 0{strata}: "
-                f"the {name} split is empty; raise the fraction, add examples, or give a {name} file "
-                f"(source.{name})")
+                f"the {name} split is empty; raise the fraction, add examples, or give a {name} file (source.{name})")
     if summaries["train"].rows == 0:
         asked = ", ".join(f"{name}: {fractions[name]}" for name in missing)
         raise PipelineError(f"{where}.source.split: carving {{{asked}}} out of {total} training examples leaves "
                             "none to train on: the train split is empty; lower the fractions or add examples")
+    log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
+             {name: summary.rows for name, summary in summaries.items()})
+    return summaries
+

@@ -133,6 +133,9 @@ def test_headerless_tsv_with_comma_separated_integer_ids_and_a_labels_file(tmp_p
     result, _ = download(tmp_path / "wrong-columns", {**task, "source": {**task["source"], "columns": ["text", "labels"]}},
                          files)
     refused(result, "in/train.tsv, line 1: 3 fields, but source.columns names 2")
+    short = {**files, "train.tsv": files["train.tsv"] + "a line without its id column\t1\n"}  # unused column short
+    result, _ = download(tmp_path / "short-line", task, short)
+    refused(result, f"in/train.tsv, line {len(rows) + 1}: 2 fields, but source.columns names 3")
     files["emotions.txt"] = "anger\njoy\nanger\n"
     result, _ = download(tmp_path / "repeated", task, files)
     refused(result, "in/emotions.txt, line 3: 'anger' is listed again")

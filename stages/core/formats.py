@@ -191,8 +191,7 @@ class DataFormat:
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
         """A task's source by split (train at least; `where` names the task's params key)."""
-        if not Path(source.path).exists():
-            raise PipelineError(f"{where}.source.path: not found: {source.path}")
+        _check_path(source, where)
         out = {}
         for split in (split for split in SPLITS if source[split]):
             files = tuple(split_files(source, split, where, self.split_dirs))
@@ -211,6 +210,12 @@ class DataFormat:
 
     def read_corpus(self, path: Path, corpus: Any) -> list[Any]:
         return [value for batch in self.iter_corpus(path, corpus, BATCH_ROWS) for value in batch]
+
+
+def _check_path(source: Any, where: str) -> Path:
+    if not Path(source.path).exists():
+        raise PipelineError(f"{where}.source.path: not found: {source.path}")
+    return Path(source.path)
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -547,9 +552,7 @@ class Lines(DataFormat):
     name, suffixes = "lines", (".txt",)
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
-        if not Path(source.path).exists():
-            raise PipelineError(f"{where}.source.path: not found: {source.path}")
-        base, paths = Path(source.path), {}
+        base, paths = _check_path(source, where), {}
         for label, name in source.files.items():
             paths[label] = base / name if base.is_dir() else base.parent / name
             if task.labels and str(label) not in task.labels:

@@ -15,6 +15,7 @@ link to models/base, and the data. Each stage runs as its own process, exactly a
     python bench/scale_bench.py                                  # 0.2M, 1M, 4M rows; 100 MB and 1 GB corpora
     python bench/scale_bench.py --rows 200000 --corpus-mb 10     # a quick run
     python bench/scale_bench.py --rows --corpus-mb 100 --num-proc 1   # chunk_mlm only, on one process
+    python bench/scale_bench.py --rows 4000000 --corpus-mb --download-only   # the download stage alone
     python bench/scale_bench.py --rows 1000000 --corpus-mb 100 --code /tmp/old   # another version's stages
 """
 
@@ -200,6 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="*", default=[200_000, 1_000_000, 4_000_000],
                         help="task table sizes for download + tokenize (none: skip)")
+    parser.add_argument("--download-only", action="store_true",
+                        help="with --rows: run the download stage alone (no tokenize), e.g. to time the readers")
     parser.add_argument("--corpus-mb", type=float, nargs="*", default=[100, 1000],
                         help="plain-text corpus sizes in MB for chunk_mlm (none: skip)")
     parser.add_argument("--num-proc", type=int, default=None, help="compute.num_proc (default: null, every core)")
@@ -231,7 +234,7 @@ def main() -> None:
             write_task_table(task_file, rows, model)
             write_params(work, task_file, None, args.num_proc, args.code)
             mb = task_file.stat().st_size / 1e6
-            for stage in ("download", "tokenize"):
+            for stage in ("download",) if args.download_only else ("download", "tokenize"):
                 wall, rss, anon, ok = run_stage(work, [f"stages.{stage}", "bench"], log, args.timeout, args.code)
                 results.append(Result(stage, f"{rows / 1e6:g}M rows ({mb:.0f} MB TSV)", rows, wall, rss, anon, ok))
                 print(table(results[-1:]).splitlines()[-1], flush=True)

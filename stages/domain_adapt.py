@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from stages.core.atomic import atomic_dir, write_json, write_metrics
-from stages.core.devices import place_model, resolve_device
+from stages.core.attention import load_with_attention
+from stages.core.devices import peak_memory, place_model, reset_peak_memory, resolve_device
 from stages.core.distributed import is_main_process, process_rank, relaunch_if_parallel, world_size
 from stages.core.errors import PipelineError, run_stage
 from stages.core.labels import IGNORE_INDEX
@@ -59,13 +60,14 @@ def load_blocks(folder: Path = MLM_DIR) -> Any:
     return datasets.load_from_disk(str(folder))
 
 
-def load_mlm_model(path: str | Path, trust_remote_code: bool = False) -> tuple[Any, list[str], list[str]]:
+def load_mlm_model(path: str | Path, trust_remote_code: bool = False, attention: str = "auto",
+                   device: Any = "auto") -> tuple[Any, list[str], list[str]]:
     """The checkpoint with an MLM head; also the weights newly initialised and the checkpoint's unused ones."""
     from transformers import AutoModelForMaskedLM
 
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(str(path), trust_remote_code=trust_remote_code,
-                                                           output_loading_info=True)
+        model, info = load_with_attention(AutoModelForMaskedLM.from_pretrained, attention, device, str(path),
+                                          trust_remote_code=trust_remote_code, output_loading_info=True)
     except ValueError as err:  # a model type without a masked-LM class
         raise PipelineError(f"{path}: this model type has no masked-language-model class ({err})") from None
     return model, sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
@@ -140,7 +142,7 @@ def _finite(value: float) -> float | None:
 
 
 def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: bool = False,
-          device: Any = "auto") -> dict | None:
+          device: Any = "auto", attention: str = "auto") -> dict | None:
     """Measure, train, measure. Returns the model, tokenizer, metrics and probes (nothing written here).
 
     The measurements run on `device` (compute.device), in float32 before and after: the model goes on training from
@@ -156,7 +158,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
     mask_token_id(tokenizer, str(base_dir))
     probe_inputs(mlm.probes, tokenizer)  # a bad probe fails before any training
     set_seed(seed)  # the new head's initial weights (the same in every process)
-    model, new_keys, unused = load_mlm_model(base_dir, trust_remote_code)
+    model, new_keys, unused = load_mlm_model(base_dir, trust_remote_code, attention, device)
     if new_keys and main_process:
         log.warning("%s has no masked-LM head: %d weights newly initialised (%s) and trained here; the 'before' "
                     "perplexity and probes are those of an untrained head", base_dir, len(new_keys),
@@ -182,6 +184,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
     log.info("MLM training: %d blocks of %d tokens, %s masking p=%s, %s epochs, lr %s", len(blocks["train"]),
              len(blocks["train"][0]["input_ids"]), mlm.masking, mlm.mlm_probability, mlm.epochs,
              mlm.learning_rate)
+    reset_peak_memory(trainer.args.device)
     output = trainer.train()
     if not main_process:
         return None
@@ -209,6 +212,7 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
         "train_loss": round(float(output.training_loss), 6),
         "train_runtime_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
+        **peak_memory(trainer.args.device),
     }
     probes = {"mask_token": tokenizer.mask_token, "mlm_head_initialised": bool(new_keys), "top_k": mlm.top_k,
               "probes": [{"sentence": s, "before": b, "after": a}
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     base_dir = init_dir("base")
     result = adapt(base_dir, load_blocks(), params.mlm, mlm_seed(params), params.model.trust_remote_code,
-                   params.compute.device)
+                   params.compute.device, params.model.attn_implementation)
     if result is None:  # a data-parallel process other than the main one
         return
     with atomic_dir(MODEL_DIRS["adapted"]) as tmp:

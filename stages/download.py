@@ -21,47 +21,43 @@ from stages.core.formats import hub_commit, parquet_batch_rows
 from stages.core.labels import build_label_list, check_labels_known, unseen_labels, uses_bio
 from stages.core.params import entry_from_args, load_params
 from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS
-from stages.core.readers import (
-    SplitSummary,
-    WrittenSplits,
-    resolve_split_file,
-    split_fractions,
-    write_task_splits,
-)
+from stages.core.readers import WrittenSplits, split_fractions, task_labels, write_task_splits
 
 log = logging.getLogger("pipeline.download")
 SOURCE_FILE = "source.json"
 
 
-def conll_file(task: dict, split: str, columns: list[str]) -> Path | None:
-    """For CoNLL files, the file a split's `line` numbers point into (train's for a carved split)."""
-    source = task.source
-    if source.hub or source.format != "conll" or "line" not in columns:
+def conll_files(written: WrittenSplits, split: str, columns: list[str]) -> str | None:
+    """For CoNLL files, the file(s) a split's `line` numbers point into (train's for a carved split)."""
+    if "line" not in columns:
         return None
-    return resolve_split_file(source, split if source[split] else "train")
+    files = written.files[split if split in written.files else "train"]
+    return str(files[0]) if len(files) == 1 else f"one of {[str(f) for f in files]}"
 
 
-def check_split_labels(folder: Path, split: str, summary: SplitSummary, labels: list[str], task: dict,
+def check_split_labels(folder: Path, split: str, written: WrittenSplits, labels: list[str], task: dict,
                        where: str) -> None:
     """Every label in the split must be in the label list. The counts say whether one is not; the written split is
     then read again to name the first place it occurs (file and line for CoNLL, else the split's row)."""
     known = set(labels)
-    if all(value in known for value in summary.labels):
+    if all(value in known for value in written.summaries[split].labels):
         return
     key = "tags" if task.type == "token" else "label"
     file = pq.ParquetFile(folder / f"{split}.parquet", pre_buffer=False)
-    path = conll_file(task, split, file.schema_arrow.names)
+    path = conll_files(written, split, file.schema_arrow.names)
+    in_sentence = task.source.format == "conllu"  # multiword tokens: words are not one a line
     first = 0
     for batch in file.iter_batches(batch_size=parquet_batch_rows(file), columns=[key] + (["line"] if path else [])):
         lines = batch.column("line").to_pylist() if path else []
         if path:
             def locate(row: int, word: int, lines: list[int] = lines) -> str:
-                return f"{path}, line {lines[row] + word}"
+                return (f"{path}, sentence at line {lines[row]}, word {word + 1}" if in_sentence else
+                        f"{path}, line {lines[row] + word}")
         else:
             def locate(row: int, word: int, first: int = first) -> str:
                 return f"row {first + row + 1}"
         check_labels_known(batch.column(key).to_pylist(), labels, f"{where} ({split} split)",
-                           from_training=not task.labels, locate=locate)
+                           from_training=not task_labels(task, where), locate=locate)
         first += batch.num_rows
 
 
@@ -91,8 +87,17 @@ def check_training_labels(written: WrittenSplits, labels: list[str], task: dict,
 
 
 def _sha256(path: Path) -> str:
+    """A file's sha256; a directory's (format folders) is that of its files' relative paths and hashes."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        listing = "".join(f"{p.relative_to(path).as_posix()} {_sha256(p)}\n" for p in files)
+        return hashlib.sha256(listing.encode()).hexdigest()
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def source_record(task: dict, written: WrittenSplits, seed: int, where: str) -> dict:
@@ -106,7 +111,7 @@ def source_record(task: dict, written: WrittenSplits, seed: int, where: str) -> 
         files = sorted({path for paths in written.files.values() for path in paths})
         record = {"path": source.path, "format": source.format,
                   "splits": {split: [p.as_posix() for p in paths] for split, paths in written.files.items()},
-                  "files": {p.as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}}
+                  "files": {p.as_posix(): {"sha256": _sha256(p), "bytes": _bytes(p)} for p in files}}
     if written.carved:
         fractions = split_fractions(source.split, where)
         record["carved"] = {"from": "train", "seed": seed, "fractions": {s: fractions[s] for s in written.carved}}
@@ -124,10 +129,10 @@ def main(argv: list[str] | None = None) -> None:
             written = write_task_splits(task, params.seed, where, tmp)
             summaries = written.summaries
             labels = build_label_list(task.type, summaries["train"].labels,
-                                      task.labels or task.get("label_columns"), bio=bio)
+                                      task_labels(task, where) or task.get("label_columns"), bio=bio)
             if task.type != "regression":
                 for split in SPLITS:
-                    check_split_labels(tmp, split, summaries[split], labels, task, where)
+                    check_split_labels(tmp, split, written, labels, task, where)
                 check_training_labels(written, labels, task, where, bio)
             write_json(tmp / LABELS_FILE, {"type": task.type, "labels": labels})
             write_json(tmp / SOURCE_FILE, source_record(task, written, params.seed, where))

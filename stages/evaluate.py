@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     device, precision = resolve_device(params.compute.device), train_settings(params, name).mixed_precision
     for seed in seeds:
         model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), params.model.trust_remote_code,
-                                             device, precision)
+                                             device, precision, params.model.attn_implementation)
         scores, pairs, outputs = score_split(model, tokenizer, task, test, labels, params.evaluate.batch_size)
         rows = predictions.rows_for(task, raw_test, outputs, labels)
         documents.append(predictions.document(name, seed, task, labels, rows))

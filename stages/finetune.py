@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         # The first seed keeps the run's own name (its resumable checkpoints stay where they were).
         label = name if seed == seeds[0] else f"{name}-seed{seed}"
         results[seed] = train(task, tokenized, labels, init_dir(run.init), settings, seed, label,
-                              params.model.trust_remote_code, params.compute.device)
+                              params.model.trust_remote_code, params.compute.device, params.model.attn_implementation)
         results[seed].model.to("cpu")  # the next seed gets the accelerator's memory
         log.info("run %s, seed %d: %s", name, seed, results[seed].summary)
     if not is_main_process():

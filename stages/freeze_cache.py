@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from stages.core.atomic import atomic_dir, write_json
+from stages.core.attention import load_with_attention
 from stages.core.devices import resolve_device
 from stages.core.errors import run_stage
 from stages.core.frozen_cache import META_FILE, check_cacheable, point_depth, write_states
@@ -66,10 +67,12 @@ def write_point_states(params: Params, model_dir: Path, stored: dict[str, int], 
     check_cacheable(settings, "freeze_sweep.train")
     tokenized, _ = load_tokenized(sweep.task)
     train_set = subset(tokenized["train"], settings.max_train_samples, params.tasks[sweep.task].type, params.seed)
-    model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=trust)
+    device = resolve_device(params.compute.device)
+    # The attention the points train with (model.attn_implementation), so the stored states are what they would see.
+    model = load_with_attention(AutoModel.from_pretrained, params.model.attn_implementation, device, str(model_dir),
+                                trust_remote_code=trust)
     log.info("freeze_cache: %d examples, states after blocks %s", len(train_set), sorted(set(stored.values())))
-    write_states(model, load_tokenizer(model_dir, trust), train_set, stored, tmp, settings.eval_batch_size,
-                 resolve_device(params.compute.device))
+    write_states(model, load_tokenizer(model_dir, trust), train_set, stored, tmp, settings.eval_batch_size, device)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
         check_cacheable(settings, "freeze_sweep.train")
         frozen = FrozenStates(FREEZE_CACHE_DIR / sweep.task / str(point))
     result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
-                   params.compute.device, frozen)
+                   params.compute.device, params.model.attn_implementation, frozen)
     # Scored like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the
     # trained model is scored and dropped, so casting it in place costs nothing).
     device = resolve_device(params.compute.device)

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
              len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
     model, _, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
                                            settings.max_length or task.max_length,
-                                           params.model.trust_remote_code, params.compute.device)
+                                           params.model.trust_remote_code, params.compute.device,
+                                           params.model.attn_implementation)
     # As the metrics file stores them (write_metrics), so the card's model-index shows the same numbers.
     scores, rows = score_setfit(model, splits["test"], labels, task.positive_label)  # one pass over the test set
     scores = round_metrics(scores)

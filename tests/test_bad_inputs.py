@@ -144,8 +144,12 @@ SEQUENCE_CASES = [
           "looks ';'-separated (set the task's source.delimiter param to ';')"),
     table("csv", "extra-field", utf8("text,label\nfine,pos\nbad,row,extra\n"), "line 3: 3 fields where the header "
           "has 2"),
+    # a short line is refused for any column, used or not (pandas would pad it with empty cells)
     table("csv", "missing-field", utf8("text,label\nfine,pos\nno label here\n"), "line 3: 1 fields where the header "
           "has 2"),
+    table("csv", "missing-unused-field", utf8("text,label,note\nfine,pos,x\nshort,neg\n"), "line 3: 2 fields where "
+          "the header has 3"),
+    table("csv", "missing-text", utf8("text,label\nfine,pos\n,neg\n"), "rows 2: 1 of 2 examples have an empty"),
     table("csv", "empty", b"", "the file is empty"),
     table("csv", "blank-lines-only", b"\n \r\n\n", "the file is empty"),
     table("csv", "header-only", b"text,label\n", "holds no examples", "the train split is empty"),
@@ -154,8 +158,10 @@ SEQUENCE_CASES = [
     table("csv", "cp1252-bytes-as-utf8", csv_text(CP1252).encode("cp1252"), "line 4: bytes at offset",
           "do not decode as 'utf-8' (set the task's source.encoding param"),
     table("csv", "cp1252-declared", csv_text(CP1252).encode("cp1252"), check=rows_are(CP1252), encoding="cp1252"),
-    table("csv", "utf16-as-utf8", csv_text(ROWS).encode("utf-16"), "line 1: bytes at offset 0 do not decode as "
-          "'utf-8'"),
+    table("csv", "utf16-bom-decides", csv_text(ROWS).encode("utf-16"), check=rows_are(ROWS)),
+    table("csv", "utf32-bom-decides", csv_text(ROWS).encode("utf-32"), check=rows_are(ROWS)),
+    table("csv", "utf16-declared-utf8", csv_text(ROWS).encode("utf-16"), "line 1: bytes at offset 0 do not decode "
+          "as 'utf-8'", encoding="utf-8"),
     table("csv", "unknown-encoding", CSV, "unknown encoding 'utf-9' (the task's source.encoding param)",
           encoding="utf-9"),
     table("csv", "label-outside-list", utf8(csv_text(ROWS[:2] + [("so-so", "neutral")])),
@@ -168,7 +174,7 @@ SEQUENCE_CASES = [
     table("csv", "bom-and-crlf", utf8(BOM + csv_text(ROWS, end="\r\n")), check=rows_are(ROWS)),
     table("csv", "form-feed-in-text", utf8(csv_text([("page\x0cbreak", "pos"), ("b", "neg")])),
           check=rows_are([("page\x0cbreak", "pos"), ("b", "neg")])),
-    table("csv", "a-directory", b"", "is a directory, expected a file"),
+    table("csv", "a-directory", b"", "source.train: bad/d.csv is a directory holding no files"),
     # TSV
     table("tsv", "comma-file", CSV, "line 1", "looks ','-separated (set the task's source.delimiter param to ','"),
     table("tsv", "extra-field", utf8("text\tlabel\nfine\tpos\textra\n"), "line 2: 3 fields where the header has 2",

@@ -236,3 +236,19 @@ def test_long_inference_shows_progress(classifier_dir, tiny_model_dir, monkeypat
     _, rows = fewshot.score_setfit(SetFitLike(), pd.DataFrame({"text": TEXTS, "label": ["pos", "neg", "pos", "pos"]}),
                                    LABELS, "pos")
     assert len(rows) == 4 and asked["show_progress_bar"] is True
+
+
+def test_peak_gpu_memory_is_a_timing_recorded_on_cuda_only(monkeypatch):
+    """Training stages record torch's peak GPU memory in timings/ (never in metrics), and nothing on a CPU."""
+    import torch
+
+    from stages.core.devices import PEAK_MEMORY_KEY, peak_memory, reset_peak_memory
+    from stages.core.training import split_timings
+
+    assert peak_memory(torch.device("cpu")) == {}
+    reset_peak_memory(torch.device("cpu"))  # no CUDA call on a CPU
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3.5 * 2**20)
+    recorded = peak_memory(torch.device("cuda"))
+    assert recorded == {PEAK_MEMORY_KEY: 3.5}
+    quality, timings = split_timings({"train_loss": 0.5, "train_runtime_s": 2.0, **recorded})
+    assert quality == {"train_loss": 0.5} and timings == {"train_runtime_s": 2.0, PEAK_MEMORY_KEY: 3.5}

@@ -332,33 +332,26 @@ def test_an_empty_carved_split_says_how_many_examples_and_what_fraction(kind, da
         read_task_splits(make_task({**source, "split": split}, kind), seed=0, where="tasks.t")
 
 
-# --- formats written for whole tables still work ----------------------------------------------------------------
+# --- a format that reads a file whole -----------------------------------------------------------------------
 
 
-def test_formats_that_give_whole_tables_are_still_read(tmp_path):
-    """An entry implementing only read_split (one file per split) or only read_source is read as one batch."""
+def test_a_format_that_reads_each_file_whole_is_read(tmp_path):
+    """An entry implementing only read_file, one table per file, gets the splits, the carving and the checks."""
     from stages.core.formats import FORMATS, DataFormat, register_format
 
     class Pairs(DataFormat):  # text=label, one a line
         name = "pairs"
 
-        def read_split(self, path, source):
-            return pd.DataFrame([line.split("=") for line in path.read_text().splitlines()], columns=["text", "label"])
-
-    class Fixed(DataFormat):  # the same rows, whatever the source says
-        name = "fixed"
-
-        def read_source(self, source, task, where):
-            return {"train": pd.DataFrame(rows(30, ("neg", "pos")), columns=["text", "label"])}
+        def read_file(self, path, source):
+            yield pd.DataFrame([line.split("=") for line in path.read_text().splitlines()], columns=["text", "label"])
 
     (tmp_path / "d.pairs").write_text("".join(f"{t}={y}\n" for t, y in rows(30, ("neg", "pos"))))
-    for cls in (Pairs, Fixed):
-        register_format(cls)
-        try:
-            task = make_task({"path": str(tmp_path / "d.pairs"), "format": "csv", "train": "."})
-            task["source"]["format"] = cls.name
-            splits = read_task_splits(task, seed=0, where="tasks.t")
-            assert {k: len(v) for k, v in splits.items()} == {"train": 22, "validation": 4, "test": 4}  # 2 per label
-            assert sorted(pd.concat(splits.values())["text"]) == sorted(t for t, _ in rows(30))
-        finally:
-            FORMATS.pop(cls.name)
+    register_format(Pairs)
+    try:
+        task = make_task({"path": str(tmp_path / "d.pairs"), "format": "csv", "train": "."})
+        task["source"]["format"] = "pairs"
+        splits = read_task_splits(task, seed=0, where="tasks.t")
+        assert {k: len(v) for k, v in splits.items()} == {"train": 22, "validation": 4, "test": 4}  # 2 per label
+        assert sorted(pd.concat(splits.values())["text"]) == sorted(t for t, _ in rows(30))
+    finally:
+        FORMATS.pop("pairs")

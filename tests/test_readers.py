@@ -25,7 +25,7 @@ from stages.core.formats import (
 )
 from stages.core.labels import build_label_list, check_labels_known
 from stages.core.params import SOURCE_FORMATS, Corpus, validate_task
-from stages.core.readers import fill_missing_splits, read_task_splits
+from stages.core.readers import read_task_splits
 
 
 def make_task(source: dict, **extra) -> dict:
@@ -121,10 +121,8 @@ def test_tsv_with_stray_quotes_reads_with_quoting_none(tmp_path):
     with pytest.raises(PipelineError, match=r"tasks\.t\.source\.quoting"):
         make_task({**source, "quoting": "never"})
     # The MLM corpus reader has no quoting param: its message names none.
-    from stages.core.readers import read_table
-
     with pytest.raises(PipelineError, match=r"line 2: a quoted field runs to line 4") as caught:
-        read_table(tmp_path / "d.tsv", "tsv", "utf-8", None, params="mlm.corpus")
+        list(FORMATS["tsv"].read_table(tmp_path / "d.tsv", TableOptions("utf-8", "mlm.corpus")))
     assert "quoting" not in str(caught.value) and "JSONL or Parquet" in str(caught.value)
 
 
@@ -157,10 +155,11 @@ def test_label_list_from_data_is_sorted_and_params_order_kept():
     assert build_label_list("single_label", ["pos", "neg"], ["pos", "neg"], bio=False) == ["pos", "neg"]
 
 
-def test_split_fraction_must_be_a_fraction():
-    frame = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})
+def test_split_fraction_must_be_a_fraction(tmp_path):
+    write(tmp_path / "d.csv", csv_rows(10))
+    task = make_task({"path": str(tmp_path / "d.csv"), "format": "csv", "train": ".", "split": {"test": 1.5}})
     with pytest.raises(PipelineError, match=r"source\.split\.test: expected a fraction"):
-        fill_missing_splits({"train": frame}, {"test": 1.5}, 0, "single_label", "tasks.t")
+        read_task_splits(task, seed=0, where="tasks.t")
 
 
 def test_real_rotten_tomatoes_files_read_in_cp1252():
@@ -178,13 +177,15 @@ def test_real_rotten_tomatoes_files_read_in_cp1252():
 
 
 def test_the_registry_lists_exactly_the_formats():
-    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "lines", "hub"]
-    assert source_formats() == ("csv", "tsv", "jsonl", "parquet", "conll", "lines")  # hub: by source.hub
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders", "hub"]
+    assert source_formats() == ("csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders")
     assert set(SOURCE_FORMATS) == set(source_formats()), "params.py's source.format choices must be the registry's"
     by_suffix = {name: corpus_format(Path(name)).name for name in
-                 ("a.csv", "a.TSV", "a.jsonl", "a.parquet", "a.txt", "a.conll", "eng.testb", "README")}
+                 ("a.csv", "a.TSV", "a.jsonl", "a.parquet", "a.txt", "a.conll", "eng.testb", "README", "a.csv.gz",
+                  "a.jsonl.zst", "a.txt.xz", "b.gz")}
     assert by_suffix == {"a.csv": "csv", "a.TSV": "tsv", "a.jsonl": "jsonl", "a.parquet": "parquet",
-                         "a.txt": "lines", "a.conll": "lines", "eng.testb": "lines", "README": "lines"}
+                         "a.txt": "lines", "a.conll": "lines", "eng.testb": "lines", "README": "lines",
+                         "a.csv.gz": "csv", "a.jsonl.zst": "jsonl", "a.txt.xz": "lines", "b.gz": "lines"}
 
 
 def test_unknown_format_names_the_known_ones():
@@ -198,7 +199,7 @@ def test_unknown_format_names_the_known_ones():
         task["source"]["format"] = name
         with pytest.raises(PipelineError, match=rf"^tasks\.t\.source\.format: unknown data format '{name}'; the "
                                                 r"known formats are \['csv', 'tsv', 'jsonl', 'parquet', 'conll', "
-                                                r"'lines'\]$"):
+                                                r"'conllu', 'lines', 'folders'\]$"):
             read_task_splits(task, seed=0, where="tasks.t")
 
 
@@ -218,7 +219,7 @@ def test_registering_checks_names_and_suffixes():
                          (Upper, "must be lower case")):
         with pytest.raises(ValueError, match=problem):
             register_format(cls)
-    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "lines", "hub"]
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders", "hub"]
 
 
 class Psv(DelimitedFormat):
@@ -235,11 +236,11 @@ class JsonArray(TableFormat):
     name = "jsonarray"
     suffixes = (".json",)
 
-    def read_table(self, path: Path, how: TableOptions) -> pd.DataFrame:
+    def read_table(self, path: Path, how: TableOptions):
         rows = json.loads(read_text(path, how.encoding, f"{how.params}.encoding"))
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             raise PipelineError(f"{path}: expected a JSON array of objects")
-        return pd.DataFrame(rows)
+        yield pd.DataFrame(rows)
 
 
 TOY_FILES = {
@@ -311,24 +312,26 @@ def test_a_corpus_format_that_reads_no_corpus_says_so(tmp_path):
 # --- streamed lines ------------------------------------------------------------------------------------------
 
 
-def test_streamed_split_lines_are_the_whole_file_lines_for_any_block_size(tmp_path):
-    """iter_split_lines reads a file in blocks; its lines (and, with keepends, the lines the csv module counts)
-    must be those of the whole text, wherever a block boundary falls: inside \\r\\n, a multi-byte character or
-    the BOM."""
-    import io
+def test_streamed_lines_are_the_editor_lines_for_any_block_size_encoding_and_compression(tmp_path):
+    """text_lines decodes a file a block at a time through io.TextIOWrapper (compressed or not): its lines must be
+    the whole text's lines as an editor counts them (\\n, \\r\\n, \\r), wherever a block boundary falls (inside
+    \\r\\n, a multi-byte character or the byte-order mark), with the mark deciding the encoding when none is set."""
+    import gzip
     import random
+    import re
 
-    from stages.core.formats import iter_split_lines, split_lines
+    from stages.core.formats import text_lines
 
     rng = random.Random(0)
     pieces = ["a", "b c", "\u00e9t\u00e9", "\u4e2d", "\r\n", "\r", "\n", "\x0c", "\u2028", '"', "\t", ""]
-    path = tmp_path / "t.txt"
     for trial in range(200):
-        text = ("\ufeff" if trial % 3 == 0 else "") + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
-        encoding = "utf-16" if trial % 5 == 0 else "utf-8"
-        path.write_bytes(text.encode(encoding))
-        whole = text.lstrip("\ufeff")
-        block = rng.randint(1, 9)
-        assert list(iter_split_lines(path, encoding, block_size=block)) == split_lines(whole), (text, block)
-        assert list(iter_split_lines(path, encoding, keepends=True, block_size=block)) == \
-            io.StringIO(whole, newline="").readlines(), (text, block)
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        encoding = ("utf-16", "utf-32", "utf-8-sig", "utf-8")[trial % 4]
+        data = text.encode(encoding)
+        path = tmp_path / ("t.txt.gz" if trial % 3 == 0 else "t.txt")
+        path.write_bytes(gzip.compress(data) if trial % 3 == 0 else data)
+        expected = re.split(r"\r\n|\r|\n", text)
+        if expected[-1] == "":
+            expected.pop()
+        declared = None if trial % 2 == 0 or encoding == "utf-8-sig" else encoding
+        assert list(text_lines(path, declared, block_size=rng.randint(1, 9))) == expected, (text, encoding)

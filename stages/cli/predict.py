@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stages.core.attention import ATTENTION_CHOICES
 from stages.core.errors import PipelineError, run_stage
 from stages.core.inference import Predictor, load_finetuned
 from stages.core.task_types import get_task_type
@@ -95,7 +96,7 @@ def device_choice(value: str) -> str:
 
 
 def predict(model_dir: str | Path, items: list[dict], batch_size: int = 32, device: Any = "auto",
-            precision: str = "auto", aggregation: str = "first") -> list[dict]:
+            precision: str = "auto", aggregation: str = "first", attention: str = "auto") -> list[dict]:
     """Predictions for parsed inputs; the model directory's task.json says which kind of output."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -104,7 +105,7 @@ def predict(model_dir: str | Path, items: list[dict], batch_size: int = 32, devi
 
     if is_setfit_dir(model_dir):  # models/setfit/<task>-n<N>: same output as a single-label fine-tune
         return predict_setfit(model_dir, items, batch_size, device)
-    model, tokenizer, info = load_finetuned(model_dir, device=device, mixed_precision=precision)
+    model, tokenizer, info = load_finetuned(model_dir, device=device, mixed_precision=precision, attention=attention)
     task_type = get_task_type(info["type"])
     return task_type.predict(Predictor(model, tokenizer, task_type, batch_size, aggregation), info, items)
 
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="weights on a GPU: auto/fp16 half precision, bf16, or no (float32); a CPU is float32")
+    parser.add_argument("--attention", choices=ATTENTION_CHOICES, default="auto",
+                        help="attention implementation: auto (sdpa where the architecture has it, else eager), sdpa, "
+                             "eager or flash_attention_2 (needs flash-attn and a GPU)")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first",
                         help="token models: a word's tag from its first sub-token (as trained), their average, "
                              "their max, or per sub-token (simple)")
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"--batch-size: {args.batch_size} is not a positive number")
     device = device_choice(args.device)
     items = parse_inputs(args.texts, args.file, model_takes_pairs(args.model_dir))
-    for result in predict(args.model_dir, items, args.batch_size, device, args.precision, args.aggregation):
+    for result in predict(args.model_dir, items, args.batch_size, device, args.precision, args.aggregation,
+                          args.attention):
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 

@@ -61,3 +61,24 @@ def place_model(model: Any, device: Any, dtype: Any = None) -> Any:
 def model_device(model: Any) -> Any:
     """The device a model's weights live on (where its batches must go)."""
     return next(model.parameters()).device
+
+
+PEAK_MEMORY_KEY = "peak_gpu_memory_mib"
+
+
+def reset_peak_memory(device: Any) -> None:
+    """Start a fresh peak-memory count on a CUDA `device` (no-op elsewhere), so a stage measures its own step."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: Any) -> dict:
+    """{PEAK_MEMORY_KEY: MiB} since the last reset on a CUDA `device`: the most memory torch's tensors held
+    (torch.cuda.max_memory_allocated; the allocator's cache not counted). Empty elsewhere (no such counter)."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {PEAK_MEMORY_KEY: round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}

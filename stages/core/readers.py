@@ -1,18 +1,16 @@
-"""Data readers: every supported source becomes the same tables per split, written to Parquet batch by batch.
+"""Data readers: every source becomes the same tables per split, written to Parquet batch by batch.
 
-The source's format (the registry in stages/core/formats.py) reads it in raw batches; here their columns are
-renamed to the standard ones, label values and texts checked, each batch appended to its split's Parquet file with
-pyarrow's ParquetWriter, and missing splits carved out of train. Memory holds one batch at a time (and, to carve a
-split, the training rows' labels or indices), whatever the size of the data.
-
-Sequence tasks give columns `text` (+ `text_pair` for sentence pairs) and `label`; token tasks give `tokens` and
-`tags` (lists of strings; CoNLL files add `line`). Labels stay as names here; ids are assigned once the label list
-is known, so the Hub and a local copy of the same data get the same ids.
+A format (stages/core/formats.py) reads raw batches; here columns get their standard names (`text`, `text_pair`,
+`label`; token tasks `tokens`, `tags`, CoNLL `line`), labels and texts are checked, each batch is appended to its
+split's Parquet file, and missing splits are carved out of train: memory holds one batch (and, to carve, the
+training labels). Labels stay names (integer ids become the names they index) until the label list is known, so the
+Hub and a local copy of the same data get the same ids.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
 import math
@@ -20,6 +18,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,14 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.core.errors import PipelineError
-from stages.core.formats import DataFormat, SplitStream, parquet_batch_rows, task_format
-
-# The file parsers live with the format registry; these are still imported from here.
-from stages.core.formats import _hub_to_frame as _hub_to_frame
-from stages.core.formats import read_conll as read_conll
-from stages.core.formats import read_table as read_table
-from stages.core.formats import resolve_split_file as resolve_split_file
-from stages.core.labels import check_labels_known, convert_iob1_to_iob2, validate_bio_tags
+from stages.core.formats import FORMATS, SplitStream, parquet_batch_rows, task_format, text_lines
+from stages.core.formats import _hub_to_frame as _hub_to_frame  # noqa: F401 (tests read Hub tables through it)
+from stages.core.labels import check_labels_known, to_iob2
 from stages.core.paths import SPLITS
 
 log = logging.getLogger("pipeline.readers")
@@ -48,7 +42,7 @@ ROWS_SHOWN = 5  # row numbers an error lists before "..."
 
 @dataclass
 class SplitSummary:
-    """What a written split holds: its rows, and how often each label occurs (list labels: each item)."""
+    """A written split's rows, and how often each label (each item of list labels) occurs."""
 
     rows: int = 0
     labels: Counter = field(default_factory=Counter)
@@ -63,32 +57,22 @@ class WrittenSplits:
     carved: list[str]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Entry points
-
-
-def write_task_splits(task: dict, seed: int, where: str, folder: Path) -> WrittenSplits:
-    """Read a task's source into normalised `folder`/<split>.parquet files, one batch at a time (`where` names the
-    task's params key)."""
-    source = task.source
-    fmt = task_format(source, where)
-    streams = fmt.stream_source(source, task, where)
+def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> WrittenSplits:
+    """A task's source as normalised `folder`/<split>.parquet files, a batch at a time (`where`: its params key)."""
+    streams = task_format(task.source, where).stream_source(task.source, task, where)
     if "train" not in streams:
         raise PipelineError(f"{where}.source: no training split")
     missing = [name for name in ("validation", "test") if name not in streams]
-    fractions = split_fractions(source.split, where) if missing else {}
-    summaries = {}
-    for split, stream in streams.items():
-        target = folder / (UNCARVED if split == "train" and missing else f"{split}.parquet")
-        summaries[split] = _write_split(stream, task, fmt, where, split, target)
+    fractions = split_fractions(task.source.split, where) if missing else {}
+    summaries = {split: _write_split(stream, task, where, split, folder / (
+        UNCARVED if split == "train" and missing else f"{split}.parquet")) for split, stream in streams.items()}
     if missing:
         summaries.update(_carve(folder, task.type, fractions, seed, where, missing))
     return WrittenSplits(summaries, {split: stream.files for split, stream in streams.items()}, missing)
 
 
-def read_task_splits(task: dict, seed: int, where: str) -> dict[str, pd.DataFrame]:
-    """A task's normalised train/validation/test as whole tables (small data, tests): write_task_splits into a
-    temporary folder, read back."""
+def read_task_splits(task: Any, seed: int, where: str) -> dict[str, pd.DataFrame]:
+    """A task's normalised splits as whole tables (small data, tests), written to a temporary folder and read back."""
     with tempfile.TemporaryDirectory(prefix="splits-") as folder:
         write_task_splits(task, seed, where, Path(folder))
         return {split: read_split_table(Path(folder) / f"{split}.parquet") for split in SPLITS}
@@ -98,54 +82,66 @@ def read_split_table(path: Path) -> pd.DataFrame:
     """A written split as pandas, with list columns as Python lists, as the readers give them."""
     table = pq.read_table(path)
     frame = table.to_pandas()
-    for name in table.column_names:
-        if pa.types.is_list(table.schema.field(name).type):
-            frame[name] = table.column(name).to_pylist()
+    for name in (n for n in table.column_names if pa.types.is_list(table.schema.field(n).type)):
+        frame[name] = table.column(name).to_pylist()
     return frame
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# One split, batch by batch
+def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str | None) -> pd.DataFrame:
+    """A whole CoNLL file as one table (small files, tests)."""
+    how = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
+    return pd.concat(list(FORMATS["conll"].read_file(path, how)), ignore_index=True)
 
 
-@dataclass
-class _EmptyTexts:
-    """Rows with an empty text: how many, and the first few row numbers for the message."""
-
-    count: int = 0
-    first: list[int] = field(default_factory=list)
-
-    def add(self, rows: np.ndarray) -> None:
-        self.count += len(rows)
-        self.first.extend(rows[: ROWS_SHOWN - len(self.first)].tolist())
-
-    def rows(self) -> str:
-        return ", ".join(map(str, self.first)) + (" ..." if self.count > len(self.first) else "")
+def task_labels(task: Any, where: str) -> list[str] | None:
+    """The label list the params give: `labels`, or the names in `source.labels_file` (one a line)."""
+    if task.labels or not task.source.get("labels_file"):
+        return task.labels
+    base = Path(task.source.path)
+    path = (base if base.is_dir() else base.parent) / task.source.labels_file
+    if not path.is_file():
+        raise PipelineError(f"{where}.source.labels_file: file not found: {path}")
+    return _labels_file(path, task.source.encoding, path.stat().st_mtime_ns)
 
 
-def _write_split(stream: SplitStream, task: dict, fmt: DataFormat, where: str, split: str,
-                 target: Path) -> SplitSummary:
-    place = f"{where}.source ({split} split)"
-    file = stream.files[0] if fmt.file_rows and len(stream.files) == 1 else None
-    drop = task.source.empty_texts == "drop"
-    summary, empty = SplitSummary(), _EmptyTexts()
-    read = 0
-    writer = None
+@functools.lru_cache(maxsize=8)  # read once per stage, not once per batch
+def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
+    names = [line.strip() for line in text_lines(path, encoding, "task's source.encoding")]
+    while names and not names[-1]:
+        names.pop()
+    for number, name in enumerate(names, start=1):
+        if not name or name in names[:number - 1]:
+            raise PipelineError(f"{path}, line {number}: " + (f"{name!r} is listed again" if name else "an empty "
+                                "line") + "; expected one distinct label name a line (source.labels_file)")
+    if len(names) < 2:
+        raise PipelineError(f"{path}: {len(names)} label name(s); expected one a line, at least 2")
+    return names
+
+
+def _write_split(stream: SplitStream, task: Any, where: str, split: str, target: Path) -> SplitSummary:
+    """One split's batches, normalised and appended to `target`; row errors count rows in their file."""
+    place, drop = f"{where}.source ({split} split)", task.source.empty_texts == "drop"
+    names_file = task_format(task.source, where).file_rows
+    summary, writer, empty, shown = SplitSummary(), None, 0, []  # empty texts: how many, the first rows
+    read, in_file, current = 0, 0, None
     try:
-        for raw in stream.batches():
+        for file, raw in stream.batches():
+            in_file, current = (in_file, current) if file == current else (0, file)
             if len(raw) == 0:
                 continue
-            frame = _normalise_batch(raw, task, place, file, read)
+            try:
+                frame = normalise(raw, task, place, in_file)
+            except PipelineError as err:
+                raise PipelineError(f"{err} [file {file}]" if file and names_file else str(err)) from None
             blank = empty_text_rows(frame, task.type)
             if blank.any():
-                empty.add(np.flatnonzero(blank) + read + 1)
+                empty, shown = empty + blank.sum(), shown + (np.flatnonzero(blank) + read + 1).tolist()[:ROWS_SHOWN]
                 frame = frame[~blank]
-            read += len(raw)
-            if empty.count and not drop:
+            read, in_file = read + len(raw), in_file + len(raw)
+            if empty and not drop:
                 continue  # an error once the whole split is read (it names them all); nothing more to write
             table = to_arrow(frame, task.type)
-            if writer is None:
-                writer = pq.ParquetWriter(target, table.schema)
+            writer = writer or pq.ParquetWriter(target, table.schema)
             writer.write_table(table)
             summary.rows += table.num_rows
             count_labels(table, task.type, summary.labels)
@@ -153,15 +149,17 @@ def _write_split(stream: SplitStream, task: dict, fmt: DataFormat, where: str, s
         if writer is not None:
             writer.close()
     if read == 0:
-        raise stream.empty_error(where, split)
-    if empty.count:
+        raise PipelineError(f"{where}.source.{split}: {stream.files[0]} holds no examples{stream.empty_hint}: the "
+                            f"{split} split is empty" if len(stream.files) == 1 else
+                            f"{where}.source: the {split} split is empty")
+    if empty:
         column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
-        what = (f"{empty.count} of {read} examples have no words or an empty word (column {column!r})"
-                if task.type == "token" else
-                f"{empty.count} of {read} examples have an empty or whitespace-only text (column {column!r})")
-        in_file = f" [file {file}]" if file else ""
+        what = (f"{empty} of {read} examples have " + ("no words or an empty word" if task.type == "token"
+                else "an empty or whitespace-only text") + f" (column {column!r})")
+        in_file = f" [file {stream.files[0]}]" if names_file and len(stream.files) == 1 else ""
         if not drop:
-            raise PipelineError(f"{place}, rows {empty.rows()}: {what}{in_file}; expected text in every example: "
+            rows = ", ".join(map(str, shown[:ROWS_SHOWN])) + (" ..." if empty > ROWS_SHOWN else "")
+            raise PipelineError(f"{place}, rows {rows}: {what}{in_file}; expected text in every example: "
                                 f"fix the data, or set {where}.source.empty_texts: drop to leave them out")
         log.info("%s: dropped %s (source.empty_texts: drop)", place, what.replace(" have ", " that have "))
         if summary.rows == 0:
@@ -169,153 +167,128 @@ def _write_split(stream: SplitStream, task: dict, fmt: DataFormat, where: str, s
     return summary
 
 
-def _normalise_batch(frame: pd.DataFrame, task: dict, where: str, file: Path | None,
-                     first_row: int) -> pd.DataFrame:
-    """normalise(), with the file named in its errors for a table file (rows count data rows, header excluded)."""
-    try:
-        return normalise(frame, task, where, first_row)
-    except PipelineError as err:
-        if file is None:
-            raise
-        raise PipelineError(f"{err} [file {file}]") from None
-
-
 def empty_text_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
     """Which rows have an empty or whitespace-only text (or pair text); token tasks: no words, or an empty word."""
     if kind == "token":
-        return np.array([len(words) == 0 or any(not word.strip() for word in words)
-                         for words in frame["tokens"].tolist()], dtype=bool)
-    blank = np.array([not text.strip() for text in frame["text"].tolist()], dtype=bool)
-    if "text_pair" in frame.columns:
-        blank |= np.array([not text.strip() for text in frame["text_pair"].tolist()], dtype=bool)
-    return blank
+        return np.array([not words or any(not w.strip() for w in words) for words in frame["tokens"]], dtype=bool)
+    texts = zip(frame["text"], frame["text_pair"] if "text_pair" in frame.columns else frame["text"], strict=True)
+    return np.array([not text.strip() or not pair.strip() for text, pair in texts], dtype=bool)
 
 
 _STRINGS = pa.list_(pa.string())
 
 
 def to_arrow(frame: pd.DataFrame, kind: str) -> pa.Table:
-    """A normalised batch as Arrow, with the column types every batch (and tokenize) shares, whatever a batch
-    holds (pandas would infer list<null> from a batch of empty label lists)."""
+    """A batch as Arrow with the column types every batch shares (pandas infers list<null> from empty lists)."""
     types = {"text": pa.large_string(), "text_pair": pa.large_string(), "tokens": _STRINGS, "tags": _STRINGS,
-             "line": pa.int64(),
-             "label": {"regression": pa.float64(), "multi_label": _STRINGS}.get(kind, pa.large_string())}
-    schema = pa.schema([(name, types[name]) for name in frame.columns])
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+             "line": pa.int64(), "label": {"regression": pa.float64(), "multi_label": _STRINGS}.get(kind, pa.large_string())}
+    return pa.Table.from_pandas(frame, schema=pa.schema([(n, types[n]) for n in frame.columns]), preserve_index=False)
 
 
 def count_labels(table: pa.Table | pa.RecordBatch, kind: str, counts: Counter) -> None:
     """Add a batch's label values (each item of list labels) to `counts`."""
     key = "tags" if kind == "token" else "label"
-    if kind == "regression" or key not in table.column_names:
-        return
-    column = table.column(key)
-    if pa.types.is_list(column.type):
-        column = pc.list_flatten(column)
-    for entry in pc.value_counts(column).to_pylist():
-        counts[entry["values"]] += entry["counts"]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Normalisation
+    if kind != "regression" and key in table.column_names:
+        column = table.column(key)
+        for entry in pc.value_counts(pc.list_flatten(column) if pa.types.is_list(column.type) else column).to_pylist():
+            counts[entry["values"]] += entry["counts"]
 
 
 def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
     if name not in frame.columns:
-        raise PipelineError(
-            f"{where}: no column {name!r} (params key {key}); the columns are {list(map(str, frame.columns))}"
-        )
+        raise PipelineError(f"{where}: no column {name!r} (params key {key}); the columns are {list(map(str, frame.columns))}")
     return frame[name]
 
 
-def normalise(frame: pd.DataFrame, task: dict, where: str, first_row: int = 0) -> pd.DataFrame:
-    """Rename the task's columns to the standard ones and check each label value's shape. `first_row`: how many
-    rows of the file came before this batch (messages count rows from the file's first)."""
-    kind = task.type
+def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) -> pd.DataFrame:
+    """The standard columns, each label checked; `first_row`: the file's rows before this batch (for messages)."""
+    kind, scheme = task.type, task.source.scheme
     if kind == "token":
         if {"tokens", "tags", "line"} <= set(frame.columns) and task_format(task.source, where).gives_tokens:
             return frame[["tokens", "tags", "line"]].reset_index(drop=True)
         tokens = _column(frame, task.text_column, "text_column", where)
         tags = _column(frame, task.label_column, "label_column", where)
         out = pd.DataFrame({"tokens": [list(map(str, t)) for t in tokens], "tags": [list(map(str, t)) for t in tags]})
-        scheme = task.source.scheme
         for row, (words, labels) in enumerate(zip(out["tokens"], out["tags"], strict=True), start=first_row + 1):
             if len(words) != len(labels):
                 raise PipelineError(f"{where}, row {row}: {len(words)} tokens but {len(labels)} tags")
-            if scheme != "none":
-                validate_bio_tags(labels, f"{where}, row {row}")
-        if scheme == "iob1":
-            out["tags"] = [convert_iob1_to_iob2(labels) for labels in out["tags"]]
+        if scheme != "none":
+            out["tags"] = [to_iob2(labels, scheme, lambda i, row=row: f"{where}, row {row}, word {i + 1}")
+                           for row, labels in enumerate(out["tags"], start=first_row + 1)]
         return out
-    # Object columns: Python strings stay as they are (pandas' Arrow-backed str columns are slow to build and
-    # iterate cell by cell); to_arrow gives the Parquet types.
+    # Object columns: Python strings stay as they are (Arrow-backed str columns are slow cell by cell).
     columns = {"text": _text_values(_column(frame, task.text_column, "text_column", where), where, first_row)}
     if task.text_pair_column:
         pair = _column(frame, task.text_pair_column, "text_pair_column", where)
         columns["text_pair"] = _text_values(pair, where, first_row)
     if task.get("label_columns"):
         columns["label"] = _indicator_labels(frame, task.label_columns, where, first_row)
-    else:
-        name = task.label_column
-        cells = _column(frame, name, "label_column", where).tolist()
-        try:
-            columns["label"] = [_parse_label(value, kind) for value in cells]
-        except _BadLabel:  # parse again, naming the row, only once a cell is bad
-            for row, value in enumerate(cells, start=first_row + 1):
-                parse_label(value, kind, f"{where}, row {row}, column {name!r}")
-            raise
-        if task.labels and kind != "regression":  # before any split is carved, so rows are the file's rows
-            check_labels_known(columns["label"], task.labels, where, from_training=False,
-                               locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
+        return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
+    name, sep = task.label_column, task.source.label_separator
+    cells = _column(frame, name, "label_column", where).tolist()
+    labels = [value.strip() for value in cells] if kind == "single_label" and all(
+        type(value) is str and value and value[0] != "[" for value in cells) else None  # CSV cells: names
+    try:
+        labels = labels or [_parse_label(value, kind, sep) for value in cells]
+    except _BadLabel:  # parse again, naming the row, only once a cell is bad
+        for row, value in enumerate(cells, start=first_row + 1):
+            parse_label(value, kind, f"{where}, row {row}, column {name!r}", sep)
+        raise
+    names = task_labels(task, where.split(".source")[0]) if kind != "regression" else None
+    if names:  # before any split is carved, so rows are the file's rows
+        # Integer ids index the label list, unless its names are themselves integers (then a cell is a name).
+        ids = {} if any(n.lstrip("-").isdigit() for n in names) else {str(i): n for i, n in enumerate(names)}
+        if ids:
+            labels = ([[ids.get(v, v) for v in items] for items in labels] if kind == "multi_label"
+                      else [ids.get(v, v) for v in labels])
+        check_labels_known(labels, names, where, from_training=False,
+                           locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
+    columns["label"] = labels
     return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
-
-
-_TRUE = {"1", "1.0", "true", "yes"}
-_FALSE = {"0", "0.0", "false", "no"}
 
 
 def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str, first_row: int = 0) -> list[list[str]]:
     """Multi-label rows from one 0/1 column per label (`label_columns`): each row lists the columns set to 1."""
-    values = {name: _column(frame, name, "label_columns", where).tolist() for name in columns}
     rows: list[list[str]] = [[] for _ in range(len(frame))]
-    for name, cells in values.items():
-        for i, cell in enumerate(cells):
+    for name in columns:
+        for i, cell in enumerate(_column(frame, name, "label_columns", where).tolist()):
             text = str(cell).strip().lower()
-            if text in _TRUE:
+            if text in ("1", "1.0", "true", "yes"):
                 rows[i].append(name)
-            elif text not in _FALSE:
+            elif text not in ("0", "0.0", "false", "no"):
                 raise PipelineError(f"{where}, row {first_row + i + 1}, column {name!r}: {cell!r} is not 0 or 1 "
                                     "(label_columns hold one 0/1 indicator per label)")
     return rows
 
 
 def _text_values(series: pd.Series, where: str, first_row: int = 0) -> list[str]:
-    values = []
-    for i, value in enumerate(series.tolist(), start=first_row + 1):
+    values = series.tolist()
+    if all(type(value) is str for value in values):  # every CSV/TSV cell: nothing to check one by one
+        return values
+    for i, value in enumerate(values, start=first_row + 1):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise PipelineError(f"{where}, row {i}: the text is missing")
         if isinstance(value, (bytes, bytearray)):  # str() would give "b'...'" and train on it
             raise PipelineError(f"{where}, row {i}: the text is raw bytes {bytes(value[:30])!r}; expected a "
                                 "string column (decode it when writing the Parquet file)")
-        values.append(str(value))
-    return values
+    return [str(value) for value in values]
 
 
 class _BadLabel(Exception):
     """A label cell that does not parse; parse_label adds the place."""
 
 
-def parse_label(value: Any, kind: str, where: str) -> Any:
+def parse_label(value: Any, kind: str, where: str, separator: str = "|") -> Any:
     """One label cell as the task type expects it: a name, a number, or a list of names."""
     try:
-        return _parse_label(value, kind)
+        return _parse_label(value, kind, separator)
     except _BadLabel as err:
         raise PipelineError(f"{where}: {err}") from None
 
 
-def _parse_label(value: Any, kind: str) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise _BadLabel("the label is missing")
+def _parse_label(value: Any, kind: str, separator: str = "|") -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or (kind != "multi_label" and value == ""):
+        raise _BadLabel("the label is missing (an empty cell, or a line with fewer fields than the header)")
     if kind == "regression":
         try:
             number = float(value)
@@ -324,33 +297,28 @@ def _parse_label(value: Any, kind: str) -> Any:
         if not math.isfinite(number):
             raise _BadLabel(f"{value!r} is not a finite number")
         return number
-    if kind == "multi_label":
-        if isinstance(value, (list, tuple, np.ndarray)):
-            return [str(v) for v in value]
-        text = str(value).strip()
-        expected = 'expected a JSON list like ["a", "b"] or names separated by "|" like a|b'
-        if text.startswith(("[", "{")):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                try:  # pandas writes list cells to CSV in Python's notation: ['a', 'b']
-                    parsed = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    raise _BadLabel(f"{text!r} does not parse as a list of labels ({expected})") from None
-            if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
-                raise _BadLabel(f"{text!r} is not a flat list of labels ({expected})")
-            return [str(v).strip() for v in parsed]
-        return [part.strip() for part in text.split("|") if part.strip()]
-    if isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, str) and value.strip().startswith("[")):
-        raise _BadLabel(f"holds a list {value!r}, but a single-label task needs one label per row "
-                        "(use type: multi_label for several)")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Carving validation/test out of train
+    listed = isinstance(value, (list, tuple, np.ndarray))
+    if kind != "multi_label":
+        if listed or (isinstance(value, str) and value.strip().startswith("[")):
+            raise _BadLabel(f"holds a list {value!r}, but a single-label task needs one label per row "
+                            "(use type: multi_label for several)")
+        return str(int(value) if isinstance(value, float) and value.is_integer() else value).strip()
+    if listed:
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if not text.startswith(("[", "{")):
+        return [part.strip() for part in text.split(separator) if part.strip()]
+    expected = f'expected a JSON list like ["a", "b"] or names separated by {separator!r} like a{separator}b'
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        try:  # pandas writes list cells to CSV in Python's notation: ['a', 'b']
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise _BadLabel(f"{text!r} does not parse as a list of labels ({expected})") from None
+    if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
+        raise _BadLabel(f"{text!r} is not a flat list of labels ({expected})")
+    return [str(v).strip() for v in parsed]
 
 
 def split_fractions(fractions: dict | None, where: str) -> dict[str, float]:
@@ -370,10 +338,8 @@ def label_groups(labels: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
     chunks = labels.unify_dictionaries().chunks if isinstance(labels, pa.ChunkedArray) else [labels]
     names = chunks[0].dictionary.to_pylist() if chunks else []
     codes = np.concatenate([np.empty(0, np.int32)] + [c.indices.to_numpy(zero_copy_only=False) for c in chunks])
-    rows = np.argsort(codes, kind="stable")  # stable: each label's rows stay ascending
-    ends = np.cumsum(np.bincount(codes, minlength=len(names)))
-    by_code = np.split(rows, ends[:-1])
-    return [by_code[code] for code in sorted(range(len(names)), key=names.__getitem__)]
+    by_code = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
+    return [by_code[code] for code in sorted(range(len(names)), key=names.__getitem__)]  # stable: rows ascending
 
 
 def carve_assignment(groups: list[np.ndarray], total: int, fractions: dict[str, float], seed: int,
@@ -383,8 +349,7 @@ def carve_assignment(groups: list[np.ndarray], total: int, fractions: dict[str, 
     rng = np.random.default_rng(seed)
     assign = np.zeros(total, dtype=np.int8)
     for group in groups:
-        order = rng.permutation(group)
-        start = 0
+        order, start = rng.permutation(group), 0
         for code, name in enumerate(missing, start=1):
             count = int(round(len(order) * fractions[name]))
             assign[order[start:start + count]] = code
@@ -399,15 +364,12 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
     path = folder / UNCARVED
     file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered column chunks stay cached: memory grows with rows
     total = file.metadata.num_rows
-    if kind == "single_label":
-        groups = label_groups(pq.read_table(path, columns=["label"], read_dictionary=["label"]).column("label"))
-    else:
-        groups = [np.arange(total)]
+    groups = (label_groups(pq.read_table(path, columns=["label"], read_dictionary=["label"]).column("label"))
+              if kind == "single_label" else [np.arange(total)])
     assign = carve_assignment(groups, total, fractions, seed, missing)
-    names = ["train", *missing]
+    names, size, start = ["train", *missing], parquet_batch_rows(file), 0
     summaries = {name: SplitSummary() for name in names}
     writers = {name: pq.ParquetWriter(folder / f"{name}.parquet", file.schema_arrow) for name in names}
-    size = parquet_batch_rows(file)
     pending: dict[str, list[pa.RecordBatch]] = {name: [] for name in names}  # written once a batch is full
 
     def flush(name: str) -> None:
@@ -416,10 +378,8 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
             pending[name] = []
 
     try:
-        start = 0
         for batch in file.iter_batches(batch_size=size):
-            part = assign[start:start + batch.num_rows]
-            start += batch.num_rows
+            part, start = assign[start:start + batch.num_rows], start + batch.num_rows
             for code, name in enumerate(names):
                 rows = batch.filter(pa.array(part == code))
                 if rows.num_rows:
@@ -434,46 +394,19 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
         for writer in writers.values():
             writer.close()
     path.unlink()
-    _check_carved(summaries, groups, total, fractions, where, missing)
-    log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
-             {name: summary.rows for name, summary in summaries.items()})
-    return summaries
-
-
-def _check_carved(summaries: dict[str, SplitSummary], groups: list[np.ndarray], total: int,
-                  fractions: dict[str, float], where: str, missing: list[str]) -> None:
-    """A carved split (or what train keeps) must not be empty: say how many rows there were and what was asked."""
-    for name in missing:
+    for name in missing:  # a carved split (or what train keeps) must not be empty: say what there was and was asked
         if summaries[name].rows == 0:
             strata = (f" (stratified by label: each of the {len(groups)} labels gives round(its count x "
                       f"{fractions[name]}), and the most frequent has {max(len(g) for g in groups)})"
                       if len(groups) > 1 else "")
             raise PipelineError(
                 f"{where}.source.split.{name}: {fractions[name]} of {total} training examples rounds to 0{strata}: "
-                f"the {name} split is empty; raise the fraction, add examples, or give a {name} file "
-                f"(source.{name})")
+                f"the {name} split is empty; raise the fraction, add examples, or give a {name} file (source.{name})")
     if summaries["train"].rows == 0:
         asked = ", ".join(f"{name}: {fractions[name]}" for name in missing)
         raise PipelineError(f"{where}.source.split: carving {{{asked}}} out of {total} training examples leaves "
                             "none to train on: the train split is empty; lower the fractions or add examples")
-
-
-def fill_missing_splits(splits: dict[str, pd.DataFrame], fractions: dict | None, seed: int, kind: str,
-                        where: str) -> dict[str, pd.DataFrame]:
-    """In memory, what write_task_splits does on disk: carve validation/test out of a train table (seeded,
-    stratified for single-label) when they are missing."""
-    if "train" not in splits:
-        raise PipelineError(f"{where}.source: no training split")
-    missing = [name for name in ("validation", "test") if name not in splits]
-    if not missing:
-        return splits
-    fractions = split_fractions(fractions, where)
-    train = splits["train"]
-    groups = (label_groups(pa.array(train["label"].tolist(), pa.string())) if kind == "single_label"
-              else [np.arange(len(train))])
-    assign = carve_assignment(groups, len(train), fractions, seed, missing)
-    out = dict(splits)
-    for code, name in enumerate(["train", *missing]):
-        out[name] = train[assign == code].reset_index(drop=True)
-    return out
+    log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
+             {name: summary.rows for name, summary in summaries.items()})
+    return summaries
 

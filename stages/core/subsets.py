@@ -55,4 +55,6 @@ def subset(dataset: Any, limit: int | None, task_type: str, seed: int) -> Any:
     if limit is None or limit >= len(dataset):
         return dataset
     stratum = strata(dataset["labels"], task_type) if task_type in STRATIFIED else None
-    return dataset.select(sample_indices(len(dataset), limit, seed, stratum))
+    # The indices mapping in memory: by default `datasets` writes it as a cache-*.arrow file into the folder the
+    # split was loaded from, here a DVC output (data/tokenized/<task>), which then no longer matches its hash.
+    return dataset.select(sample_indices(len(dataset), limit, seed, stratum), keep_in_memory=True)

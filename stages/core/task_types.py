@@ -88,14 +88,16 @@ class TaskType(abc.ABC):
         return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                 "label2id": {label: i for i, label in enumerate(labels)}}
 
-    def build_model(self, init_path: str | Path, labels: list[str], trust_remote_code: bool = False) -> Any:
-        """The encoder from `init_path` with a freshly initialised head for `labels`."""
+    def build_model(self, init_path: str | Path, labels: list[str], trust_remote_code: bool = False,
+                    **load_kwargs: Any) -> Any:
+        """The encoder from `init_path` with a freshly initialised head for `labels`; `load_kwargs` go to
+        from_pretrained (the attention implementation: stages/core/attention.py)."""
         return self.auto_model().from_pretrained(str(init_path), trust_remote_code=trust_remote_code,
-                                                 **self.head_config(labels))
+                                                 **self.head_config(labels), **load_kwargs)
 
-    def load_model(self, model_dir: str | Path, trust_remote_code: bool = False) -> Any:
+    def load_model(self, model_dir: str | Path, trust_remote_code: bool = False, **load_kwargs: Any) -> Any:
         """A fine-tuned model of this type, head included."""
-        return self.auto_model().from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+        return self.auto_model().from_pretrained(str(model_dir), trust_remote_code=trust_remote_code, **load_kwargs)
 
     @abc.abstractmethod
     def collator(self, tokenizer: Any) -> Any:

@@ -24,8 +24,9 @@ from typing import Any
 
 from stages.core import resume
 from stages.core.atomic import atomic_file, write_json
+from stages.core.attention import load_with_attention
 from stages.core.class_weights import resolve_class_weights, weighted_loss
-from stages.core.devices import resolve_device
+from stages.core.devices import PEAK_MEMORY_KEY, peak_memory, reset_peak_memory, resolve_device
 from stages.core.distributed import is_main_process, world_size
 from stages.core.errors import PipelineError
 from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer
@@ -36,7 +37,7 @@ from stages.core.task_types import get_task_type
 log = logging.getLogger("pipeline.training")
 
 # Figures that change from one run to the next on the same params: kept out of the files `dvc metrics diff` reads.
-TIMING_KEYS = ("train_runtime_s", "train_samples_per_second")
+TIMING_KEYS = ("train_runtime_s", "train_samples_per_second", PEAK_MEMORY_KEY)
 # plots/loss/<run>.csv: one row per logged step. A fixed column name for the main metric (named in `main_metric`)
 # lets one `dvc plots` definition draw every run, whatever its task's metric.
 LOSS_COLUMNS = ("step", "epoch", "loss", "eval_loss", "eval_main_metric", "main_metric")
@@ -53,9 +54,12 @@ class TrainResult:
     log_history: list[dict]
 
 
-def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False) -> Any:
-    """Load the encoder from `init_path` with a freshly initialised head for the task."""
-    return get_task_type(task.type).build_model(init_path, labels, trust_remote_code)
+def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False,
+                attention: str = "auto", device: Any = "auto") -> Any:
+    """Load the encoder from `init_path` with a freshly initialised head for the task, with the attention
+    implementation `attention` (model.attn_implementation) for `device` (compute.device)."""
+    return load_with_attention(get_task_type(task.type).build_model, attention, device, init_path, labels,
+                               trust_remote_code)
 
 
 def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
@@ -172,7 +176,8 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
 
 
 def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, settings: dict, seed: int,
-          run_name: str, trust_remote_code: bool = False, device: str = "auto", frozen: Any = None) -> TrainResult:
+          run_name: str, trust_remote_code: bool = False, device: str = "auto",
+          attention: str = "auto", frozen: Any = None) -> TrainResult:
     """Fine-tune from `init_path` on the tokenized task on `device` (params `compute.device`); returns the
     trained model and a summary of the run. `frozen` (a frozen_cache.FrozenStates: freeze_sweep.cache_frozen)
     trains the blocks above the frozen ones from their stored output instead of running the frozen part."""
@@ -181,7 +186,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     set_seed(seed)
     task_type = get_task_type(task.type)
     tokenizer = load_tokenizer(init_path, trust_remote_code)
-    model = build_model(init_path, task, labels, trust_remote_code)
+    model = build_model(init_path, task, labels, trust_remote_code, attention, device)
     freeze = freeze_model(model, settings.freeze, settings.freeze_embeddings)
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
     # Seeded and stratified (stages/core/subsets.py): the first N rows of a label-sorted split are one class.
@@ -219,6 +224,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         callback.trainer = trainer
     log.info("run %s: %d train / %d validation examples, %s epochs, threads=%s", run_name, len(train_set),
              len(eval_set), settings.epochs, os.environ.get("OMP_NUM_THREADS", "default"))
+    reset_peak_memory(trainer.args.device)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=None if resume_point is None else str(resume_point.path))
     wall = time.perf_counter() - started
@@ -231,6 +237,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         "epochs": settings.epochs,
         "train_runtime_s": round(float(output.metrics.get("train_runtime", wall)), 3),
         "train_samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 3),
+        **peak_memory(trainer.args.device),
         "train_loss": resume.full_train_loss(trainer, output, resume_point is not None),
         f"best_validation_{main_metric}": None if best is None else float(best),
         **freeze.as_dict(),

@@ -1,0 +1,275 @@
+"""Files as their authors publish them, each option read through `python -m stages.download` on a small file
+written here: compression, split file lists/globs/shard directories, headerless tables, byte-order marks, label
+separators and integer ids (with a labels file), one file per document in label folders, CoNLL-U, IOBES and BILOU.
+Each misuse exits 2 with one line naming the file, line or params key, and leaves no data/raw/<task> behind."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_stage_repo, run_module, shared_data
+
+ROWS = [(f"{word} film number {i}", "pos" if i % 2 else "neg") for i, word in
+        enumerate(["fine", "dull", "warm", "slow", "smart", "long"] * 4)]
+CSV = "text,label\n" + "".join(f"{t},{y}\n" for t, y in ROWS)
+ALL = {"train": ".", "validation": ".", "test": "."}
+
+
+def download(tmp_path: Path, task: dict, files: dict[str, bytes | str]) -> tuple[object, dict | None]:
+    """A stage repo with task `x` reading `files` (under in/), `python -m stages.download x` run in it: the result,
+    and the raw splits (with labels.json) when it succeeded."""
+    def edit(params: dict) -> None:
+        params["tasks"]["x"] = {"type": "single_label", **task}
+
+    repo = make_stage_repo(tmp_path / "repo", edit)
+    for name, data in files.items():
+        (repo / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "in" / name).write_bytes(data.encode() if isinstance(data, str) else data)
+    result = run_module(repo, "stages.download", "x", check=False, timeout=300)
+    raw = repo / "data" / "raw" / "x"
+    if result.returncode:
+        assert not raw.exists() and not list((repo / "data").glob("raw/.x*")), "a failed download left output"
+        return result, None
+    splits = {split: pd.read_parquet(raw / f"{split}.parquet") for split in ("train", "validation", "test")}
+    return result, {**splits, "labels": json.loads((raw / "labels.json").read_text())["labels"]}
+
+
+def refused(result, *fragments: str) -> None:
+    """Exit 2, one error line holding every fragment, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error in stage")]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def texts(raw: dict) -> list[tuple[str, str]]:
+    return list(zip(raw["train"]["text"], raw["train"]["label"], strict=True))
+
+
+# --- compression ---------------------------------------------------------------------------------------------
+
+
+def zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress),
+                                              (".zst", zstd)])
+def test_compressed_files_are_read_by_their_suffix(suffix, compress, tmp_path):
+    jsonl = "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS)
+    conll = "EU S-ORG\nrejects O\nPeter B-PER\nBlackburn E-PER\n\n"
+    for fmt, text in (("csv", CSV), ("jsonl", jsonl), ("conll", conll)):
+        task = {"source": {"path": f"in/d.{fmt}{suffix}", "format": fmt, **ALL}}
+        if fmt == "conll":
+            task.update(type="token", source={**task["source"], "scheme": "iobes"})
+        result, raw = download(tmp_path / fmt, task, {f"d.{fmt}{suffix}": compress(text.encode())})
+        assert raw is not None, result.stderr[-2000:]
+        if fmt == "conll":
+            assert raw["train"]["tags"].tolist()[0].tolist() == ["B-ORG", "O", "B-PER", "I-PER"]
+        else:
+            assert texts(raw) == ROWS
+
+
+def test_a_broken_compressed_file_is_not_called_an_encoding_problem(tmp_path):
+    data = gzip.compress(CSV.encode())
+    result, _ = download(tmp_path, {"source": {"path": "in/d.csv.gz", "format": "csv", **ALL}},
+                         {"d.csv.gz": data[: len(data) // 2]})
+    refused(result, "in/d.csv.gz: not a readable .gz file")
+    assert "encoding" not in result.stderr
+
+
+# --- a split as a list, a glob or a directory of shards --------------------------------------------------------
+
+
+def test_splits_as_a_list_a_glob_and_a_directory_of_shards(tmp_path):
+    shards = {f"train-0000{i}-of-00002.csv": "text,label\n" + "".join(f"{t},{y}\n" for t, y in ROWS[i::2])
+              for i in range(2)}
+    files = {**shards, **{f"shards/{name}": text for name, text in shards.items()}, "dev.csv": CSV, "shards/_SUCCESS": ""}
+    for train in (list(shards), "train-*-of-00002.csv", "shards"):
+        task = {"source": {"path": "in", "format": "csv", "train": train, "validation": "dev.csv", "test": "dev.csv"}}
+        result, raw = download(tmp_path / str(len(str(train))), task, files)
+        assert raw is not None, result.stderr[-2000:]
+        assert texts(raw) == ROWS[0::2] + ROWS[1::2], train  # the files in name order, each in its own order
+
+
+def test_a_glob_matching_nothing_names_the_pattern(tmp_path):
+    result, _ = download(tmp_path, {"source": {"path": "in", "format": "csv", "train": "train-*.csv"}},
+                         {"dev.csv": CSV})
+    refused(result, "tasks.x.source.train: the pattern 'train-*.csv' matches no file in in")
+
+
+def test_a_row_error_in_the_second_shard_names_that_file_and_its_row(tmp_path):
+    bad = "text,label\nfine,pos\nso-so,meh\n"
+    result, _ = download(tmp_path, {"labels": ["neg", "pos"], "source": {"path": "in", "format": "csv",
+                                                                         "train": ["a.csv", "b.csv"]}},
+                         {"a.csv": CSV, "b.csv": bad})
+    refused(result, "row 2, column 'label': label 'meh' is not a known label", "[file in/b.csv]")
+
+
+# --- headerless tables, label separators, integer ids and a labels file ----------------------------------------
+
+
+def test_headerless_tsv_with_comma_separated_integer_ids_and_a_labels_file(tmp_path):
+    """The GoEmotions layout: text<TAB>ids<TAB>comment id, no header; ids index emotions.txt."""
+    rows = [("so happy today", "1"), ("this is awful", "0,2"), ("meh", "2"), ("great and scary", "1,2")] * 6
+    files = {"train.tsv": "".join(f"{t}\t{y}\tid{i}\n" for i, (t, y) in enumerate(rows)),
+             "emotions.txt": "anger\njoy\nfear\n"}
+    task = {"type": "multi_label", "label_column": "labels",
+            "source": {"path": "in", "format": "tsv", "header": False, "columns": ["text", "labels", "id"],
+                       "label_separator": ",", "labels_file": "emotions.txt", **{k: "train.tsv" for k in ALL}}}
+    result, raw = download(tmp_path, task, files)
+    assert raw is not None, result.stderr[-2000:]
+    assert raw["labels"] == ["anger", "joy", "fear"]
+    assert [list(v) for v in raw["train"]["label"][:4]] == [["joy"], ["anger", "fear"], ["fear"], ["joy", "fear"]]
+    result, _ = download(tmp_path / "wrong-columns", {**task, "source": {**task["source"], "columns": ["text", "labels"]}},
+                         files)
+    refused(result, "in/train.tsv, line 1: 3 fields, but source.columns names 2")
+    short = {**files, "train.tsv": files["train.tsv"] + "a line without its id column\t1\n"}  # unused column short
+    result, _ = download(tmp_path / "short-line", task, short)
+    refused(result, f"in/train.tsv, line {len(rows) + 1}: 2 fields, but source.columns names 3")
+    files["emotions.txt"] = "anger\njoy\nanger\n"
+    result, _ = download(tmp_path / "repeated", task, files)
+    refused(result, "in/emotions.txt, line 3: 'anger' is listed again")
+
+
+def test_single_label_integer_ids_map_through_labels_by_position(tmp_path):
+    files = {"d.csv": "text,label\n" + "".join(f"{t},{int(y == 'pos')}\n" for t, y in ROWS)}
+    result, raw = download(tmp_path, {"labels": ["neg", "pos"], "source": {"path": "in/d.csv", "format": "csv", **ALL}},
+                           files)
+    assert raw is not None and texts(raw) == ROWS, result.stderr[-2000:]
+    files["d.csv"] += "an unknown id,2\n"
+    result, _ = download(tmp_path / "beyond", {"labels": ["neg", "pos"],
+                                               "source": {"path": "in/d.csv", "format": "csv", **ALL}}, files)
+    refused(result, "row 25, column 'label': label '2' is not a known label (the label list is ['neg', 'pos'])")
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"labels": ["neg", "pos", "neg"]}, "tasks.x.labels: ['neg'] listed more than once; expected distinct labels"),
+    ({"source": {"header": False}}, "tasks.x.source.columns: with header: false, name the file's columns"),
+    ({"source": {"columns": ["text", "label"]}}, "tasks.x.source.columns: only with header: false"),
+    ({"source": {"header": False, "columns": ["text", "text"]}}, "tasks.x.source.columns: expected a list of "
+     "distinct column names"),
+    ({"labels": ["neg", "pos"], "source": {"labels_file": "l.txt"}}, "tasks.x.labels: give labels or "
+     "source.labels_file, not both"),
+    ({"source": {"labels_file": "nope.txt"}}, "tasks.x.source.labels_file: file not found: in/nope.txt"),
+])
+def test_label_and_column_misuse_names_the_key(task, message, tmp_path):
+    source = {"path": "in/d.csv", "format": "csv", **ALL, **task.pop("source", {})}
+    result, _ = download(tmp_path, {**task, "source": source}, {"d.csv": CSV})
+    refused(result, message)
+
+
+# --- encodings ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+def test_a_byte_order_mark_decides_the_encoding(encoding, tmp_path):
+    text = CSV.replace("fine", "caf\u00e9")
+    result, raw = download(tmp_path, {"source": {"path": "in/d.csv", "format": "csv", **ALL}},
+                           {"d.csv": text.encode(encoding)})
+    assert raw is not None, result.stderr[-2000:]
+    assert raw["train"]["text"][0] == "caf\u00e9 film number 0"
+
+
+# --- one file per document, a folder per label --------------------------------------------------------------------
+
+
+def test_label_folders_one_file_per_document(tmp_path):
+    files = {f"train/{y}/{i:03d}.txt": f"{t}\n\u00e9t\u00e9\n".encode("latin-1") for i, (t, y) in enumerate(ROWS)}
+    files["train/.hidden"] = b"not a label"
+    task = {"source": {"path": "in", "format": "folders", "train": "train", "encoding": "latin-1"}}
+    result, raw = download(tmp_path, task, files)
+    assert raw is not None, result.stderr[-2000:]
+    got = pd.concat([raw[s] for s in ("train", "validation", "test")])
+    assert sorted(zip(got["text"], got["label"], strict=True)) == sorted((f"{t}\n\u00e9t\u00e9\n", y) for t, y in ROWS)
+    assert raw["labels"] == ["neg", "pos"]
+    result, _ = download(tmp_path / "flat", task, {"train/a.txt": b"no label folders"})
+    refused(result, "in/train: expected a directory holding one folder per label")
+
+
+def test_real_20_newsgroups_folders(tmp_path):
+    folder = shared_data("20news-bydate")
+    task = {"source": {"path": str(folder), "format": "folders", "train": "20news-bydate-train",
+                       "test": "20news-bydate-test", "encoding": "latin-1", "split": {"validation": 0.1}}}
+    result, raw = download(tmp_path, task, {})
+    assert raw is not None, result.stderr[-2000:]
+    assert sum(len(raw[s]) for s in ("train", "validation", "test")) == 18846
+    assert len(raw["test"]) == 7532 and len(raw["labels"]) == 20 and "sci.space" in raw["labels"]
+    assert raw["train"]["text"].str.contains("Subject:").mean() > 0.99  # headers, then the body
+
+
+# --- CoNLL-U ------------------------------------------------------------------------------------------------------
+
+CONLLU = """# sent_id = 1
+# text = Vamos del parque.
+1\tVamos\tir\tVERB\tvmip1p0\t_\t0\troot\t_\t_
+2-3\tdel\t_\t_\t_\t_\t_\t_\t_\t_
+2\tde\tde\tADP\tsps00\t_\t4\tcase\t_\t_
+2.1\tya\t_\tADV\t_\t_\t_\t_\t1:advmod\t_
+3\tel\tel\tDET\tda0ms0\t_\t4\tdet\t_\t_
+4\tparque\tparque\tNOUN\tncms000\t_\t1\tobl\t_\tSpaceAfter=No
+4.1\tir\t_\tVERB\t_\t_\t_\t_\t1:conj\t_
+5\t.\t.\tPUNCT\tfp\t_\t1\tpunct\t_\t_
+
+# sent_id = 2
+1\tHola\thola\tINTJ\ti\t_\t0\troot\t_\t_
+
+"""
+
+
+@pytest.mark.parametrize("column, tags", [
+    ("upos", [["VERB", "ADP+DET", "NOUN", "PUNCT"], ["INTJ"]]),
+    ("xpos", [["vmip1p0", "sps00+da0ms0", "ncms000", "fp"], ["i"]]),
+    ("deprel", [["root", "case+det", "obl", "punct"], ["root"]]),
+])
+def test_conllu_surface_tokens_with_the_tag_column_by_name(column, tags, tmp_path):
+    source = {"path": "in/d.conllu", "format": "conllu", **ALL}
+    if column != "upos":
+        source["tag_column"] = column
+    result, raw = download(tmp_path, {"type": "token", "source": source}, {"d.conllu": CONLLU})
+    assert raw is not None, result.stderr[-2000:]
+    assert [list(t) for t in raw["train"]["tokens"]] == [["Vamos", "del", "parque", "."], ["Hola"]]
+    assert [list(t) for t in raw["train"]["tags"]] == tags
+    assert raw["train"]["line"].tolist() == [3, 13]
+
+
+@pytest.mark.parametrize("text, source, message", [
+    (CONLLU.replace("1\tHola\thola\tINTJ\ti\t_\t0\troot\t_\t_", "1\tHola\thola\tINTJ"), {},
+     "in/d.conllu, line 13: 4 tab-separated fields, expected CoNLL-U's 10"),
+    (CONLLU.replace("3\tel\tel\tDET\tda0ms0\t_\t4\tdet\t_\t_\n", ""), {},
+     "in/d.conllu, line 4: the multiword token 'del' ends before its words do"),
+    (CONLLU.replace("2\tde\t", "2x\tde\t"), {}, "in/d.conllu, line 5: ID '2x' is not a word id (1), a range"),
+    (CONLLU, {"tag_column": "pos"}, "tasks.x.source.tag_column: expected a CoNLL-U column name"),
+    (CONLLU, {"scheme": "iob2"}, "in/d.conllu, line 3: tag 'VERB' is outside the IOB scheme"),
+])
+def test_conllu_misuse(text, source, message, tmp_path):
+    result, _ = download(tmp_path, {"type": "token", "source": {"path": "in/d.conllu", "format": "conllu", **ALL,
+                                                                **source}}, {"d.conllu": text})
+    refused(result, message)
+
+
+# --- IOBES and BILOU ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme, single, end", [("iobes", "S", "E"), ("bilou", "U", "L")])
+def test_iobes_and_bilou_become_iob2_and_ill_formed_tags_name_the_line(scheme, single, end, tmp_path):
+    text = f"Ana {single}-PER\nvisited O\nNew B-LOC\nYork {end}-LOC\n\nSilverline B-ORG\nMedia I-ORG\nInc {end}-ORG\n"
+    task = {"type": "token", "source": {"path": "in/d.conll", "format": "conll", "scheme": scheme, **ALL}}
+    result, raw = download(tmp_path, task, {"d.conll": text})
+    assert raw is not None, result.stderr[-2000:]
+    assert [list(t) for t in raw["train"]["tags"]] == [["B-PER", "O", "B-LOC", "I-LOC"], ["B-ORG", "I-ORG", "I-ORG"]]
+    assert raw["labels"] == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    for bad, line, what in ((text.replace(f"York {end}-LOC", "York O"), 4, "follows an open LOC entity"),
+                            (text.replace(f"Ana {single}-PER", f"Ana {end}-PER"), 1, "continues no entity"),
+                            (text.replace("visited O", "visited X-PER"), 2, f"outside the {scheme.upper()} scheme")):
+        result, _ = download(tmp_path / f"bad{line}", task, {"d.conll": bad})
+        refused(result, f"in/d.conll, line {line}: ", what)

@@ -49,10 +49,10 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     """Train and score one point; returns its metrics row, its timings and its predictions document."""
     sweep = params.freeze_sweep
     task = params.tasks[sweep.task]
-    trust = params.model.trust_remote_code
-    model_dir = init_dir(sweep.init)
+    trust = params.models[sweep.model].trust_remote_code
+    model_dir = init_dir(sweep.init, sweep.model)
     check_point_fits(point, count_encoder_blocks(model_dir, trust), model_dir)
-    tokenized, labels = load_tokenized(sweep.task)
+    tokenized, labels = load_tokenized(sweep.task, sweep.model)
     settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
     result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
                    params.compute.device)
@@ -70,6 +70,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     row = {
         "task": sweep.task,
         "init": sweep.init,
+        "model": sweep.model,
         **{k: v for k, v in quality.items() if not k.startswith("best_validation")},
         "trainable_blocks": 0 if point == "head" else freeze.total_blocks - freeze.frozen_blocks,
         "main_metric": main_metric,

@@ -66,13 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     name = setfit_name(task_name, n)
     log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
              len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
-    model, trainer, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
+    model, trainer, summary = train_setfit(init_dir(settings.init, settings.model), train, labels, settings, seed,
                                            settings.max_length or task.max_length,
-                                           params.model.trust_remote_code, params.compute.device)
+                                           params.models[settings.model].trust_remote_code, params.compute.device)
     scores = evaluate_setfit(trainer, splits["test"], labels, task.positive_label)
     document = predictions.document(f"setfit/{name}", seed, task, labels, test_rows(model, splits["test"], labels))
     runtime = summary.pop("train_runtime_s")
-    metrics = {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,
+    metrics = {"task": task_name, "method": "setfit", "init": settings.init, "model": settings.model,
+               "samples_per_class": n,
                "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",
                "test_examples": len(splits["test"]), **summary, **scores,
                "intervals": interval_summary([document], params.stats, params.seed)}

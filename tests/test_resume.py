@@ -174,7 +174,7 @@ def finished_run(repo: Path, run: str = RUN) -> dict:
     os.chdir(repo)
     try:
         params = load_params()
-        tokenized, labels = load_tokenized("sentiment")
+        tokenized, labels = load_tokenized("sentiment", "minilm")
         model, tokenizer, _ = load_finetuned(Path("models/finetuned") / run)
         scores, pairs, logits = score_split(model, tokenizer, params["tasks"]["sentiment"], tokenized["test"],
                                             labels, 64)

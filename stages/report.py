@@ -262,6 +262,29 @@ def verdicts_section() -> dict:
                    resamples=fmt(data.get("resamples")))
 
 
+def leaderboard_section() -> dict:
+    """Runs of one task that differ only in the encoder (metrics/compare.json `leaderboards`), with their train
+    time and throughput from timings/train/ (kept out of the metrics file)."""
+    from stages.core.leaderboard import with_timings
+
+    boards = read_json(COMPARE_METRICS).get("leaderboards", []) if COMPARE_METRICS.exists() else []
+    parts = []
+    for board in boards:
+        main = board["main_metric"]
+        rows = [[cell("bold", text=row["model"]), row["name"], fmt(row.get("parameters")),
+                 fmt(row.get("train_runtime_s")), fmt(row.get("train_samples_per_second")),
+                 cell("bold", text=fmt(row.get(main))), cell("interval", low=fmt(row["low"]), high=fmt(row["high"])),
+                 fmt(row.get("difference")) if "difference" in row else DASH,
+                 fmt(row.get("p_value")) if "p_value" in row else DASH,
+                 cell("verdict", css=VERDICT_CLASS.get(row["verdict"], "up"), text=row["verdict"], p=None)]
+                for row in with_timings(board)]
+        headers = ["model", "encoder", "parameters", "train time (s)", "samples/s", main, "interval",
+                   "vs best", "p", "verdict"]
+        parts.append({"task": board["task"], "init": board["init"], "summary": board["summary"],
+                      "table": table(headers, rows, ["best"] + [""] * (len(rows) - 1))})
+    return section("leaderboard", "Encoder leaderboard", boards=parts, path=COMPARE_METRICS.as_posix())
+
+
 def comparison_section(rev: str, diff: dict) -> dict:
     """The workspace's metrics against `rev`'s, per metrics file: the changed values, then the unchanged ones."""
     files, changed_total = [], 0
@@ -545,7 +568,8 @@ def gather(params: dict, compare_rev: str | None) -> dict:
     diff = read_other_revision(compare_rev) if compare_rev else None
     old = old_run_metrics(diff) if diff else None
     verdicts, problem = revision_verdicts_or_problem(params, compare_rev) if compare_rev else ({}, "")
-    sections = [overview_section(metrics, old, compare_rev, verdicts, problem), verdicts_section()]
+    sections = [overview_section(metrics, old, compare_rev, verdicts, problem), verdicts_section(),
+                leaderboard_section()]
     if diff is not None:
         sections.append(comparison_section(compare_rev, diff))
     sections += [params_section(params), runs_section(metrics, settings.predictions_per_run, old, compare_rev),

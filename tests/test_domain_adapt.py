@@ -330,7 +330,8 @@ def test_chunk_stage_exits_2_with_a_clear_message_and_no_output(tmp_path, monkey
         run_stage(chunk_mlm.main, "chunk_mlm", [])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "data" / "mlm").exists()
+    mlm_root = tmp_path / "data" / "mlm"
+    assert not (mlm_root / "minilm").exists() and not (mlm_root.exists() and list(mlm_root.iterdir()))
 
 
 

@@ -156,7 +156,8 @@ def test_chunk_stage_failure_leaves_no_scratch(workspace):
     (root / "corpus.txt").write_text("one short line\n")
     with pytest.raises(PipelineError, match="at least 2 are needed"):
         chunk_mlm.main([])
-    assert not (root / "data" / "mlm").exists() and not list((root / "data").glob(".*"))
+    mlm_root = root / "data" / "mlm"
+    assert not (mlm_root / "minilm").exists() and not list(mlm_root.glob(".*")) and not list((root / "data").glob(".*"))
 
 
 def test_blocks_do_not_depend_on_the_batch_size(tokenizer_dir):

@@ -62,11 +62,35 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, words: boo
         raise PipelineError(f"{path}: model type {model_type(path)!r} has no fast tokenizer ({type(tokenizer).__name__}"
                             f"), so it gives no word ids to align word labels to sub-word pieces: token tasks need "
                             f"a checkpoint with a tokenizer.json")
-    if is_byte_level(tokenizer) and not getattr(tokenizer, "add_prefix_space", False):
+    if is_byte_level(tokenizer):
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code,
                                                   add_prefix_space=True)
-        log.info("%s: byte-level BPE tokenizer loaded with add_prefix_space=True for pre-split words", path)
+        # A model-specific class (RobertaTokenizer) applies the argument; the generic PreTrainedTokenizerFast
+        # that ModernBERT and custom checkpoints load as does not, so set it in the backend too. It is saved with
+        # the fine-tuned model's tokenizer.json, so predict splits words the same way.
+        _prefix_space_on(tokenizer)
+        log.info("%s: byte-level BPE tokenizer with add_prefix_space=True for pre-split words", path)
     return tokenizer
+
+
+def _prefix_space_on(tokenizer: Any) -> None:
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+
+    def switch(component: Any) -> None:
+        if isinstance(component, dict):
+            if component.get("type") == "ByteLevel" and "add_prefix_space" in component:
+                component["add_prefix_space"] = True
+            for value in component.values():
+                switch(value)
+        elif isinstance(component, list):
+            for value in component:
+                switch(value)
+
+    switch(spec.get("pre_tokenizer"))
+    tokenizer._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    tokenizer.init_kwargs["add_prefix_space"] = True
 
 
 def check_masked_lm(path: str | Path, trust_remote_code: bool = False) -> None:

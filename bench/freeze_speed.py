@@ -45,8 +45,8 @@ def main() -> None:
 
     import torch
 
-    from stages.core.paths import model_dir
     from stages.core.params import load_params, merge_train
+    from stages.core.paths import model_dir
     from stages.core.task_data import load_tokenized
     from stages.core.training import train
 

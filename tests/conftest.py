@@ -139,7 +139,8 @@ def make_dvc_repo(target: Path, model_dir: Path, edit=None) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["models"][DEFAULT_MODEL]["name"] = str(model_dir)
     params["tasks"] = {"sentiment": {**params["tasks"]["sentiment"], "max_length": 32}}
-    params["finetune"] = {"sentiment": {"task": "sentiment", "init": "base", "train": {
+    # dvc.yaml reads each run's `model` (${item.model}): a run for `dvc repro` writes it out
+    params["finetune"] = {"sentiment": {"task": "sentiment", "init": "base", "model": DEFAULT_MODEL, "train": {
         "learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "max_train_samples": 32, "eval_strategy": "no",
         "group_by_length": False, "logging_steps": 2}}}
     params["freeze_sweep"]["task"] = "sentiment"

@@ -276,3 +276,12 @@ def test_report_shows_the_leaderboard(three_encoders: Path) -> None:
     page = render({"compare_rev": None, "sections": [leaderboard_section()]})
     assert "Encoder leaderboard" in page and "sentiment (init base)" in page
     assert "no clear winner on f1" in page and "300,000" in page and "within noise" in page
+
+
+def test_entity_spans_leave_out_the_space_a_piece_carries() -> None:
+    from stages.core.task_types import _trimmed_span
+
+    text = "Silverline Media cancelled"
+    assert _trimmed_span(text, 10, 16) == {"word": "Media", "start": 11, "end": 16}
+    assert _trimmed_span(text, 0, 10) == {"word": "Silverline", "start": 0, "end": 10}
+

@@ -124,3 +124,19 @@ def test_two_models_in_one_pipeline_get_a_leaderboard(family_repo: Path) -> None
     assert (board["winner"] is None) == (other["verdict"] != "worse")
     assert "train_runtime_s" not in json.dumps(compare), "timings belong in timings/, not in a metrics file"
     assert {"distilbert", "xlm-roberta"} == {row["model"] for row in boards["ner/adapted"]["rows"]}
+
+
+@pytest.mark.parametrize("run", ["ner_roberta", "ner_xlm-roberta", "tags_modernbert", "similarity_deberta-v2"])
+def test_predict_runs_through_the_pipelines_on_each_tokenizer_kind(family_repo: Path, run: str) -> None:
+    """`python -m stages.predict` (transformers' text- and token-classification pipelines) on byte-level BPE and
+    Unigram models: entities carry character offsets into the text as given."""
+    from stages.cli.predict import predict
+
+    text = "Silverline Media cancelled the show in Berlin."
+    items = [{"text": text, "text_pair": "The show ended."}] if run.startswith("similarity") else [{"text": text}]
+    (result,) = predict(family_repo / "models/finetuned" / run, items)
+    assert result["text"] == text
+    for entity in result.get("entities", []):  # untrimmed offsets of byte-level / Metaspace pieces count the space
+        assert text[entity["start"]:entity["end"]] == entity["word"] == entity["word"].strip(), entity
+    if "entities" not in result:
+        assert any(isinstance(v, (float, list, dict)) for k, v in result.items() if k != "text"), result

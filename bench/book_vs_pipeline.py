@@ -64,7 +64,7 @@ def overrides(settings: list[str]) -> dict:
 
 def run_book(workdir: Path) -> dict:
     out, wall, peak = measured([sys.executable, str(REPO / "bench" / "book_recipe.py"), "--data",
-                                "data/raw/sentiment", "--model", "models/base"], workdir)
+                                "data/raw/sentiment", "--model", "models/base/minilm"], workdir)
     figures = json.loads(out.strip().splitlines()[-1])
     return {**figures, "wall_s": round(wall, 1), "peak_rss_mib": round(peak, 1)}
 
@@ -116,7 +116,7 @@ def main() -> None:
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); overlay {args.overlay.name} {' '.join(args.set)}",
           flush=True)
     overlay_file = prepare_with(workdir, args.overlay, overrides(args.set))
-    _, tokenize_s, _ = measured(["dvc", "repro", "tokenize@sentiment"], workdir)
+    _, tokenize_s, _ = measured(["dvc", "repro", "tokenize@sentiment-minilm"], workdir)
     book = pipeline = None
     if args.only != "pipeline":
         print("(a) book recipe ...", flush=True)

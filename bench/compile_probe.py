@@ -52,8 +52,8 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "base")
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "tokenized" / "sentiment")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "base" / "minilm")
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "tokenized" / "sentiment" / "minilm")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warm", type=int, default=8, help="first steps counted as warm-up / compilation")

@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 
 work = Path(sys.argv[1])
-adapt = json.loads((work / "metrics/domain_adapt.json").read_text())
-adapt.update(json.loads((work / "timings/domain_adapt.json").read_text()))
+adapt = json.loads((work / "metrics/domain_adapt/minilm.json").read_text())
+adapt.update(json.loads((work / "timings/domain_adapt/minilm.json").read_text()))
 print(f"\nMLM: {adapt['train_blocks']} train / {adapt['eval_blocks']} held-out blocks, {adapt['epochs']} epochs, "
       f"{adapt['train_runtime_s']:.0f} s; head initialised: {adapt['mlm_head_initialised']}")
 print(f"perplexity before {adapt['perplexity_before']} -> after {adapt['perplexity_after']} "
       f"({adapt['masked_eval_tokens']} masked held-out tokens, one fixed masking)")
-for probe in json.loads((work / "plots/fill_mask.json").read_text())["probes"]:
+for probe in json.loads((work / "plots/fill_mask/minilm.json").read_text())["probes"]:
     print(f"  {probe['sentence']}")
     for when in ("before", "after"):
         print(f"    {when:6s} " + ", ".join(f"{t['token']} ({t['score']:.3f})" for t in probe[when]))

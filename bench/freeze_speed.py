@@ -5,7 +5,7 @@
     flock /tmp/cpu-heavy.lock python bench/freeze_speed.py --tokenized /tmp/rt/data/tokenized/sentiment --samples 960
 
 Each point trains the default model (models/base) with the pipeline's own `training.train()` on the same
-tokenized sentiment training split (data/tokenized/sentiment: run `dvc repro tokenize@sentiment` first), 1 epoch,
+tokenized sentiment training split (data/tokenized/sentiment/minilm: run `dvc repro tokenize@sentiment-minilm` first), 1 epoch,
 no validation passes, and prints the Trainer's samples/s. One extra point, the last k with the embeddings left
 trainable, shows what freezing only the blocks buys when gradients must still flow down through them.
 """
@@ -45,12 +45,13 @@ def main() -> None:
 
     import torch
 
-    from stages.core.modeling import MODEL_DIRS
     from stages.core.params import load_params, merge_train
+    from stages.core.paths import model_dir
     from stages.core.task_data import load_tokenized
     from stages.core.training import train
 
     params = load_params()
+    base_dir = model_dir("base", params.freeze_sweep.model)
     task = params["tasks"]["sentiment"]
     if args.tokenized:
         import datasets
@@ -58,7 +59,7 @@ def main() -> None:
         tokenized = datasets.load_from_disk(str(args.tokenized))
         labels = json.loads((args.tokenized / "labels.json").read_text())["labels"]
     else:
-        tokenized, labels = load_tokenized("sentiment")
+        tokenized, labels = load_tokenized("sentiment", params.freeze_sweep.model)
     base = {**merge_train(params, {}), "epochs": 1.0, "eval_strategy": "no", "batch_size": args.batch_size,
             "max_train_samples": args.samples, "logging_steps": 1000}
     runs = [(p, True) for p in args.points]
@@ -66,16 +67,16 @@ def main() -> None:
     if numbered:
         runs.append((max(numbered), False))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; model {MODEL_DIRS['base']}; "
+          f"{torch.get_num_threads()} threads; model {base_dir}; "
           f"{min(len(tokenized['train']), args.samples or 10**9)} training examples, batch {args.batch_size}")
     # Warm-up: the first Trainer run in a process pays one-off costs (thread pools, allocator) that are not the k's.
-    train(task, tokenized, labels, MODEL_DIRS["base"], {**base, "max_train_samples": 32}, params["seed"], "bench-warm")
+    train(task, tokenized, labels, base_dir, {**base, "max_train_samples": 32}, params["seed"], "bench-warm")
     print(f"{'freeze':>8} {'embeddings':>10} {'trainable':>12} {'samples/s':>10} {'train s':>8}")
     for _ in range(args.repeats):
         for freeze, freeze_embeddings in runs:
             settings = {**base, "freeze": freeze, "freeze_embeddings": freeze_embeddings}
             started = time.perf_counter()
-            result = train(task, tokenized, labels, MODEL_DIRS["base"], settings, params["seed"], "bench-freeze")
+            result = train(task, tokenized, labels, base_dir, settings, params["seed"], "bench-freeze")
             summary = result.summary
             print(f"{freeze!s:>8} {'frozen' if freeze_embeddings and freeze else 'trainable':>10} "
                   f"{summary['trainable_params']:>12,} {summary['train_samples_per_second']:>10.1f} "

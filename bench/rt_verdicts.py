@@ -86,7 +86,7 @@ def main() -> None:
         setfit_documents.append(read_document(workdir / "predictions" / "setfit" / f"sentiment-n{args.n}.json"))
     runs = {name: [read_document(workdir / "predictions" / "finetune" / name / f"seed-{s}.json") for s in args.seeds]
             for name in ("sentiment", "sentiment_adapted")}
-    adapt = json.loads((workdir / "metrics" / "domain_adapt.json").read_text())
+    adapt = json.loads((workdir / "metrics" / "domain_adapt" / "minilm.json").read_text())
     print(f"\ndomain adaptation: perplexity {adapt['perplexity_before']} -> {adapt['perplexity_after']}")
     print(f"test sentences: {len(runs['sentiment'][0]['rows'])}; {args.resamples} resamples\n")
     describe("full fine-tune (base)", runs["sentiment"], args.resamples)

@@ -216,15 +216,15 @@ def main() -> None:
                              "`git archive <rev> stages params.yaml | tar -x -C DIR` (default: this repository)")
     args = parser.parse_args()
 
-    model = args.model or next((p for p in (REPO / "models/base", Path("/work/main/models/base")) if p.is_dir()),
+    model = args.model or next((p for p in (REPO / "models/base/minilm", Path("/work/main/models/base/minilm"), Path("/work/main/models/base")) if p.is_dir()),
                                None)
     if model is None or not (model / "config.json").exists():
         sys.exit("no models/base: run `dvc repro download_model` first or pass --model")
     work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=args.tmp))
     if work.resolve().is_relative_to(REPO):
         sys.exit(f"{work} is inside the repository; pass --tmp elsewhere")
-    (work / "models").mkdir()
-    (work / "models" / "base").symlink_to(model.resolve())
+    (work / "models" / "base").mkdir(parents=True)
+    (work / "models" / "base" / "minilm").symlink_to(model.resolve())
     log = work / "stages.log"
     results: list[Result] = []
     print(f"working directory {work}; stage output in {log}", flush=True)
@@ -240,7 +240,7 @@ def main() -> None:
                 print(table(results[-1:]).splitlines()[-1], flush=True)
                 if not ok:
                     break
-            for folder in ("data/raw/bench", "data/tokenized/bench"):
+            for folder in ("data/raw/bench", "data/tokenized/bench"):  # tokenized: bench/minilm
                 shutil.rmtree(work / folder, ignore_errors=True)
             task_file.unlink()
         for megabytes in args.corpus_mb:
@@ -250,7 +250,7 @@ def main() -> None:
             wall, rss, anon, ok = run_stage(work, ["stages.chunk_mlm"], log, args.timeout, args.code)
             results.append(Result("chunk_mlm", f"{megabytes:g} MB corpus", lines, wall, rss, anon, ok))
             print(table(results[-1:]).splitlines()[-1], flush=True)
-            shutil.rmtree(work / "data" / "mlm", ignore_errors=True)
+            shutil.rmtree(work / "data" / "mlm", ignore_errors=True)  # data/mlm/minilm
             corpus.unlink()
     finally:
         code = "" if args.code == REPO else f", the stages of {args.code}"

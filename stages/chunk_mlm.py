@@ -1,4 +1,4 @@
-"""Stage chunk_mlm: the domain corpus as fixed-size token blocks for masked-LM training, in data/mlm/.
+"""Stage chunk_mlm@<model>: the domain corpus as fixed-size token blocks of one model's tokenizer, in data/mlm/<model>.
 
 Documents are tokenized without truncation (each with the model's special tokens, as Hugging Face's `run_mlm`
 groups texts), concatenated and cut into blocks of `chunk_size` tokens, so no text is lost to truncation and no
@@ -25,9 +25,9 @@ from stages.core.chunking import BATCH, check_chunk_size, chunk_dataset, split_b
 from stages.core.errors import PipelineError, run_stage
 from stages.core.formats import corpus_format
 from stages.core.mlm import mask_token_id, mlm_seed
-from stages.core.modeling import init_dir, load_tokenizer
-from stages.core.params import Corpus, load_params
-from stages.core.paths import MLM_DIR
+from stages.core.modeling import check_masked_lm, init_dir, load_tokenizer
+from stages.core.params import Corpus, load_params, mlm_model_from_args
+from stages.core.paths import mlm_dir
 from stages.core.scratch import fingerprint, save_dataset_dict, scratch_dir
 
 log = logging.getLogger("pipeline.chunk_mlm")
@@ -78,15 +78,18 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoConfig
 
     params = load_params()
+    model = mlm_model_from_args(argv, params, "chunk_mlm")
     mlm = params.mlm
-    trust = params.model.trust_remote_code
-    base_dir = init_dir("base")
+    trust = params.models[model].trust_remote_code
+    base_dir = init_dir("base", model)
+    check_masked_lm(base_dir, trust)  # the first stage of domain adaptation says it cannot be done
     tokenizer = load_tokenizer(base_dir, trust)
-    mask_token_id(tokenizer)
+    mask_token_id(tokenizer, str(base_dir))
+    target = mlm_dir(model)
     limit = model_limit(tokenizer, AutoConfig.from_pretrained(str(base_dir), trust_remote_code=trust))
     check_chunk_size(mlm.chunk_size, limit)
     seed = mlm_seed(params)
-    with scratch_dir(MLM_DIR) as scratch:
+    with scratch_dir(target) as scratch:
         documents = write_documents(iter_documents(mlm.corpus), scratch / "documents.arrow")
         files, split, info, digest = chunk_dataset(
             tokenizer, documents, mlm.chunk_size, mlm.remainder, params.compute.num_proc,
@@ -97,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         splits = {name: datasets.Dataset.from_file(str(path)).select(
                       range(len(split[name])), new_fingerprint=fingerprint(digest, name, split[name].tobytes()))
                   for name, path in files.items()}
-        info.update(corpus=mlm.corpus.path, seed=seed, model_limit=limit, train_blocks=len(split["train"]),
+        info.update(model=model, corpus=mlm.corpus.path, seed=seed, model_limit=limit, train_blocks=len(split["train"]),
                     validation_blocks=len(split["validation"]))
-        with atomic_dir(MLM_DIR) as tmp:
+        with atomic_dir(target) as tmp:
             save_dataset_dict(splits, tmp)
             write_json(tmp / INFO_FILE, info)
     log.info("corpus %s: %d documents, %d tokens -> %d blocks of %d (%d train, %d held out; %d tokens dropped, "

@@ -9,7 +9,8 @@ test examples for both sides (stages/core/stats.py) and says better, worse or wi
     python -m stages.compare --rev main --fail-on-worse     # CI: exit 1 when a main metric got worse
 
 Without --rev the pairs come from params: a task's later fine-tune runs against its first (base vs domain-adapted),
-each SetFit N against the task's first fine-tune run, each freeze-sweep point against point 0. With --rev the other
+each SetFit N against the task's first fine-tune run, each freeze-sweep point against point 0; runs that differ
+only in their model also get a leaderboard (stages/core/leaderboard.py: each encoder against the best). With --rev the other
 revision's predictions are read through DVC (`DVCFileSystem`: its cache, or streamed from the revision's remote),
 so a fresh clone needs no checkout of the old commit. `--json` writes the results keyed "<b> vs <a>", the form
 `dvc metrics diff` reads (stage `compare` writes metrics/compare.json).
@@ -43,6 +44,7 @@ from stages.core.comparison import (
     workspace_sides,
 )
 from stages.core.errors import run_stage
+from stages.core.leaderboard import format_leaderboard, leaderboards
 from stages.core.params import load_params
 
 log = logging.getLogger("pipeline.compare")
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         sides = workspace_sides([(find_subject(params, args.pair[0]), find_subject(params, args.pair[1]))])
     else:
         sides = workspace_sides(workspace_pairs(params))
+    boards = [] if args.rev or args.pair else leaderboards(params, resamples, confidence)
     records: dict[str, dict] = {}
     families: dict[str, str] = {}
     for a, b in sides:
@@ -120,10 +123,15 @@ def main(argv: list[str] | None = None) -> None:
         print(format_table(key, record, confidence), end="\n\n")
     for name, family in summaries.items():
         print(family_line(name, family))
+    for board in boards:
+        print(format_leaderboard(board), end="\n\n")
     print(summary_line(records))
     if args.json:
-        write_metrics(args.json, {"resamples": resamples, "confidence": confidence, "correction": CORRECTION,
-                               "families": summaries, "comparisons": records})
+        document = {"resamples": resamples, "confidence": confidence, "correction": CORRECTION,
+                    "families": summaries, "comparisons": records}
+        if boards:
+            document["leaderboards"] = boards
+        write_metrics(args.json, document)
         log.info("wrote %s", args.json)
     worse = [key for key, record in records.items() if main_verdict(record) == "worse"]
     if args.fail_on_worse and worse:

@@ -1,4 +1,5 @@
-"""Stage domain_adapt: continue masked-LM pretraining from models/base on data/mlm into models/adapted.
+"""Stage domain_adapt@<model>: continue masked-LM pretraining from models/base/<model> on data/mlm/<model> into
+models/adapted/<model>.
 
 Perplexity (exp of the mean loss per masked token) is measured on the held-out blocks under one fixed, seeded
 masking, before and after training, so the two numbers compare. A checkpoint saved without its MLM head (the
@@ -35,15 +36,9 @@ from stages.core.mlm import (
     perplexity,
     probe_inputs,
 )
-from stages.core.modeling import MODEL_DIRS, init_dir, load_tokenizer
-from stages.core.params import Mlm, TrainSettings, load_params
-from stages.core.paths import (
-    CHECKPOINT_ROOT,
-    DOMAIN_ADAPT_METRICS,
-    DOMAIN_ADAPT_TIMINGS,
-    FILL_MASK_FILE,
-    MLM_DIR,
-)
+from stages.core.modeling import check_masked_lm, init_dir, load_tokenizer
+from stages.core.params import Mlm, TrainSettings, load_params, mlm_model_from_args
+from stages.core.paths import CHECKPOINT_ROOT, domain_adapt_files, mlm_dir, model_dir
 from stages.core.training import split_timings, training_arguments
 
 log = logging.getLogger("pipeline.domain_adapt")
@@ -52,11 +47,11 @@ RUN_NAME = "domain_adapt"
 _ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
-def load_blocks(folder: Path = MLM_DIR) -> Any:
+def load_blocks(folder: Path) -> Any:
     import datasets
 
     if not folder.exists():
-        raise PipelineError(f"{folder} does not exist: run `dvc repro chunk_mlm` first")
+        raise PipelineError(f"{folder} does not exist: run `dvc repro chunk_mlm@{folder.name}` first")
     return datasets.load_from_disk(str(folder))
 
 
@@ -226,20 +221,25 @@ def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: 
 
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
-    if relaunch_if_parallel("stages.domain_adapt", [], mlm_settings(params.mlm), "mlm"):
+    model = mlm_model_from_args(argv, params, "domain_adapt")
+    trust = params.models[model].trust_remote_code
+    base_dir = init_dir("base", model)
+    check_masked_lm(base_dir, trust)
+    if relaunch_if_parallel("stages.domain_adapt", [model], mlm_settings(params.mlm), "mlm"):
         return
-    base_dir = init_dir("base")
-    result = adapt(base_dir, load_blocks(), params.mlm, mlm_seed(params), params.model.trust_remote_code,
-                   params.compute.device, params.model.attn_implementation)
+    result = adapt(base_dir, load_blocks(mlm_dir(model)), params.mlm, mlm_seed(params), trust,
+                   params.compute.device, params.models[model].attn_implementation)
     if result is None:  # a data-parallel process other than the main one
         return
-    with atomic_dir(MODEL_DIRS["adapted"]) as tmp:
+    target = model_dir("adapted", model)
+    with atomic_dir(target) as tmp:
         save_adapted(result["model"], result["tokenizer"], tmp, base_dir, result["carried"])
     quality, timings = split_timings(result["metrics"])
-    write_metrics(DOMAIN_ADAPT_METRICS, quality)
-    write_json(DOMAIN_ADAPT_TIMINGS, timings)
-    write_json(FILL_MASK_FILE, result["probes"])
-    log.info("models/adapted written: perplexity %s -> %s", result["metrics"]["perplexity_before"],
+    metrics_file, timings_file, probes_file = domain_adapt_files(model)
+    write_metrics(metrics_file, {"model": model, **quality})
+    write_json(timings_file, timings)
+    write_json(probes_file, result["probes"])
+    log.info("%s written: perplexity %s -> %s", target, result["metrics"]["perplexity_before"],
              result["metrics"]["perplexity_after"])
 
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, run = entry_from_args(argv, params, "finetune", "evaluate")
     task = params.tasks[run.task]
-    tokenized, labels = load_tokenized(run.task)
+    tokenized, labels = load_tokenized(run.task, run.model)
     test = tokenized["test"]
     raw_test = read_raw_split(run.task, "test")
     seeds = run_seeds(params, name)
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     # compute.device (auto: the GPU when present), in half precision there when the run trains in it.
     device, precision = resolve_device(params.compute.device), train_settings(params, name).mixed_precision
     for seed in seeds:
-        model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), params.model.trust_remote_code,
-                                             device, precision, params.model.attn_implementation)
+        entry = params.models[run.model]
+        model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), entry.trust_remote_code,
+                                             device, precision, entry.attn_implementation)
         scores, pairs, outputs = score_split(model, tokenizer, task, test, labels, params.evaluate.batch_size)
         rows = predictions.rows_for(task, raw_test, outputs, labels)
         documents.append(predictions.document(name, seed, task, labels, rows))
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         if seed == seeds[0]:
             first_scores, first_pairs, first_rows = scores, pairs, rows
     stats = params.stats
-    metrics = {"task": run.task, "type": task.type, "init": run.init, "seed": seeds[0],
+    metrics = {"task": run.task, "type": task.type, "init": run.init, "model": run.model, "seed": seeds[0],
                "main_metric": get_task_type(task.type).main_metric, "test_examples": len(test), **first_scores,
                "confidence": stats.confidence,
                "intervals": interval_summary(documents[:1], stats, params.seed)}

@@ -44,14 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     trainer_device(params.compute.device)
     if relaunch_if_parallel("stages.finetune", [name], settings, f"finetune.{name}.train"):
         return
-    tokenized, labels = load_tokenized(run.task)
+    tokenized, labels = load_tokenized(run.task, run.model)
     seeds = run_seeds(params, name)
     results = {}
     for seed in seeds:
         # The first seed keeps the run's own name (its resumable checkpoints stay where they were).
         label = name if seed == seeds[0] else f"{name}-seed{seed}"
-        results[seed] = train(task, tokenized, labels, init_dir(run.init), settings, seed, label,
-                              params.model.trust_remote_code, params.compute.device, params.model.attn_implementation)
+        entry = params.models[run.model]
+        results[seed] = train(task, tokenized, labels, init_dir(run.init, run.model), settings, seed, label,
+                              entry.trust_remote_code, params.compute.device, entry.attn_implementation)
         results[seed].model.to("cpu")  # the next seed gets the accelerator's memory
         log.info("run %s, seed %d: %s", name, seed, results[seed].summary)
     if not is_main_process():
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                           run.init, main_metric).save(target / CARD_FILE)
     write_loss_curve(results[seeds[0]].log_history, LOSS_DIR / f"{name}.csv", main_metric)
     first = seeds[0]
-    summary = {"init": run.init, "task": run.task, "seed": first, **quality[first]}
+    summary = {"init": run.init, "model": run.model, "task": run.task, "seed": first, **quality[first]}
     if len(seeds) > 1:
         summary["seeds"] = {str(seed): quality[seed] for seed in seeds}
     write_metrics(TRAIN_METRICS_DIR / f"{name}.json", summary)

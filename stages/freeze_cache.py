@@ -34,8 +34,8 @@ log = logging.getLogger("pipeline.freeze_cache")
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
     sweep = params.freeze_sweep
-    trust = params.model.trust_remote_code
-    model_dir = init_dir(sweep.init)
+    trust = params.models[sweep.model].trust_remote_code
+    model_dir = init_dir(sweep.init, sweep.model)
     total = count_encoder_blocks(model_dir, trust)
     depths = {str(p): point_depth(p, total) for p in sweep.points}
     target = FREEZE_CACHE_DIR / sweep.task
@@ -62,17 +62,17 @@ def write_point_states(params: Params, model_dir: Path, stored: dict[str, int], 
     from transformers import AutoModel
 
     sweep = params.freeze_sweep
-    trust = params.model.trust_remote_code
+    entry = params.models[sweep.model]
     settings = merge_train(params, sweep.train)
     check_cacheable(settings, "freeze_sweep.train")
-    tokenized, _ = load_tokenized(sweep.task)
+    tokenized, _ = load_tokenized(sweep.task, sweep.model)
     train_set = subset(tokenized["train"], settings.max_train_samples, params.tasks[sweep.task].type, params.seed)
     device = resolve_device(params.compute.device)
     # The attention the points train with (model.attn_implementation), so the stored states are what they would see.
-    model = load_with_attention(AutoModel.from_pretrained, params.model.attn_implementation, device, str(model_dir),
-                                trust_remote_code=trust)
+    model = load_with_attention(AutoModel.from_pretrained, entry.attn_implementation, device, str(model_dir),
+                                trust_remote_code=entry.trust_remote_code)
     log.info("freeze_cache: %d examples, states after blocks %s", len(train_set), sorted(set(stored.values())))
-    write_states(model, load_tokenizer(model_dir, trust), train_set, stored, tmp, settings.eval_batch_size, device)
+    write_states(model, load_tokenizer(model_dir, entry.trust_remote_code), train_set, stored, tmp, settings.eval_batch_size, device)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,12 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     """Train and score one point; returns its metrics row, its timings and its predictions document."""
     sweep = params.freeze_sweep
     task = params.tasks[sweep.task]
-    trust = params.model.trust_remote_code
-    model_dir = init_dir(sweep.init)
+    entry = params.models[sweep.model]
+    trust = entry.trust_remote_code
+    model_dir = init_dir(sweep.init, sweep.model)
     blocks = count_encoder_blocks(model_dir, trust)
     check_point_fits(point, blocks, model_dir)
-    tokenized, labels = load_tokenized(sweep.task)
+    tokenized, labels = load_tokenized(sweep.task, sweep.model)
     settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
     # cache_frozen: the frozen part's output was stored once by stage freeze_cache (point 0 freezes nothing).
     frozen = None
@@ -64,7 +65,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
         check_cacheable(settings, "freeze_sweep.train")
         frozen = FrozenStates(FREEZE_CACHE_DIR / sweep.task / str(point))
     result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
-                   params.compute.device, params.model.attn_implementation, frozen)
+                   params.compute.device, entry.attn_implementation, frozen)
     # Scored like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the
     # trained model is scored and dropped, so casting it in place costs nothing).
     device = resolve_device(params.compute.device)
@@ -79,6 +80,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     row = {
         "task": sweep.task,
         "init": sweep.init,
+        "model": sweep.model,
         **{k: v for k, v in quality.items() if not k.startswith("best_validation")},
         "trainable_blocks": 0 if point == "head" else freeze.total_blocks - freeze.frozen_blocks,
         # How the frozen blocks ran: once, from the stored states (eval mode), or at every step in train mode.

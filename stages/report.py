@@ -36,10 +36,8 @@ from stages.core.params import load_params, merge_train, train_settings
 from stages.core.paths import (
     COMPARE_METRICS,
     CONFUSION_DIR,
-    DOMAIN_ADAPT_METRICS,
     EXAMPLES_DIR,
     FIGURES_DIR,
-    FILL_MASK_FILE,
     LOSS_DIR,
     METRICS_DIR,
     RAW_DIR,
@@ -48,6 +46,7 @@ from stages.core.paths import (
     SWEEP_TABLE,
     TRAIN_METRICS_DIR,
     TRAIN_TIMINGS_DIR,
+    domain_adapt_files,
     setfit_name,
 )
 
@@ -268,6 +267,29 @@ def verdicts_section() -> dict:
                    resamples=fmt(data.get("resamples")), correction=data.get("correction"), families=family_table)
 
 
+def leaderboard_section() -> dict:
+    """Runs of one task that differ only in the encoder (metrics/compare.json `leaderboards`), with their train
+    time and throughput from timings/train/ (kept out of the metrics file)."""
+    from stages.core.leaderboard import with_timings
+
+    boards = read_json(COMPARE_METRICS).get("leaderboards", []) if COMPARE_METRICS.exists() else []
+    parts = []
+    for board in boards:
+        main = board["main_metric"]
+        rows = [[cell("bold", text=row["model"]), row["name"], fmt(row.get("parameters")),
+                 fmt(row.get("train_runtime_s")), fmt(row.get("train_samples_per_second")),
+                 cell("bold", text=fmt(row.get(main))), cell("interval", low=fmt(row["low"]), high=fmt(row["high"])),
+                 fmt(row.get("difference")) if "difference" in row else DASH,
+                 fmt(row.get("p_value")) if "p_value" in row else DASH,
+                 cell("verdict", css=VERDICT_CLASS.get(row["verdict"], "up"), text=row["verdict"], p=None)]
+                for row in with_timings(board)]
+        headers = ["model", "encoder", "parameters", "train time (s)", "samples/s", main, "interval",
+                   "vs best", "p", "verdict"]
+        parts.append({"task": board["task"], "init": board["init"], "summary": board["summary"],
+                      "table": table(headers, rows, ["best"] + [""] * (len(rows) - 1))})
+    return section("leaderboard", "Encoder leaderboard", boards=parts, path=COMPARE_METRICS.as_posix())
+
+
 def comparison_section(rev: str, diff: dict) -> dict:
     """The workspace's metrics against `rev`'s, per metrics file: the changed values, then the unchanged ones."""
     files, changed_total = [], 0
@@ -295,13 +317,15 @@ def params_section(params: dict) -> dict:
         extra = {"token": f"label_all_tokens={task['label_all_tokens']}",
                  "multi_label": f"threshold={task['threshold']}"}.get(task.type, "")
         settings = train_settings(params, run)
-        columns[run] = {"task": spec.task, "type": task.type, "init": spec.init, "source": where,
+        columns[run] = {"task": spec.task, "type": task.type, "model": f"{spec.model} ({params.models[spec.model].name})",
+                        "init": spec.init, "source": where,
                         "labels": ", ".join(labels) if labels else "from the data",
                         "max_length": fmt(task.max_length), "task options": extra or DASH,
                         **{f"train.{k}": fmt(settings[k]) for k in TRAIN_KEYS}}
     keys = list(next(iter(columns.values()))) if columns else []
     rows = [[key] + [columns[run][key] for run in columns] for key in keys]
-    return section("params", "Params per task and run", model=params.model.name, seed=params.seed,
+    models = ", ".join(f"{key}: {entry.name}" for key, entry in params.models.items())
+    return section("params", "Params per task and run", model=models, seed=params.seed,
                    table=table(["param", *columns], rows) if rows else None)
 
 
@@ -311,7 +335,7 @@ def runs_section(metrics: dict[str, dict], per_run: int, old: dict[str, dict] | 
         return section("runs", "Runs", runs=[])
     runs = []
     for run, data in metrics.items():
-        tables = [table(["test metric", "value"], scalar_rows(data, skip=("task", "type", "init")))]
+        tables = [table(["test metric", "value"], scalar_rows(data, skip=("task", "type", "init", "model")))]
         group = "per_type" if data.get("per_type") else "per_class"
         per = data.get(group)
         if per:
@@ -456,17 +480,22 @@ def setfit_section() -> dict:
     return section("setfit", "SetFit vs full fine-tune", tasks=tasks)
 
 
-def domain_adapt_section() -> dict:
-    base = section("domain", "Domain adaptation", path=DOMAIN_ADAPT_METRICS.as_posix(),
-                   probes_path=FILL_MASK_FILE.as_posix())
-    if not DOMAIN_ADAPT_METRICS.exists():
+def domain_adapt_section(models: list[str]) -> dict:
+    """One part per adapted model (mlm.models)."""
+    return section("domain", "Domain adaptation", models=[domain_adapt_part(model) for model in models])
+
+
+def domain_adapt_part(model: str) -> dict:
+    metrics_file, _, probes_file = domain_adapt_files(model)
+    base = {"model": model, "path": metrics_file.as_posix(), "probes_path": probes_file.as_posix()}
+    if not metrics_file.exists():
         return {**base, "mlm": None}
-    data = read_json(DOMAIN_ADAPT_METRICS)
+    data = read_json(metrics_file)
     pairs = [("perplexity", "perplexity_before", "perplexity_after"), ("eval loss", "eval_loss_before", "eval_loss_after")]
     mlm = [[label, fmt(data.get(a)), fmt(data.get(b)), delta_cell(label, data.get(a), data.get(b))]
            for label, a, b in pairs]
-    settings = scalar_rows(data, skip=[k for _, a, b in pairs for k in (a, b)])
-    probes = read_json(FILL_MASK_FILE).get("probes", []) if FILL_MASK_FILE.exists() else []
+    settings = scalar_rows(data, skip=[k for _, a, b in pairs for k in (a, b)] + ["model"])
+    probes = read_json(probes_file).get("probes", []) if probes_file.exists() else []
 
     def fillers(entries: list[dict]) -> dict:
         return cell("fillers", fillers=[{"token": str(e.get("token")), "score": fmt(e.get("score"))} for e in entries])
@@ -476,7 +505,7 @@ def domain_adapt_section() -> dict:
             "settings": table(["setting", "value"], settings),
             "probes": table(["probe", "top fillers before (score)", "top fillers after (score)"], probe_rows)
             if probes else None,
-            "figure": figure("domain_adapt.png", "domain adaptation: perplexity and probes")}
+            "figure": figure(f"domain_adapt_{model}.png", f"domain adaptation of {model}: perplexity and probes")}
 
 
 def examples_section(params: dict, count: int, seed: int) -> dict:
@@ -544,11 +573,12 @@ def gather(params: dict, compare_rev: str | None) -> dict:
     diff = read_other_revision(compare_rev) if compare_rev else None
     old = old_run_metrics(diff) if diff else None
     verdicts, problem = revision_verdicts_or_problem(params, compare_rev) if compare_rev else ({}, "")
-    sections = [overview_section(metrics, old, compare_rev, verdicts, problem), verdicts_section()]
+    sections = [overview_section(metrics, old, compare_rev, verdicts, problem), verdicts_section(),
+                leaderboard_section()]
     if diff is not None:
         sections.append(comparison_section(compare_rev, diff))
     sections += [params_section(params), runs_section(metrics, settings.predictions_per_run, old, compare_rev),
-                 loss_section(), freeze_sweep_section(params), setfit_section(), domain_adapt_section(),
+                 loss_section(), freeze_sweep_section(params), setfit_section(), domain_adapt_section(params.mlm.models),
                  examples_section(params, settings.examples_per_task, params.seed)]
     return {"compare_rev": compare_rev, "sections": sections}
 

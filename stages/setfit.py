@@ -66,16 +66,17 @@ def main(argv: list[str] | None = None) -> None:
     name = setfit_name(task_name, n)
     log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
              len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
-    model, _, summary = train_setfit(init_dir(settings.init), train, labels, settings, seed,
-                                           settings.max_length or task.max_length,
-                                           params.model.trust_remote_code, params.compute.device,
-                                           params.model.attn_implementation)
+    entry = params.models[settings.model]
+    model, _, summary = train_setfit(init_dir(settings.init, settings.model), train, labels, settings, seed,
+                                     settings.max_length or task.max_length, entry.trust_remote_code,
+                                     params.compute.device, entry.attn_implementation)
     # As the metrics file stores them (write_metrics), so the card's model-index shows the same numbers.
     scores, rows = score_setfit(model, splits["test"], labels, task.positive_label)  # one pass over the test set
     scores = round_metrics(scores)
     document = predictions.document(f"setfit/{name}", seed, task, labels, rows)
     runtime = summary.pop("train_runtime_s")
-    metrics = {"task": task_name, "method": "setfit", "init": settings.init, "samples_per_class": n,
+    metrics = {"task": task_name, "method": "setfit", "init": settings.init, "model": settings.model,
+               "samples_per_class": n,
                "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",
                "test_examples": len(splits["test"]), **summary, **scores,
                "intervals": interval_summary([document], params.stats, params.seed)}

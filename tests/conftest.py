@@ -74,9 +74,13 @@ def shared_data(name: str) -> Path:
     return path
 
 
+DEFAULT_MODEL = "minilm"  # the first key of params.yaml `models`: where a test's base model goes
+BASE_DIR = Path("models/base") / DEFAULT_MODEL
+
+
 def make_stage_repo(target: Path, edit=None, base_model: Path | None = None) -> Path:
     """A minimal working copy for running stage modules: stages/, params.yaml (optionally edited), sample data,
-    and `models/base` copied from `base_model` when given."""
+    and `models/base/<first model>` copied from `base_model` when given."""
     import shutil
 
     import yaml
@@ -84,7 +88,7 @@ def make_stage_repo(target: Path, edit=None, base_model: Path | None = None) -> 
     shutil.copytree(REPO / "stages", target / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "data" / "sample", target / "data" / "sample")
     if base_model is not None:
-        shutil.copytree(base_model, target / "models" / "base")
+        shutil.copytree(base_model, target / BASE_DIR)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     if edit is not None:
         edit(params)
@@ -133,9 +137,10 @@ def make_dvc_repo(target: Path, model_dir: Path, edit=None) -> Path:
                                     "config.local", "metrics", "plots", "timings", "dvc.lock")
     shutil.copytree(REPO, target, ignore=ignore)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["model"]["name"] = str(model_dir)
+    params["models"][DEFAULT_MODEL]["name"] = str(model_dir)
     params["tasks"] = {"sentiment": {**params["tasks"]["sentiment"], "max_length": 32}}
-    params["finetune"] = {"sentiment": {"task": "sentiment", "init": "base", "train": {
+    # dvc.yaml reads each run's `model` (${item.model}): a run for `dvc repro` writes it out
+    params["finetune"] = {"sentiment": {"task": "sentiment", "init": "base", "model": DEFAULT_MODEL, "train": {
         "learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "max_train_samples": 32, "eval_strategy": "no",
         "group_by_length": False, "logging_steps": 2}}}
     params["freeze_sweep"]["task"] = "sentiment"

@@ -25,13 +25,13 @@ def sweep(key: str) -> Getter:
 
 
 def setfit_body(p: Params) -> object:
-    """The SetFit body's model name, once `setfit.model` names an entry of the `models:` mapping."""
+    """The SetFit body's model name: the entry of `models` that `setfit.model` names."""
     return p.models[p.setfit.model].name
 
 
 # (chapter, setting, the value in the book, how the pipeline reads it)
 BOOK: list[tuple[str, str, object, Getter]] = [
-    ("all", "model", "bert-base-cased", lambda p: p.model.name),
+    ("all", "model", "bert-base-cased", lambda p: next(iter(p.models.values())).name),
     ("all", "mixed precision on a GPU", "auto", lambda p: p.train.mixed_precision),
     ("text classification", "dataset", "rotten_tomatoes", lambda p: p.tasks["sentiment"].source.hub),
     ("text classification", "max_length (the model's limit)", 512, lambda p: p.tasks["sentiment"].max_length),
@@ -56,10 +56,7 @@ BOOK: list[tuple[str, str, object, Getter]] = [
     ("few-shot (SetFit)", "examples per class", [16], lambda p: p.setfit.samples_per_class),
     ("few-shot (SetFit)", "iterations", 20, lambda p: p.setfit.num_iterations),
     ("few-shot (SetFit)", "epochs", 3, lambda p: p.setfit.epochs),
-]
-PENDING = [
-    pytest.param("few-shot (SetFit)", "body", "sentence-transformers/all-mpnet-base-v2", setfit_body,
-                 marks=pytest.mark.xfail(reason="needs models: mapping (branch encoders)", strict=True)),
+    ("few-shot (SetFit)", "body", "sentence-transformers/all-mpnet-base-v2", setfit_body),
 ]
 
 
@@ -72,8 +69,8 @@ def book(tmp_path_factory) -> Params:
     return load_params(params_file)
 
 
-@pytest.mark.parametrize(("chapter", "setting", "value", "read"), [*BOOK, *PENDING],
-                         ids=[f"{c}: {s}" for c, s, _, _ in BOOK] + ["few-shot (SetFit): body"])
+@pytest.mark.parametrize(("chapter", "setting", "value", "read"), BOOK,
+                         ids=[f"{c}: {s}" for c, s, _, _ in BOOK])
 def test_book_profile_follows_the_book(book: Params, chapter: str, setting: str, value: object, read: Getter):
     assert read(book) == value, f"{chapter}, {setting}: the book uses {value!r}"
 

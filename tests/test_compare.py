@@ -250,8 +250,9 @@ def stage_yaml(outputs: list[str]) -> str:
 
 def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """git, dvc (this venv's) or `python -m stages.compare` in `cwd`, with the venv's python first on PATH."""
+    # PYTHONPATH: this checkout's stages, not the copy an editable install in the venv may point at
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "PIPELINE_LOG_LEVEL": "WARNING", "GIT_TERMINAL_PROMPT": "0"}
+           "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1", "PIPELINE_LOG_LEVEL": "WARNING", "GIT_TERMINAL_PROMPT": "0"}
     command = [sys.executable, "-m", *args] if args[0] in ("dvc", "stages.compare") else list(args)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     if check:

@@ -317,7 +317,8 @@ def test_chunk_stage_exits_2_with_a_clear_message_and_no_output(tmp_path, monkey
     from stages.core.errors import run_stage
 
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "base").symlink_to(tiny_model_dir)
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "minilm").symlink_to(tiny_model_dir)
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "corpus.txt").write_text("\n".join(DOCS))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -329,7 +330,8 @@ def test_chunk_stage_exits_2_with_a_clear_message_and_no_output(tmp_path, monkey
         run_stage(chunk_mlm.main, "chunk_mlm", [])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "data" / "mlm").exists()
+    mlm_root = tmp_path / "data" / "mlm"
+    assert not (mlm_root / "minilm").exists() and not (mlm_root.exists() and list(mlm_root.iterdir()))
 
 
 
@@ -339,7 +341,7 @@ def test_tiny_end_to_end_adaptation(tmp_path, monkeypatch):
     from stages import chunk_mlm, domain_adapt
     from stages.core import figures as plot
 
-    build_tiny_model(tmp_path / "models" / "base")  # a bare BertModel: no MLM head, but a pooler
+    build_tiny_model(tmp_path / "models" / "base" / "minilm")  # a bare BertModel: no MLM head, but a pooler
     (tmp_path / "corpus.txt").write_text("\n".join(DOCS * 6))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["mlm"].update(corpus={"path": "corpus.txt", "columns": ["text"], "encoding": "utf-8"}, chunk_size=32,
@@ -349,22 +351,22 @@ def test_tiny_end_to_end_adaptation(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     chunk_mlm.main([])
-    info = json.loads((tmp_path / "data/mlm/chunks.json").read_text())
+    info = json.loads((tmp_path / "data/mlm/minilm/chunks.json").read_text())
     assert info["chunk_size"] == 32 and info["train_blocks"] + info["validation_blocks"] == info["blocks"] > 5
     domain_adapt.main([])
 
-    adapted = tmp_path / "models" / "adapted"
+    adapted = tmp_path / "models" / "adapted" / "minilm"
     assert (adapted / "model.safetensors").exists() and (adapted / "tokenizer.json").exists()
     assert not list(adapted.glob("checkpoint-*")) and not list(adapted.glob("*.pt")) and not list(adapted.glob("*.bin"))
-    assert not list(tmp_path.glob(".adapted.tmp-*")) and not (tmp_path / "checkpoints" / "domain_adapt").exists()
-    metrics = json.loads((tmp_path / "metrics/domain_adapt.json").read_text())
+    assert not list((tmp_path / "models" / "adapted").glob(".minilm.tmp-*")) and not (tmp_path / "checkpoints" / "domain_adapt").exists()
+    metrics = json.loads((tmp_path / "metrics/domain_adapt/minilm.json").read_text())
     assert metrics["mlm_head_initialised"] is True and metrics["initialised_weights"] > 0
     # Both figures are stored at 4 significant digits: a loss near 10 is then known to +-0.005, its exp to 0.5%.
     loss_quantum = 10 ** (math.floor(math.log10(metrics["eval_loss_before"])) - 3)
     assert metrics["perplexity_before"] == pytest.approx(math.exp(metrics["eval_loss_before"]),
                                                          rel=math.expm1(loss_quantum / 2) + 1e-3)
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]  # a repeated corpus is easy to learn
-    probes = json.loads((tmp_path / "plots/fill_mask.json").read_text())
+    probes = json.loads((tmp_path / "plots/fill_mask/minilm.json").read_text())
     assert [p["sentence"] for p in probes["probes"]] == params["mlm"]["probes"]
     assert all(len(p["before"]) == 5 and len(p["after"]) == 5 for p in probes["probes"])
 
@@ -376,5 +378,5 @@ def test_tiny_end_to_end_adaptation(tmp_path, monkeypatch):
     figures = tmp_path / "figures"
     figures.mkdir()
     plot.domain_adapt_figure(figures, 60)
-    assert (figures / "domain_adapt.png").stat().st_size > 1000
+    assert (figures / "domain_adapt_minilm.png").stat().st_size > 1000
     shutil.rmtree(tmp_path / "models")

@@ -128,7 +128,7 @@ def sweep_repo(tmp_path, monkeypatch, tiny_model_dir):
     (tmp_path / "data" / "sample").mkdir(parents=True)
     sample = pd.read_csv(REPO / "data" / "sample" / "sentiment.csv")
     sample.groupby("label").head(60).to_csv(tmp_path / "data" / "sample" / "sentiment.csv", index=False)
-    shutil.copytree(tiny_model_dir, tmp_path / "models" / "base")
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "base" / "minilm")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["tasks"] = {"sentiment": params["tasks"]["sentiment"]}
     params["finetune"] = {}
@@ -156,7 +156,7 @@ def test_sweep_points_table_and_figures(sweep_repo):
     timings = {p: json.loads((sweep_repo / "timings" / "freeze_sweep" / f"{p}.json").read_text())
                for p in ("0", "1", "2", "head")}
     # Expected trainable counts from the checkpoint's own modules, independently of freeze_model.
-    model = AutoModelForSequenceClassification.from_pretrained(str(sweep_repo / "models" / "base"), num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(str(sweep_repo / "models" / "base" / "minilm"), num_labels=2)
     size = lambda *ms: sum(p.numel() for m in ms for p in m.parameters())  # noqa: E731
     layers, head, pooler = model.bert.encoder.layer, model.classifier, model.bert.pooler
     assert rows["0"]["trainable_params"] == size(model)

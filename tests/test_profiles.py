@@ -31,8 +31,9 @@ def test_overlay_merges_keeps_comments_and_replaces_source(tmp_path, params_file
     apply_profile(overlay, params_file)
     text = params_file.read_text()
     params = yaml.safe_load(text)
-    assert params["model"]["name"] == "bert-base-cased"
-    assert params["model"]["trust_remote_code"] is False  # untouched sibling kept
+    # a one-model profile's `model:` sets the first entry of `models`
+    assert "model" not in params and params["models"]["minilm"]["name"] == "bert-base-cased"
+    assert params["models"]["minilm"]["trust_remote_code"] is False  # untouched sibling kept
     assert params["tasks"]["sentiment"]["source"] == {"path": "data/hub-datasets.txt", "hub": "rotten_tomatoes"}
     assert params["tasks"]["sentiment"]["labels"] == ["neg", "pos"]
     assert params["train"]["epochs"] == 1 and params["train"]["batch_size"] == 16
@@ -51,7 +52,7 @@ def test_invalid_profile_is_refused_and_params_untouched(tmp_path, params_file):
 def test_book_profile_switches_to_the_hub_and_stays_valid(params_file):
     apply_profile(REPO / "profiles" / "book.yaml", params_file)
     params = yaml.safe_load(params_file.read_text())
-    assert params["model"]["name"] == "bert-base-cased"
+    assert params["models"]["minilm"]["name"] == "bert-base-cased"
     assert params["tasks"]["sentiment"]["source"]["hub"] == "rotten_tomatoes"
     assert params["finetune"]["ner"]["train"]["learning_rate"] == 2e-5  # a float, not the string '2e-05'
     assert params["freeze_sweep"]["points"][-2:] == [12, "head"]

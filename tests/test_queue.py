@@ -61,7 +61,7 @@ def test_queued_grid_runs_two_at_a_time(tmp_path, tiny_model_dir):
     (repo / EXTERNAL).parent.mkdir(parents=True)
     run_command(repo, "dvc", "import-url", str(outside), EXTERNAL)
     # The baseline's data stages (cached, shared with the experiments' copies, which rerun only training).
-    run_command(repo, "dvc", "repro", "tokenize@sentiment")
+    run_command(repo, "dvc", "repro", "tokenize@sentiment-minilm")
     run_command(repo, "git", "add", "-A")
     run_command(repo, "git", "commit", "-qm", "baseline")
 

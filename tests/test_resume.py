@@ -63,8 +63,9 @@ def resume_params(params: dict) -> None:
     params["train"]["checkpoint_steps"] = CHECKPOINT_STEPS
     train = {"learning_rate": 1e-3, "epochs": 3, "batch_size": 8, "max_train_samples": 48, "max_eval_samples": 24,
              "logging_steps": 3}
-    params["finetune"] = {RUN: {"task": "sentiment", "init": "base", "train": {**train, "load_best_model_at_end": False}},
-                          BEST_RUN: {"task": "sentiment", "init": "base", "train": train}}
+    run = {"task": "sentiment", "init": "base", "model": "minilm"}  # dvc.yaml reads `model`
+    params["finetune"] = {RUN: {**run, "train": {**train, "load_best_model_at_end": False}},
+                          BEST_RUN: {**run, "train": train}}
     params["freeze_sweep"]["task"] = "sentiment"
     params["setfit"]["tasks"] = ["sentiment"]
 
@@ -174,7 +175,7 @@ def finished_run(repo: Path, run: str = RUN) -> dict:
     os.chdir(repo)
     try:
         params = load_params()
-        tokenized, labels = load_tokenized("sentiment")
+        tokenized, labels = load_tokenized("sentiment", "minilm")
         model, tokenizer, _ = load_finetuned(Path("models/finetuned") / run)
         scores, pairs, logits = score_split(model, tokenizer, params["tasks"]["sentiment"], tokenized["test"],
                                             labels, 64)

@@ -53,7 +53,8 @@ def workspace(tmp_path, tiny_model_dir, monkeypatch):
     """A working directory with params.yaml, models/base (the tiny BERT) and raw task data; returns a function
     that sets compute.num_proc."""
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "base").symlink_to(tiny_model_dir)
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "minilm").symlink_to(tiny_model_dir)
     raw_tasks(tmp_path)
     docs = [" ".join(sentence(random.Random(i), 1, 60)) for i in range(400)]
     (tmp_path / "corpus.txt").write_text("\n".join(docs[:200] + ["", "   "] + docs[200:]) + "\n")
@@ -95,17 +96,17 @@ def test_tokenize_is_the_in_memory_encoding_and_the_same_bytes_for_one_or_two_pr
             caplog.clear()
             for task in ("pairs", "words"):
                 tokenize.main([task])
-        outputs[num_proc] = {task: files(root / "data/tokenized" / task) for task in ("pairs", "words")}
+        outputs[num_proc] = {task: files(root / "data/tokenized" / task / "minilm") for task in ("pairs", "words")}
         warnings = [r.getMessage() for r in caplog.records]
         assert not list((root / "data/tokenized").glob(".*")), "scratch or temporary directories left behind"
     assert outputs[1] == outputs[2]
 
     # The old path: each split encoded whole in memory, then Dataset.from_dict.
     params = load_params()
-    tokenizer = load_tokenizer("models/base")
+    tokenizer = load_tokenizer("models/base/minilm")
     for name, labels in (("pairs", []), ("words", params.tasks["words"].labels)):
         task = params.tasks[name]
-        saved = datasets.load_from_disk(f"data/tokenized/{name}")
+        saved = datasets.load_from_disk(f"data/tokenized/{name}/minilm")
         for split in ("train", "validation", "test"):
             frame = pd.read_parquet(f"data/raw/{name}/{split}.parquet")
             columns = SplitEncoder(tokenizer, task, {label: i for i, label in enumerate(labels)},
@@ -131,16 +132,16 @@ def test_chunk_mlm_is_the_in_memory_chunking_and_the_same_bytes_for_one_or_two_p
         for num_proc in (1, 2):
             root = workspace(num_proc, remainder=remainder)
             chunk_mlm.main([])
-            outputs[num_proc] = files(root / "data/mlm")
+            outputs[num_proc] = files(root / "data/mlm/minilm")
             assert not list((root / "data").glob(".*")), "scratch or temporary directories left behind"
         assert outputs[1] == outputs[2]
 
-        info = json.loads((root / "data/mlm/chunks.json").read_text())
+        info = json.loads((root / "data/mlm/minilm/chunks.json").read_text())
         documents = chunk_mlm.read_corpus(Corpus(path="corpus.txt", columns=["text"]))
-        blocks, expected = chunk_documents(load_tokenizer("models/base"), documents, 16, remainder)
+        blocks, expected = chunk_documents(load_tokenizer("models/base/minilm"), documents, 16, remainder)
         assert {k: info[k] for k in expected} == expected and info["documents"] == 400
         train, held_out = split_blocks(expected["blocks"], 0.1, info["seed"])
-        saved = datasets.load_from_disk("data/mlm")
+        saved = datasets.load_from_disk("data/mlm/minilm")
         for split, rows in (("train", train), ("validation", held_out)):
             assert saved[split].column_names == ["input_ids", "attention_mask", "word_ids"]
             for key in saved[split].column_names:
@@ -155,7 +156,8 @@ def test_chunk_stage_failure_leaves_no_scratch(workspace):
     (root / "corpus.txt").write_text("one short line\n")
     with pytest.raises(PipelineError, match="at least 2 are needed"):
         chunk_mlm.main([])
-    assert not (root / "data" / "mlm").exists() and not list((root / "data").glob(".*"))
+    mlm_root = root / "data" / "mlm"
+    assert not (mlm_root / "minilm").exists() and not list(mlm_root.glob(".*")) and not list((root / "data").glob(".*"))
 
 
 def test_blocks_do_not_depend_on_the_batch_size(tokenizer_dir):

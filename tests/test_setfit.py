@@ -129,14 +129,14 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
         pd.DataFrame({"text": pos + neg, "label": ["pos"] * len(pos) + ["neg"] * len(neg)}).to_parquet(
             folder / f"{name}.parquet")
     (folder / "labels.json").write_text(json.dumps({"type": "single_label", "labels": LABELS}))
-    shutil.copytree(tiny_body, tmp_path / "models" / "base")
+    shutil.copytree(tiny_body, tmp_path / "models" / "base" / "minilm")
     before = {p for p in tmp_path.rglob("*")}
     monkeypatch.chdir(tmp_path)
     setfit.main(["sentiment", "2"])
     written = {p.relative_to(tmp_path).parts[:3] for p in set(tmp_path.rglob("*")) - before}
     declared = {"models/setfit/sentiment-n2", "metrics/setfit/sentiment-n2.json",
                 "predictions/setfit/sentiment-n2.json", "timings/setfit/sentiment-n2.json"}
-    expected = {Path(p).parts[:i] for p in declared for i in (1, 2, 3)} - {("models",)}  # models/base was there
+    expected = {Path(p).parts[:i] for p in declared for i in (1, 2, 3)} - {("models",), ("models", "base")}  # models/base was there
     assert written == expected
     data = json.loads((tmp_path / "metrics" / "setfit" / "sentiment-n2.json").read_text())
     assert data["samples_per_class"] == 2 and data["train_examples"] == 4 and data["test_examples"] == 4

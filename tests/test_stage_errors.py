@@ -52,10 +52,10 @@ def test_misspelled_params_key(tmp_path):
 
 
 def test_model_path_that_does_not_exist(tmp_path):
-    repo = stage_repo(tmp_path, lambda p: p["model"].update(name="./no/such/model"))
+    repo = stage_repo(tmp_path, lambda p: p["models"]["minilm"].update(name="./no/such/model"))
     result = run(repo, "stages.download_model")
-    assert_clean_failure(result, "model.name: the model path './no/such/model' does not exist")
-    assert not (repo / "models" / "base").exists()
+    assert_clean_failure(result, "models.minilm.name: the model path './no/such/model' does not exist")
+    assert not (repo / "models" / "base" / "minilm").exists()
     assert not any((repo / "models").glob(".*tmp*")) if (repo / "models").exists() else True
 
 

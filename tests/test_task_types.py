@@ -460,7 +460,7 @@ def test_predict_pairs_scores_like_evaluation(pipeline):
 
     import datasets
 
-    test = datasets.load_from_disk(str(pipeline / "data" / "tokenized" / "similarity"))["test"].select(range(3))
+    test = datasets.load_from_disk(str(pipeline / "data" / "tokenized" / "similarity" / "minilm"))["test"].select(range(3))
     model, tokenizer, _ = load_finetuned(model_dir)
     task = make_task("regression", text_pair_column="sentence2")
     _, _, logits = score_split(model, tokenizer, task, test, [], 8)

@@ -319,7 +319,7 @@ def test_token_tasks_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, caplog):
     runs = {"ner": {"task": "ner"}, "pos": {"task": "pos", "train": {"learning_rate": 1.0e-3}}}
     write_params(tmp_path, tasks, runs, {"epochs": 2, "batch_size": 8, "learning_rate": 5.0e-3, "logging_steps": 1})
     (tmp_path / "models").mkdir()
-    build_tiny_model(tmp_path / "models" / "base")
+    build_tiny_model(tmp_path / "models" / "base" / "minilm")
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.INFO)
     for name in ("ner", "pos"):

@@ -108,12 +108,12 @@ def test_domain_adaptation_runs_data_parallel(two_runs):
             params["mlm"]["num_processes"] = processes
             params_file.write_text(yaml.safe_dump(params, sort_keys=False))
             run_module(two_runs, "stages.domain_adapt")
-            summaries[processes] = json.loads((two_runs / "metrics" / "domain_adapt.json").read_text())
+            summaries[processes] = json.loads((two_runs / "metrics" / "domain_adapt" / "minilm.json").read_text())
     finally:
         params_file.write_text(original)
     one, two = summaries[1], summaries[2]
     assert one["num_processes"] == 1 and two["num_processes"] == 2
-    assert (two_runs / "models" / "adapted" / "model.safetensors").exists()
+    assert (two_runs / "models" / "adapted" / "minilm" / "model.safetensors").exists()
     assert not list(two_runs.glob("models/.adapted.tmp-*"))
     assert two["eval_loss_before"] == one["eval_loss_before"]  # the same start, measured by the main process
     # Not multiplied by the world size; a loss twice the 1-process one would fail this.

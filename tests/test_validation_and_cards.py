@@ -34,7 +34,7 @@ def _params(params: dict) -> None:
     params["freeze_sweep"]["task"] = "sentiment"
     params["setfit"]["tasks"] = ["sentiment"]
     params["stats"]["resamples"] = 200
-    params["model"]["license"] = "mit"
+    params["models"]["minilm"]["license"] = "mit"
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +109,9 @@ def test_the_best_evaluation_is_kept_not_the_first(repo: Path, monkeypatch: pyte
     monkeypatch.setattr(training, "_trainer_metrics", fake_metrics)
     with contextlib.chdir(repo):
         params = load_params()
-        tokenized, labels = load_tokenized("sentiment")
+        tokenized, labels = load_tokenized("sentiment", "minilm")
         settings = TrainSettings(**{**RUN_TRAIN, "epochs": 6, "early_stopping_patience": 2})
-        result = training.train(params.tasks["sentiment"], tokenized, labels, "models/base", settings, 42,
+        result = training.train(params.tasks["sentiment"], tokenized, labels, "models/base/minilm", settings, 42,
                                 "peak", device="cpu")
     summary = result.summary
     assert summary["stopped_early"] is True and summary["stopped_at_epoch"] == 4.0

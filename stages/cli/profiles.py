@@ -4,7 +4,9 @@
     make repro PROFILE=book                           # the same, then dvc repro
 
 Mappings merge key by key; a task's `source` is replaced whole (a Hub source must not inherit local file keys).
-The merged file is validated before it is written, and comments in params.yaml are kept.
+A profile written for one encoder (a top-level `model:`, as before `models:` existed) sets the first entry of
+`models`, so every run that names no other model uses it. The merged file is validated before it is written, and
+comments in params.yaml are kept.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ def merge(base: Any, overlay: Any) -> Any:
         else:
             base[key] = value
     return base
+
+
+def single_model_as_models(overlay: Any, params: Any) -> Any:
+    """`model: {name: ...}` -> `models: {<first key of params.yaml models>: {name: ...}}` (merged key by key)."""
+    if "model" not in overlay:
+        return overlay
+    models = params.get("models") or {}
+    first = next(iter(models), "minilm")
+    single = overlay.pop("model")
+    overlay.setdefault("models", {}).setdefault(first, {})
+    overlay["models"][first] = merge(overlay["models"][first], single if isinstance(single, dict) else {"name": single})
+    return overlay
 
 
 def _yaml() -> Any:
@@ -54,7 +68,7 @@ def apply_profile(overlay_file: Path, params_file: Path = Path(PARAMS_FILE), rep
         raise PipelineError(f"{overlay_file}: expected a mapping of params keys")
     handler = _yaml()
     params = handler.load(params_file.read_text(encoding="utf-8"))
-    merge(params, overlay)
+    merge(params, single_model_as_models(overlay, params))
     buffer = io.StringIO()
     handler.dump(params, buffer)
     try:

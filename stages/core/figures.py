@@ -18,8 +18,8 @@ import pandas as pd
 
 from stages.core.paths import (
     CONFUSION_DIR,
-    DOMAIN_ADAPT_METRICS,
-    FILL_MASK_FILE,
+    DOMAIN_ADAPT_METRICS_DIR,
+    FILL_MASK_DIR,
     LOSS_DIR,
     METRICS_DIR,
     RAW_DIR,
@@ -360,15 +360,20 @@ def class_distribution_figure(target: Path, dpi: int) -> None:
 
 
 def domain_adapt_figure(target: Path, dpi: int) -> None:
+    """One figure per adapted model: domain_adapt_<model>.png."""
+    for metrics_file in sorted(DOMAIN_ADAPT_METRICS_DIR.glob("*.json")) if DOMAIN_ADAPT_METRICS_DIR.is_dir() else []:
+        model_adaptation_figure(target, dpi, metrics_file.stem)
+
+
+def model_adaptation_figure(target: Path, dpi: int, model: str) -> None:
     """Held-out perplexity before and after domain adaptation (log scale), and the probes' top fillers.
 
-    Reads metrics/domain_adapt.json and plots/fill_mask.json, both written by stage domain_adapt."""
-    if not DOMAIN_ADAPT_METRICS.exists():
-        return
-    metrics = json.loads(DOMAIN_ADAPT_METRICS.read_text())
-    probes = json.loads(FILL_MASK_FILE.read_text()).get("probes", []) if FILL_MASK_FILE.exists() else []
+    Reads metrics/domain_adapt/<model>.json and plots/fill_mask/<model>.json, written by domain_adapt@<model>."""
+    metrics = json.loads((DOMAIN_ADAPT_METRICS_DIR / f"{model}.json").read_text())
+    probes_file = FILL_MASK_DIR / f"{model}.json"
+    probes = json.loads(probes_file.read_text()).get("probes", []) if probes_file.exists() else []
     size = (12, 2.8 + 0.45 * len(probes))
-    with figure(target / "domain_adapt.png", dpi, size, ncols=2, width_ratios=[1, 3.4]) as (ax, table_ax):
+    with figure(target / f"domain_adapt_{model}.png", dpi, size, ncols=2, width_ratios=[1, 3.4]) as (ax, table_ax):
         values = [metrics.get("perplexity_before"), metrics.get("perplexity_after")]
         heights = [float("nan") if v is None else v for v in values]
         ax.bar(["before", "after"], heights, color=["#c44e52", "#55a868"])
@@ -378,7 +383,7 @@ def domain_adapt_figure(target: Path, dpi: int) -> None:
         ax.set_yscale("log")
         ax.set_ylabel("perplexity (held-out blocks, fixed masking)")
         head = "\n(MLM head newly initialised)" if metrics.get("mlm_head_initialised") else ""
-        ax.set_title(f"domain adaptation{head}", fontsize=9)
+        ax.set_title(f"domain adaptation of {model}{head}", fontsize=9)
         table_ax.axis("off")
         if probes:
             k = len(probes[0]["before"])

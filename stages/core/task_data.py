@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from stages.core.errors import PipelineError
-from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS, TOKENIZED_DIR
+from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS, tokenized_dir
 
 
 def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -46,12 +46,12 @@ def read_raw_split(name: str, split: str) -> pd.DataFrame:
     return pd.read_parquet(RAW_DIR / name / f"{split}.parquet")
 
 
-def load_tokenized(name: str) -> tuple[Any, list[str]]:
-    """The tokenized splits of a task and its label list."""
+def load_tokenized(name: str, model: str) -> tuple[Any, list[str]]:
+    """The tokenized splits of a task (by the tokenizer of `models` entry `model`) and its label list."""
     import datasets
 
-    folder = TOKENIZED_DIR / name
+    folder = tokenized_dir(name, model)
     if not folder.exists():
-        raise PipelineError(f"{folder} does not exist: run `dvc repro tokenize@{name}` first")
+        raise PipelineError(f"{folder} does not exist: run `dvc repro tokenize@{name}-{model}` first")
     labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
     return datasets.load_from_disk(str(folder)), labels

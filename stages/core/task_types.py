@@ -505,8 +505,7 @@ class Token(TaskType):
         outputs = predictor.run(pipe, texts, aggregation_strategy=predictor.aggregation,
                                 stride=tokenizer.model_max_length // 4)
         return [{"text": text, "entities": [
-                    {"entity_group": entity["entity_group"], "word": text[entity["start"]:entity["end"]],
-                     "start": int(entity["start"]), "end": int(entity["end"]),
+                    {"entity_group": entity["entity_group"], **_trimmed_span(text, entity["start"], entity["end"]),
                      "score": round(float(entity["score"]), 4)} for entity in entities]}
                 for text, entities in zip(texts, outputs, strict=True)]
 
@@ -537,4 +536,15 @@ class Token(TaskType):
     def report_example(self, row: dict) -> dict:
         return {"text": " ".join(row["tokens"]), "gold": row["gold"], "predicted": row["predicted"],
                 "correct": row["gold"] == row["predicted"]}
+
+
+def _trimmed_span(text: str, start: int, end: int) -> dict:
+    """An entity's word, start and end without the whitespace around it: SentencePiece (Metaspace) and byte-level
+    BPE tokenizers whose offsets are not trimmed count the space before a word as part of its first piece."""
+    start, end = int(start), int(end)
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return {"word": text[start:end], "start": start, "end": end}
 

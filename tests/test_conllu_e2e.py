@@ -37,7 +37,7 @@ def test_dvc_repro_trains_and_scores_a_token_task_read_from_conllu(tmp_path: Pat
         params["tasks"]["upos"] = {"type": "token", "max_length": 32,
                                    "source": {"path": "data/treebank", "format": "conllu", "train": "train.conllu",
                                               "validation": "dev.conllu", "test": "dev.conllu"}}
-        params["finetune"]["upos"] = {"task": "upos", "init": "base", "train": {
+        params["finetune"]["upos"] = {"task": "upos", "init": "base", "model": "minilm", "train": {
             "learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "eval_strategy": "no", "group_by_length": False,
             "logging_steps": 2}}
 

@@ -38,7 +38,7 @@ TRAIN = {"epochs": 1, "batch_size": 8, "max_train_samples": 16, "max_eval_sample
 
 def family_profile(params: dict, checkpoints: dict[str, Path]) -> None:
     keep = ("sentiment", "ner", "similarity", "tags")
-    params["models"] = {family: {"name": str(path), "revision": None, "trust_remote_code": False,
+    params["models"] = {family: {"name": str(path), "revision": None, "trust_remote_code": False, "attn_implementation": "auto",
                                  "license": "apache-2.0"} for family, path in checkpoints.items()}
     tasks = yaml.safe_load((REPO / "params.yaml").read_text())["tasks"]  # make_dvc_repo keeps only sentiment
     params["tasks"] = {name: {**tasks[name], "max_length": 48} for name in keep}

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, build_tiny_model
+from conftest import BASE_DIR, DEFAULT_MODEL, REPO, build_tiny_model
 from stages.core import training
 from stages.core.errors import PipelineError
 from stages.core.frozen_cache import META_FILE, OFFSETS_FILE, STATES_FILE, FrozenStates, write_states
@@ -29,11 +29,11 @@ SETTINGS = dict(epochs=2, batch_size=8, learning_rate=1e-3, eval_strategy="no", 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A working copy with a 3-block models/base and the sentiment and NER sample tasks downloaded and tokenized."""
+    """A working copy with a 3-block base model and the sentiment and NER sample tasks downloaded and tokenized."""
     import pandas as pd
 
     root = tmp_path_factory.mktemp("frozen-cache")
-    build_tiny_model(root / "models" / "base", layers=3)
+    build_tiny_model(root / BASE_DIR, layers=3)
     shutil.copytree(REPO / "data" / "sample" / "ner", root / "data" / "sample" / "ner")
     sample = pd.read_csv(REPO / "data" / "sample" / "sentiment.csv")
     sample.groupby("label").head(40).to_csv(root / "data" / "sample" / "sentiment.csv", index=False)
@@ -49,7 +49,7 @@ def repo(tmp_path_factory):
 
         for task in ("sentiment", "ner"):
             download.main([task])
-            tokenize.main([task])
+            tokenize.main([task, DEFAULT_MODEL])
     return root
 
 
@@ -75,9 +75,9 @@ def _run(task_name: str, point, frozen=None):
     from stages.core.task_data import load_tokenized
 
     params = load_params()
-    tokenized, labels = load_tokenized(task_name)
+    tokenized, labels = load_tokenized(task_name, DEFAULT_MODEL)
     settings = TrainSettings(**SETTINGS, freeze=point)
-    return training.train(params.tasks[task_name], tokenized, labels, Path("models/base"), settings, 7,
+    return training.train(params.tasks[task_name], tokenized, labels, BASE_DIR, settings, 7,
                           f"cache-{task_name}-{point}", device="cpu", frozen=frozen)
 
 
@@ -87,7 +87,7 @@ def _store(task_name: str, point, depth: int, folder: Path) -> FrozenStates:
     from stages.core.modeling import load_tokenizer
 
     rows = _train_rows(task_name)
-    write_states(AutoModel.from_pretrained("models/base"), load_tokenizer("models/base"), rows, {str(point): depth},
+    write_states(AutoModel.from_pretrained(str(BASE_DIR)), load_tokenizer(str(BASE_DIR)), rows, {str(point): depth},
                  folder, 16, torch.device("cpu"))
     return FrozenStates(folder / str(point))
 
@@ -99,7 +99,7 @@ def _train_rows(task_name: str):
     from stages.core.task_data import load_tokenized
 
     task_type = load_params().tasks[task_name].type
-    return subset(load_tokenized(task_name)[0]["train"], SETTINGS["max_train_samples"], task_type, 7)
+    return subset(load_tokenized(task_name, DEFAULT_MODEL)[0]["train"], SETTINGS["max_train_samples"], task_type, 7)
 
 
 def _logits(model, task_name: str) -> torch.Tensor:
@@ -108,9 +108,9 @@ def _logits(model, task_name: str) -> torch.Tensor:
     from stages.core.modeling import load_tokenizer
     from stages.core.task_data import load_tokenized
 
-    tokenized, _ = load_tokenized(task_name)
+    tokenized, _ = load_tokenized(task_name, DEFAULT_MODEL)
     rows = tokenized["test"].select(range(8))
-    batch = DataCollatorWithPadding(load_tokenizer("models/base"))(
+    batch = DataCollatorWithPadding(load_tokenizer(str(BASE_DIR)))(
         [{k: r[k] for k in ("input_ids", "attention_mask", "token_type_ids")} for r in rows])
     model.eval()
     with torch.no_grad():
@@ -132,7 +132,7 @@ def test_cached_training_equals_uncached_with_frozen_blocks_in_eval(repo, tmp_pa
     assert cached.summary["trainable_params"] == uncached.summary["trainable_params"]
     np.testing.assert_allclose(_logits(cached.model, task_name), _logits(uncached.model, task_name), atol=1e-4)
     # the trained model is the full one (scored and saved as usual); its frozen part kept the checkpoint's weights
-    start = dict(training.build_model("models/base", _task(task_name), _labels(task_name)).named_parameters())
+    start = dict(training.build_model(str(BASE_DIR), _task(task_name), _labels(task_name)).named_parameters())
     frozen = [n for n, p in cached.model.named_parameters() if not p.requires_grad]
     assert frozen and all(torch.equal(dict(cached.model.named_parameters())[n], start[n]) for n in frozen)
 
@@ -144,7 +144,7 @@ def _task(task_name: str):
 
 
 def _labels(task_name: str) -> list[str]:
-    return json.loads((Path("data/tokenized") / task_name / "labels.json").read_text())["labels"]
+    return json.loads((Path("data/tokenized") / task_name / DEFAULT_MODEL / "labels.json").read_text())["labels"]
 
 
 def test_the_books_loop_keeps_dropout_in_the_frozen_blocks(repo, tmp_path, monkeypatch):
@@ -174,17 +174,17 @@ def test_cached_path_refuses_what_it_cannot_honour(repo, tmp_path, monkeypatch):
     from stages.core.task_data import load_tokenized
 
     params = load_params()
-    tokenized, labels = load_tokenized("sentiment")
+    tokenized, labels = load_tokenized("sentiment", DEFAULT_MODEL)
     for change, message in (({"eval_strategy": "epoch"}, "stores training states only"),
                             ({"freeze": 1}, "states after block 2, but r freezes 1 blocks"),
                             ({"max_train_samples": 20}, "states for 40 examples, but r trains on 20")):
         settings = TrainSettings(**{**SETTINGS, "freeze": 2, **change})
         with pytest.raises(PipelineError, match=message):
-            training.train(params.tasks["sentiment"], tokenized, labels, Path("models/base"), settings, 7, "r",
+            training.train(params.tasks["sentiment"], tokenized, labels, BASE_DIR, settings, 7, "r",
                            device="cpu", frozen=states)
     settings = TrainSettings(**SETTINGS, freeze=2)  # another seed: another 40-example subset
     with pytest.raises(PipelineError, match="the stored states are not those of r's training examples"):
-        training.train(params.tasks["sentiment"], tokenized, labels, Path("models/base"), settings, 8, "r",
+        training.train(params.tasks["sentiment"], tokenized, labels, BASE_DIR, settings, 8, "r",
                        device="cpu", frozen=states)
     with pytest.raises(PipelineError, match=r"no stored frozen states \(run `dvc repro freeze_cache` first\)"):
         FrozenStates(tmp_path / "nope")

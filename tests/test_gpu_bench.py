@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import REPO, build_tiny_model
 
-STAGES = "download_model,download@sentiment,tokenize@sentiment,finetune@sentiment"
+STAGES = "download_model@minilm,download@sentiment,tokenize@sentiment-minilm,finetune@sentiment"
 WORDS = ["good", "bad", "film", "plot", "actor", "warm", "dull", "funny", "long", "story"]
 NER = [[("Anna", "I-PER"), ("visited", "O"), ("Paris", "I-LOC")],
        [("Acme", "I-ORG"), ("hired", "O"), ("Bob", "I-PER"), ("Smith", "I-PER")],

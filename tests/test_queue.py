@@ -10,6 +10,7 @@ README's explanation), which the third queued experiment checks.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -29,15 +30,31 @@ def use_imported_data(params: dict) -> None:
     params["tasks"]["sentiment"]["source"]["path"] = f"{EXTERNAL}/sentiment.csv"
 
 
-def wait_for_queue(repo: Path, timeout: float = 240) -> str:
-    """Poll `dvc queue status` until no experiment is queued or running; its last output."""
+def start_workers(repo: Path, log: Path) -> None:
+    """`dvc queue start -j 2` with its output in `log`. Not through run_command: DVC spawns each worker from a
+    forked child that keeps the caller's stdout and stderr open until the worker exits (all experiments done,
+    then 60 s idle), so a captured `dvc queue start` returns only then, and a slow worker hangs the call."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PIPELINE_LOG_LEVEL": "WARNING"}
+    with open(log, "ab") as output:
+        started = subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=output, stderr=subprocess.STDOUT, timeout=120)
+    assert started.returncode == 0, log.read_text()
+
+
+def wait_for_queue(repo: Path, log: Path, timeout: float = 420) -> str:
+    """Poll `dvc queue status` until no experiment is queued or running; its last output. On time-out the
+    failure shows the status, `dvc queue start`'s output and each running experiment's log."""
     deadline = time.monotonic() + timeout
     while True:
         status = run_command(repo, "dvc", "queue", "status").stdout
         if not any(state in status for state in (" Queued", " Running")):
             return status
         if time.monotonic() > deadline:
-            pytest.fail(f"the queue did not finish within {timeout} s:\n{status}")
+            logs = [subprocess.run(["dvc", "queue", "logs", line.split()[0]], cwd=repo, capture_output=True,
+                                   text=True, timeout=60).stdout[-2000:]
+                    for line in status.splitlines() if " Running" in line]
+            pytest.fail(f"the queue did not finish within {timeout} s:\n{status}\n{log.read_text()[-2000:]}\n"
+                        + "\n".join(logs))
         time.sleep(2)
 
 
@@ -77,8 +94,8 @@ def test_queued_grid_runs_two_at_a_time(tmp_path, tiny_model_dir):
 
     started = time.monotonic()
     try:
-        run_command(repo, "dvc", "queue", "start", "-j", "2")
-        status = wait_for_queue(repo)
+        start_workers(repo, tmp_path / "queue-start.log")
+        status = wait_for_queue(repo, tmp_path / "queue-start.log")
     finally:  # no worker outlives the test, whatever happened
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, capture_output=True, timeout=60)
     print(f"queue of 3 experiments, 2 workers: {time.monotonic() - started:.1f} s")  # for the record (pytest -s)

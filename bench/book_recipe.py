@@ -5,7 +5,7 @@
 Tokenize with truncation inside the script, pad each batch dynamically (DataCollatorWithPadding), Trainer with
 its defaults apart from the recipe (lr, batch size, weight decay, epochs, evaluation once per epoch), then score
 the test split. Nothing from `stages/` is used, so the comparison is against code users write today.
-Prints one JSON line with the figures.
+Prints one JSON line with the figures; --predictions writes the predicted test labels.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--predictions", type=Path, help="write the predicted test labels here (JSON list, in order)")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -88,6 +89,8 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - started, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if args.predictions:  # for the paired verdict against the pipeline on the same test examples
+        args.predictions.write_text(json.dumps([labels[i] for i in predicted]))
     print(json.dumps(figures), flush=True)
 
 

@@ -62,9 +62,13 @@ def overrides(settings: list[str]) -> dict:
     return overlay
 
 
+BOOK_PREDICTIONS = "book-predictions.json"  # in the working copy
+
+
 def run_book(workdir: Path) -> dict:
     out, wall, peak = measured([sys.executable, str(REPO / "bench" / "book_recipe.py"), "--data",
-                                "data/raw/sentiment", "--model", "models/base/minilm"], workdir)
+                                "data/raw/sentiment", "--model", "models/base/minilm", "--predictions",
+                                BOOK_PREDICTIONS], workdir)
     figures = json.loads(out.strip().splitlines()[-1])
     return {**figures, "wall_s": round(wall, 1), "peak_rss_mib": round(peak, 1)}
 
@@ -77,6 +81,21 @@ def run_pipeline(workdir: Path) -> dict:
     return {"train_samples_per_second": train["train_samples_per_second"], "train_runtime_s":
             train["train_runtime_s"], "train_samples": train["train_samples"], "test_f1": round(test["f1"], 4),
             "test_accuracy": round(test["accuracy"], 4), "wall_s": round(wall, 1), "peak_rss_mib": round(peak, 1)}
+
+
+def paired_verdict(workdir: Path) -> dict:
+    """Pipeline against the book on the same test sentences: the pipeline's predictions document with the book's
+    labels put in its rows (both read data/raw/sentiment/test.parquet in order), through the pipeline's own
+    paired bootstrap and permutation test."""
+    from stages.core.predictions import read_document, scored_test
+    from stages.core.stats import paired_comparison
+
+    pipeline = read_document(workdir / "predictions" / "finetune" / "sentiment" / "seed-42.json")
+    book_labels = json.loads((workdir / BOOK_PREDICTIONS).read_text())
+    if len(book_labels) != len(pipeline["rows"]):
+        sys.exit(f"the book predicted {len(book_labels)} test rows, the pipeline {len(pipeline['rows'])}")
+    book = {**pipeline, "rows": [{**row, "predicted": label} for row, label in zip(pipeline["rows"], book_labels, strict=True)]}
+    return paired_comparison(scored_test([book]), scored_test([pipeline]), 2000, seed=42)["f1"]
 
 
 def print_table(book: dict | None, pipeline: dict | None, tokenize_s: float) -> None:
@@ -127,6 +146,11 @@ def main() -> None:
         pipeline = run_pipeline(workdir)
         print(json.dumps(pipeline), flush=True)
     print_table(book, pipeline, tokenize_s)
+    if book and pipeline:
+        r = paired_verdict(workdir)
+        print(f"paired on the same {len(json.loads((workdir / BOOK_PREDICTIONS).read_text()))} test sentences, book "
+              f"-> pipeline: F1 {r['a']:.4f} -> {r['b']:.4f}, difference {r['difference']:+.4f} "
+              f"[{r['low']:+.4f}, {r['high']:+.4f}], p={r['p_value']:.3f}: {r['verdict']}")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
         overlay_file.unlink(missing_ok=True)

@@ -87,6 +87,15 @@ def test_a_broken_compressed_file_is_not_called_an_encoding_problem(tmp_path):
     assert "encoding" not in result.stderr
 
 
+def test_a_cut_compressed_file_with_a_bad_byte_before_the_cut_names_the_file(tmp_path):
+    # The bad byte makes the reader look for its line again; that second read meets the cut and must not crash.
+    data = gzip.compress(("text,label\ncaf\xe9 ok,pos\n".encode("latin-1")) + CSV.encode()[11:] * 200)
+    result, _ = download(tmp_path, {"source": {"path": "in/d.csv.gz", "format": "csv", "encoding": "utf-8", **ALL}},
+                         {"d.csv.gz": data[: len(data) // 2]})
+    refused(result, "in/d.csv.gz: not a readable .gz file")
+    assert "Traceback" not in result.stderr
+
+
 # --- a split as a list, a glob or a directory of shards --------------------------------------------------------
 
 

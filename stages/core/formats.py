@@ -11,6 +11,7 @@ import bz2
 import codecs
 import csv
 import difflib
+import functools
 import glob
 import gzip
 import io
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, TypeVar
 
 import pandas as pd
+import zstandard
 
 from stages.core.errors import PipelineError
 from stages.core.labels import to_iob2
@@ -33,18 +35,11 @@ from stages.core.paths import SPLITS
 CORPUS_FALLBACK = "lines"  # an MLM corpus file whose suffix no format claims is plain text, one document a line
 BATCH_ROWS, BATCH_CHARS = 20_000, 16_000_000  # a batch's Python objects stay in the tens of MB, whatever the file
 TASK_KEY = "task's source"
-
-
-def _zstd(path: Path, mode: str) -> IO[bytes]:
-    import zstandard
-
-    return zstandard.open(path, mode)
-
-
-COMPRESSION = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _zstd}  # by suffix, as pandas infers
+COMPRESSION = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": zstandard.open}  # as pandas infers
 # Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,7 +48,6 @@ class SplitStream:
 
     batches: Callable[[], Iterator[tuple[Path | None, pd.DataFrame]]]
     files: tuple[Path, ...] = ()  # the files it reads (recorded with their sha256)
-    empty_hint: str = ""  # why its file may hold no examples, e.g. " (only a header)"
 
 
 def data_suffix(path: Path) -> str:
@@ -73,14 +67,14 @@ def open_binary(path: Path) -> IO[bytes]:
 
 def text_encoding(path: Path, encoding: str | None, key: str) -> str:
     """The declared encoding (UTF-8 drops a leading mark), else the one a byte-order mark names, else UTF-8."""
-    if encoding is not None:
-        try:
-            return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-        except LookupError:
-            raise PipelineError(f"{path}: unknown encoding {encoding!r} (the {key} param)") from None
-    with reading(path, "utf-8", key), open_binary(path) as handle:
-        head = handle.read(4)
-    return next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
+    if encoding is None:
+        with reading(path, "utf-8", key), open_binary(path) as handle:
+            head = handle.read(4)
+        return next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
+    try:
+        return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    except LookupError:
+        raise PipelineError(f"{path}: unknown encoding {encoding!r} (the {key} param)") from None
 
 
 def _decode_error(path: Path, encoding: str, key: str) -> PipelineError:
@@ -92,13 +86,13 @@ def _decode_error(path: Path, encoding: str, key: str) -> PipelineError:
             pending = decoder.getstate()[0]  # bytes of a character cut by the previous block
             try:
                 decoder.decode(block)
-            except UnicodeError as err:  # a decode error, or (UTF-16/32) no byte-order mark to read the order from
-                if not isinstance(err, UnicodeDecodeError):
-                    return PipelineError(f"{path}, line 1: bytes at offset 0 do not decode as {shown!r} ({err}; set "
-                                         f"the {key} param, e.g. utf-16-le, or leave it unset)")
+            except UnicodeDecodeError as err:
                 line = lines - pending.count(b"\n") + (pending + block)[:err.start].count(b"\n") + 1
                 return PipelineError(f"{path}, line {line}: bytes at offset {offset - len(pending) + err.start} do "
                                      f"not decode as {shown!r} (set the {key} param, e.g. cp1252 or latin-1)")
+            except UnicodeError as err:  # UTF-16/32 without a byte-order mark to read the order from
+                return PipelineError(f"{path}, line 1: bytes at offset 0 do not decode as {shown!r} ({err}; set "
+                                     f"the {key} param, e.g. utf-16-le, or leave it unset)")
             offset, lines = offset + len(block), lines + block.count(b"\n")
     return PipelineError(f"{path}: does not decode as {shown!r} (set the {key} param)")
 
@@ -108,12 +102,16 @@ def reading(path: Path, encoding: str, key: str) -> Iterator[None]:
     """Turn a decoding or decompression failure while reading `path` into a message naming the file."""
     try:
         yield
-    except PipelineError:
-        raise
     except UnicodeError:
-        raise _decode_error(path, encoding, key) from None
+        try:
+            error = _decode_error(path, encoding, key)
+        except Exception as err:  # a compressed file that breaks off inside the block holding the bad byte
+            if path.suffix.lower() not in COMPRESSION:
+                raise
+            error = PipelineError(f"{path}: not a readable {path.suffix} file ({err or type(err).__name__})")
+        raise error from None
     except Exception as err:
-        if path.suffix.lower() not in COMPRESSION or isinstance(err, (KeyError, TypeError, AttributeError)):
+        if isinstance(err, (PipelineError, KeyError, TypeError, AttributeError)) or path.suffix.lower() not in COMPRESSION:
             raise
         raise PipelineError(f"{path}: not a readable {path.suffix} file ({err})") from None
 
@@ -139,11 +137,18 @@ def read_text(path: Path, encoding: str | None, key: str = f"{TASK_KEY}.encoding
     return "".join(text_lines(path, encoding, key, ends=True))
 
 
-def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Lists of `size` items (itertools.batched from Python 3.12 on)."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def in_batches(items: Iterable[T], size: Callable[[T], int] = lambda item: 0, most: int = 0) -> Iterator[list[T]]:
+    """Lists of at most `most` (else BATCH_ROWS) items whose `size` sums to about BATCH_CHARS; the last may be
+    empty (so a file without rows still gives its columns)."""
+    batch: list[T] = []
+    chars, most = 0, most or BATCH_ROWS
+    for item in items:
+        batch.append(item)
+        chars += size(item)
+        if len(batch) >= most or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    yield batch
 
 
 def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
@@ -158,22 +163,19 @@ def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
 
 def split_files(source: Any, split: str, where: str, directories: bool = True) -> list[Path]:
     """A split's files: each entry of `source.<split>` is a file, glob or directory of shards, relative to `path`."""
-    base, key = Path(source.path), f"{where}.source.{split}"
-    files: list[Path] = []
+    base, files = Path(source.path), []
     for value in [source[split]] if isinstance(source[split], str) else source[split]:
         path = base if value == "." else (base / value if base.is_dir() or not base.exists() else base.parent / value)
         if re.search(r"[*?[]", value):
             found = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if p.is_file())
-            if not found:
-                raise PipelineError(f"{key}: the pattern {value!r} matches no file in {path.parent}")
+            problem = f"the pattern {value!r} matches no file in {path.parent}"
         elif directories and path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
-            if not found:
-                raise PipelineError(f"{key}: {path} is a directory holding no files")
-        elif not path.exists():
-            raise PipelineError(f"{key}: file not found: {path}")
+            problem = f"{path} is a directory holding no files"
         else:
-            found = [path]
+            found, problem = [path] if path.exists() else [], f"file not found: {path}"
+        if not found:
+            raise PipelineError(f"{where}.source.{split}: {problem}")
         files += found
     return files
 
@@ -196,8 +198,7 @@ class DataFormat:
         for split in (split for split in SPLITS if source[split]):
             files = tuple(split_files(source, split, where, self.split_dirs))
             out[split] = SplitStream(lambda files=files: ((file, frame) for file in files
-                                                          for frame in self.read_file(file, source)),
-                                     files, self.empty_hint)
+                                                          for frame in self.read_file(file, source)), files)
         return out
 
     def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
@@ -295,7 +296,7 @@ class TableFormat(DataFormat):
                 if not columns:
                     raise PipelineError(f"{path}: none of the columns {corpus['columns']} (params key mlm.corpus."
                                         f"columns); the columns are {list(map(str, frame.columns))}")
-            yield from batched([value for row in frame[columns].itertuples(index=False) for value in row], batch_size)
+            yield from in_batches([v for row in frame[columns].itertuples(index=False) for v in row], most=batch_size)
 
 
 class DelimitedFormat(TableFormat):
@@ -305,24 +306,29 @@ class DelimitedFormat(TableFormat):
     empty_hint = " (only a header)"
 
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
-        return read_delimited(path, how, how.delimiter or self.delimiter)
+        rows = _delimited_rows(path, how, how.delimiter or self.delimiter)
+        header = next(rows, [])
+        for batch in in_batches(rows, lambda row: sum(map(len, row))):
+            yield pd.DataFrame(batch, columns=header, dtype=object)
 
 
-def read_delimited(path: Path, how: TableOptions, sep: str) -> Iterator[pd.DataFrame]:
-    """CSV/TSV through the csv module, whose `line_num` counts the file's lines. Not pandas: it pads a line with
-    too few fields with empty cells, accepting a broken row silently."""
+def _delimited_rows(path: Path, how: TableOptions, sep: str) -> Iterator[list[str]]:
+    """The header, then the data rows, through the csv module: its `line_num` counts the file's lines. Not pandas:
+    it counts rows, not lines, and pads a line with too few fields with empty cells, accepting a broken row."""
     key, quoted = f"{how.params}.encoding", how.quoting == "csv"
     source_key = how.params if how.params.endswith("source") else None
     hint = f"; if quotes are plain text in this file, set the {source_key}.quoting param to none" if source_key else ""
-    encoding, header, batch, chars, start = text_encoding(path, how.encoding, key), list(how.columns or ()), [], 0, 1
+    encoding, header, start = text_encoding(path, how.encoding, key), list(how.columns or ()), 1
     row_lines: list[str] = []  # the current row's lines: the end-of-file check re-parses the last row strictly
-    last: tuple[int, list[str]] = (1, [])
+    last = (1, row_lines)
 
     def feed(handle: IO[str]) -> Iterator[str]:
         for line in handle:
             row_lines.append(line)
             yield line
 
+    if header:
+        yield header
     limit = csv.field_size_limit(2**31 - 1)  # one long text is data, not an error
     try:
         with reading(path, encoding, key), io.TextIOWrapper(open_binary(path), encoding=encoding, newline="") as handle:
@@ -335,7 +341,8 @@ def read_delimited(path: Path, how: TableOptions, sep: str) -> Iterator[pd.DataF
                         f"breaks: most likely a text starting with a stray double quote swallowed the rows after it"
                         f"{hint} (texts that really hold tabs and line breaks: write the data as JSONL or Parquet)")
                 if not header:
-                    header = _check_header(path, row, sep, source_key)
+                    if header := _check_header(path, row, sep, source_key):  # a blank line gives no header
+                        yield header
                 elif row and len(row) != len(header):
                     if quoted and _ends_inside_quotes(row_lines, sep):  # an open quote ran to the end of the file
                         last = (start, row_lines)
@@ -346,11 +353,7 @@ def read_delimited(path: Path, how: TableOptions, sep: str) -> Iterator[pd.DataF
                                         f"(delimiter {sep!r}; is the file quoted correctly, or is it another "
                                         f"delimiter?{hint if quoted else ''})")
                 elif row:
-                    batch.append(row)
-                    chars += sum(map(len, row))
-                    if len(batch) >= BATCH_ROWS or chars >= BATCH_CHARS:
-                        yield pd.DataFrame(batch, columns=header, dtype=object)
-                        batch, chars = [], 0
+                    yield row
                 last, start, row_lines = (start, row_lines), reader.line_num + 1, []
     except csv.Error as err:
         raise PipelineError(f"{path}, line {start}: not valid CSV ({err})") from None
@@ -359,7 +362,6 @@ def read_delimited(path: Path, how: TableOptions, sep: str) -> Iterator[pd.DataF
     if quoted and _ends_inside_quotes(last[1], sep):
         raise PipelineError(f"{path}, line {last[0]}: a quoted field opened on this line is never closed: "
                             f"the file ends inside it (truncated file, or a stray double quote{hint})")
-    yield pd.DataFrame(batch, columns=header, dtype=object)
 
 
 def _ends_inside_quotes(lines: list[str], sep: str) -> bool:
@@ -403,8 +405,13 @@ class Jsonl(TableFormat):
 
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
         columns: dict[str, None] = {}  # every key so far, in order: a batch without a key gets empty cells for it
-        rows: list[dict] = []
-        chars = 0
+        for batch in in_batches(self.objects(path, how), lambda row: row[1]):
+            columns.update(dict.fromkeys(key for row, _ in batch for key in row))
+            yield pd.DataFrame([row for row, _ in batch], columns=list(columns))
+
+    @staticmethod
+    def objects(path: Path, how: TableOptions) -> Iterator[tuple[dict, int]]:
+        """Each line's object and length; a line that is not one JSON object is an error naming it."""
         for number, line in enumerate(_not_blank(path, text_lines(path, how.encoding, f"{how.params}.encoding")), 1):
             if not line.strip():
                 continue
@@ -416,13 +423,7 @@ class Jsonl(TableFormat):
             if not isinstance(row, dict):
                 raise PipelineError(f"{path}, line {number}: expected a JSON object per line, got "
                                     f"{type(row).__name__} {line.strip()[:40]!r}")
-            columns.update(dict.fromkeys(row))
-            rows.append(row)
-            chars += len(line)
-            if len(rows) >= BATCH_ROWS or chars >= BATCH_CHARS:
-                yield pd.DataFrame(rows, columns=list(columns))
-                rows, chars = [], 0
-        yield pd.DataFrame(rows, columns=list(columns))
+            yield row, len(line)
 
 
 @register_format
@@ -432,8 +433,6 @@ class Parquet(TableFormat):
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
         import pyarrow.parquet as pq
 
-        if path.is_dir():
-            raise PipelineError(f"{path}: is a directory, expected a Parquet file")
         try:
             file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered chunks stay cached: memory grows with rows
             yield file.schema_arrow.empty_table().to_pandas()
@@ -479,36 +478,24 @@ class Conll(DataFormat):
 
     def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
         """Sentences as `tokens`, `tags` (IOB2 unless scheme none) and `line` (of the first word, for messages)."""
-        rows: list[tuple[list[str], list[str], int]] = []
-        sentence: list[tuple[int, str, str]] = []
-        for word in itertools.chain(self.words(path, source), [None]):
-            if word is not None:
-                sentence.append(word)
-                continue
-            if sentence:
-                lines, tokens, tags = map(list, zip(*sentence, strict=True))
-                if source.scheme != "none":
-                    tags = to_iob2(tags, source.scheme, lambda i, lines=lines: f"{path}, line {lines[i]}")
-                rows.append((tokens, tags, lines[0]))
-                sentence = []
-            if len(rows) >= BATCH_ROWS:
-                yield _sentences(rows)
-                rows = []
-        yield _sentences(rows)
+        sentences = (list(words) for found, words in itertools.groupby(self.words(path, source), bool) if found)
+        for batch in in_batches(map(functools.partial(_sentence, path, source.scheme), sentences)):
+            yield pd.DataFrame(batch, columns=["tokens", "tags", "line"]).astype({"line": "int64"})
 
 
-def _sentences(rows: list[tuple[list[str], list[str], int]]) -> pd.DataFrame:
-    return pd.DataFrame({"tokens": [r[0] for r in rows], "tags": [r[1] for r in rows],
-                         "line": pd.Series([r[2] for r in rows], dtype="int64")})
+def _sentence(path: Path, scheme: str, words: list[tuple[int, str, str]]) -> tuple[list[str], list[str], int]:
+    lines, tokens, tags = map(list, zip(*words, strict=True))
+    tags = tags if scheme == "none" else to_iob2(tags, scheme, lambda i: f"{path}, line {lines[i]}")
+    return tokens, tags, lines[0]
 
 
 @register_format
 class Conllu(Conll):
-    """Universal Dependencies treebanks: ten tab-separated columns, `#` comments, multiword-token ranges (`1-2 del`)
-    and empty nodes (`8.1`). The tokens are the surface words, the text as written (what predict input will be): a
-    range line is one token, its word lines (`1 de`, `2 el`) are not, and its tag is theirs joined with `+`
-    (`ADP+DET`, as spaCy's CoNLL-U converter merges subtokens): no tag dropped or invented. Empty nodes are not in
-    the surface text: skipped."""
+    """Universal Dependencies treebanks, read here as Conll is (for each sentence's line): ten tab-separated
+    columns, `#` comments, multiword-token ranges (`1-2 del`) and empty nodes (`8.1`). The tokens are the surface
+    words, the text as written (what predict input will be): a range line is one token, its word lines (`1 de`,
+    `2 el`) are not, and its tag is theirs joined with `+` (`ADP+DET`, as spaCy's CoNLL-U converter merges
+    subtokens): no tag dropped or invented. Empty nodes are not in the surface text: skipped."""
 
     name = "conllu"
 
@@ -547,7 +534,8 @@ class Conllu(Conll):
 
 @register_format
 class Lines(DataFormat):
-    """For a task, one file per label with one example a line (source.files); as a corpus, one document a line."""
+    """A task's one file per label, an example a line (source.files; no library reads a label from the file it is
+    in); as a corpus, one document a line."""
 
     name, suffixes = "lines", (".txt",)
 
@@ -563,17 +551,16 @@ class Lines(DataFormat):
 
         def batches() -> Iterator[tuple[Path | None, pd.DataFrame]]:
             for label, path in paths.items():
-                chunks = batched(filter(None, (line.strip() for line in text_lines(path, source.encoding))), BATCH_ROWS)
-                first = next(chunks, None)
-                if first is None:
-                    raise PipelineError(f"{path}: no examples (the file is empty)")
-                for chunk in itertools.chain([first], chunks):
-                    yield None, pd.DataFrame({"text": chunk, "label": str(label)})
+                texts = filter(None, (line.strip() for line in text_lines(path, source.encoding)))
+                for number, batch in enumerate(in_batches(texts)):
+                    if number == 0 and not batch:
+                        raise PipelineError(f"{path}: no examples (the file is empty)")
+                    yield None, pd.DataFrame({"text": batch, "label": str(label)})
 
         return {"train": SplitStream(batches, tuple(paths.values()))}
 
     def iter_corpus(self, path: Path, corpus: Any, batch_size: int) -> Iterator[list[Any]]:
-        yield from batched(iter_lines(path, corpus.encoding, "mlm.corpus.encoding"), batch_size)
+        yield from in_batches(iter_lines(path, corpus.encoding, "mlm.corpus.encoding"), most=batch_size)
 
 
 @register_format
@@ -590,15 +577,10 @@ class Folders(DataFormat):
         if not path.is_dir() or not any(p.is_dir() for p in visible(path)):
             raise PipelineError(f"{path}: expected a directory holding one folder per label (e.g. train/pos/, "
                                 "train/neg/), each holding one file per document")
-        texts, labels, chars = [], [], 0
-        for doc, label in ((d, f.name) for f in visible(path) if f.is_dir() for d in visible(f) if d.is_file()):
-            texts.append(read_text(doc, source.encoding))
-            labels.append(label)
-            chars += len(texts[-1])
-            if len(texts) >= BATCH_ROWS or chars >= BATCH_CHARS:
-                yield pd.DataFrame({"text": texts, "label": labels})
-                texts, labels, chars = [], [], 0
-        yield pd.DataFrame({"text": texts, "label": labels}, dtype=object)
+        documents = ((read_text(doc, source.encoding), folder.name) for folder in visible(path) if folder.is_dir()
+                     for doc in visible(folder) if doc.is_file())
+        for batch in in_batches(documents, lambda document: len(document[0])):
+            yield pd.DataFrame(batch, columns=["text", "label"], dtype=object)
 
 
 @register_format
@@ -619,8 +601,7 @@ class Hub(DataFormat):
             place = f"{where}.source.splits.{ours} ({name} split {expression!r})"
             yield from ((None, frame) for frame in hub_batches(load_hub_split(source, where, expression), labels, place))
 
-        return {ours: SplitStream(lambda ours=ours, expression=expression: batches(ours, expression))
-                for ours, expression in splits.items()}
+        return {ours: SplitStream(functools.partial(batches, ours, expression)) for ours, expression in splits.items()}
 
 
 def load_hub_split(source: Any, where: str, expression: str) -> Any:

@@ -10,6 +10,7 @@ Hub and a local copy of the same data get the same ids.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import logging
@@ -120,11 +121,10 @@ def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
 
 def _write_split(stream: SplitStream, task: Any, where: str, split: str, target: Path) -> SplitSummary:
     """One split's batches, normalised and appended to `target`; row errors count rows in their file."""
-    place, drop = f"{where}.source ({split} split)", task.source.empty_texts == "drop"
-    names_file = task_format(task.source, where).file_rows
+    place, drop, entry = f"{where}.source ({split} split)", task.source.empty_texts == "drop", task_format(task.source, where)
     summary, writer, empty, shown = SplitSummary(), None, 0, []  # empty texts: how many, the first rows
     read, in_file, current = 0, 0, None
-    try:
+    with contextlib.ExitStack() as stack:
         for file, raw in stream.batches():
             in_file, current = (in_file, current) if file == current else (0, file)
             if len(raw) == 0:
@@ -132,7 +132,7 @@ def _write_split(stream: SplitStream, task: Any, where: str, split: str, target:
             try:
                 frame = normalise(raw, task, place, in_file)
             except PipelineError as err:
-                raise PipelineError(f"{err} [file {file}]" if file and names_file else str(err)) from None
+                raise PipelineError(f"{err} [file {file}]" if file and entry.file_rows else str(err)) from None
             blank = empty_text_rows(frame, task.type)
             if blank.any():
                 empty, shown = empty + blank.sum(), shown + (np.flatnonzero(blank) + read + 1).tolist()[:ROWS_SHOWN]
@@ -141,22 +141,19 @@ def _write_split(stream: SplitStream, task: Any, where: str, split: str, target:
             if empty and not drop:
                 continue  # an error once the whole split is read (it names them all); nothing more to write
             table = to_arrow(frame, task.type)
-            writer = writer or pq.ParquetWriter(target, table.schema)
+            writer = writer or stack.enter_context(pq.ParquetWriter(target, table.schema))
             writer.write_table(table)
             summary.rows += table.num_rows
             count_labels(table, task.type, summary.labels)
-    finally:
-        if writer is not None:
-            writer.close()
     if read == 0:
-        raise PipelineError(f"{where}.source.{split}: {stream.files[0]} holds no examples{stream.empty_hint}: the "
+        raise PipelineError(f"{where}.source.{split}: {stream.files[0]} holds no examples{entry.empty_hint}: the "
                             f"{split} split is empty" if len(stream.files) == 1 else
                             f"{where}.source: the {split} split is empty")
     if empty:
         column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
         what = (f"{empty} of {read} examples have " + ("no words or an empty word" if task.type == "token"
                 else "an empty or whitespace-only text") + f" (column {column!r})")
-        in_file = f" [file {stream.files[0]}]" if names_file and len(stream.files) == 1 else ""
+        in_file = f" [file {stream.files[0]}]" if entry.file_rows and len(stream.files) == 1 else ""
         if not drop:
             rows = ", ".join(map(str, shown[:ROWS_SHOWN])) + (" ..." if empty > ROWS_SHOWN else "")
             raise PipelineError(f"{place}, rows {rows}: {what}{in_file}; expected text in every example: "
@@ -221,19 +218,24 @@ def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) ->
     if task.text_pair_column:
         pair = _column(frame, task.text_pair_column, "text_pair_column", where)
         columns["text_pair"] = _text_values(pair, where, first_row)
-    if task.get("label_columns"):
-        columns["label"] = _indicator_labels(frame, task.label_columns, where, first_row)
-        return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
-    name, sep = task.label_column, task.source.label_separator
+    columns["label"] = (_indicator_labels(frame, task.label_columns, where, first_row) if task.get("label_columns")
+                        else _labels(frame, task, where, first_row))
+    return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
+
+
+def _labels(frame: pd.DataFrame, task: Any, where: str, first_row: int) -> list[Any]:
+    """The label column's cells parsed, integer ids as the names they index, each checked against the list."""
+    kind, name, sep = task.type, task.label_column, task.source.label_separator
     cells = _column(frame, name, "label_column", where).tolist()
-    labels = [value.strip() for value in cells] if kind == "single_label" and all(
-        type(value) is str and value and value[0] != "[" for value in cells) else None  # CSV cells: names
-    try:
-        labels = labels or [_parse_label(value, kind, sep) for value in cells]
-    except _BadLabel:  # parse again, naming the row, only once a cell is bad
-        for row, value in enumerate(cells, start=first_row + 1):
-            parse_label(value, kind, f"{where}, row {row}, column {name!r}", sep)
-        raise
+    if kind == "single_label" and all(type(value) is str and value and value[0] != "[" for value in cells):
+        labels = [value.strip() for value in cells]  # CSV cells: names, nothing to parse one by one
+    else:
+        try:
+            labels = [parse_label(value, kind, "", sep) for value in cells]
+        except PipelineError:  # parse again, naming the row, only once a cell is bad
+            for row, value in enumerate(cells, start=first_row + 1):
+                parse_label(value, kind, f"{where}, row {row}, column {name!r}", sep)
+            raise
     names = task_labels(task, where.split(".source")[0]) if kind != "regression" else None
     if names:  # before any split is carved, so rows are the file's rows
         # Integer ids index the label list, unless its names are themselves integers (then a cell is a name).
@@ -243,8 +245,7 @@ def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) ->
                       else [ids.get(v, v) for v in labels])
         check_labels_known(labels, names, where, from_training=False,
                            locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
-    columns["label"] = labels
-    return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
+    return labels
 
 
 def _indicator_labels(frame: pd.DataFrame, columns: list[str], where: str, first_row: int = 0) -> list[list[str]]:
@@ -274,34 +275,24 @@ def _text_values(series: pd.Series, where: str, first_row: int = 0) -> list[str]
     return [str(value) for value in values]
 
 
-class _BadLabel(Exception):
-    """A label cell that does not parse; parse_label adds the place."""
-
-
 def parse_label(value: Any, kind: str, where: str, separator: str = "|") -> Any:
     """One label cell as the task type expects it: a name, a number, or a list of names."""
-    try:
-        return _parse_label(value, kind, separator)
-    except _BadLabel as err:
-        raise PipelineError(f"{where}: {err}") from None
-
-
-def _parse_label(value: Any, kind: str, separator: str = "|") -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)) or (kind != "multi_label" and value == ""):
-        raise _BadLabel("the label is missing (an empty cell, or a line with fewer fields than the header)")
+        raise PipelineError(f"{where}: the label is missing (an empty cell, or a line with fewer fields than the "
+                            "header)")
     if kind == "regression":
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise _BadLabel(f"{value!r} is not a number (a regression label must be one)") from None
+            raise PipelineError(f"{where}: {value!r} is not a number (a regression label must be one)") from None
         if not math.isfinite(number):
-            raise _BadLabel(f"{value!r} is not a finite number")
+            raise PipelineError(f"{where}: {value!r} is not a finite number")
         return number
     listed = isinstance(value, (list, tuple, np.ndarray))
     if kind != "multi_label":
         if listed or (isinstance(value, str) and value.strip().startswith("[")):
-            raise _BadLabel(f"holds a list {value!r}, but a single-label task needs one label per row "
-                            "(use type: multi_label for several)")
+            raise PipelineError(f"{where}: holds a list {value!r}, but a single-label task needs one label per row "
+                                "(use type: multi_label for several)")
         return str(int(value) if isinstance(value, float) and value.is_integer() else value).strip()
     if listed:
         return [str(v) for v in value]
@@ -315,9 +306,9 @@ def _parse_label(value: Any, kind: str, separator: str = "|") -> Any:
         try:  # pandas writes list cells to CSV in Python's notation: ['a', 'b']
             parsed = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise _BadLabel(f"{text!r} does not parse as a list of labels ({expected})") from None
+            raise PipelineError(f"{where}: {text!r} does not parse as a list of labels ({expected})") from None
     if not isinstance(parsed, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in parsed):
-        raise _BadLabel(f"{text!r} is not a flat list of labels ({expected})")
+        raise PipelineError(f"{where}: {text!r} is not a flat list of labels ({expected})")
     return [str(v).strip() for v in parsed]
 
 
@@ -369,15 +360,16 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
     assign = carve_assignment(groups, total, fractions, seed, missing)
     names, size, start = ["train", *missing], parquet_batch_rows(file), 0
     summaries = {name: SplitSummary() for name in names}
-    writers = {name: pq.ParquetWriter(folder / f"{name}.parquet", file.schema_arrow) for name in names}
     pending: dict[str, list[pa.RecordBatch]] = {name: [] for name in names}  # written once a batch is full
+    with contextlib.ExitStack() as stack:
+        writers = {name: stack.enter_context(pq.ParquetWriter(folder / f"{name}.parquet", file.schema_arrow))
+                   for name in names}
 
-    def flush(name: str) -> None:
-        if pending[name]:
-            writers[name].write_table(pa.Table.from_batches(pending[name]))
-            pending[name] = []
+        def flush(name: str) -> None:
+            if pending[name]:
+                writers[name].write_table(pa.Table.from_batches(pending[name]))
+                pending[name] = []
 
-    try:
         for batch in file.iter_batches(batch_size=size):
             part, start = assign[start:start + batch.num_rows], start + batch.num_rows
             for code, name in enumerate(names):
@@ -390,9 +382,6 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
                         flush(name)
         for name in names:
             flush(name)
-    finally:
-        for writer in writers.values():
-            writer.close()
     path.unlink()
     for name in missing:  # a carved split (or what train keeps) must not be empty: say what there was and was asked
         if summaries[name].rows == 0:
@@ -409,4 +398,3 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
     log.info("carved %s from train with seed %d: %s", ", ".join(missing), seed,
              {name: summary.rows for name, summary in summaries.items()})
     return summaries
-

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             first_scores, first_pairs, first_rows = scores, pairs, rows
     stats = params.stats
     metrics = {"task": run.task, "type": task.type, "init": run.init, "model": run.model, "seed": seeds[0],
-               "main_metric": get_task_type(task.type).main_metric, "test_examples": len(test), **first_scores,
+               "main_metric": get_task_type(task.type).main_metric, "test_examples": len(first_rows), **first_scores,
                "confidence": stats.confidence,
                "intervals": interval_summary(documents[:1], stats, params.seed)}
     if len(seeds) > 1:
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     main_metric = metrics["main_metric"]
     bounds = metrics["intervals"].get(main_metric, {})
     log.info("run %s: test %s = %.4f (95%% interval %.4f-%.4f) on %d examples", name, main_metric,
-             first_scores[main_metric], bounds.get("low", float("nan")), bounds.get("high", float("nan")), len(test))
+             first_scores[main_metric], bounds.get("low", float("nan")), bounds.get("high", float("nan")),
+             len(first_rows))
 
 
 if __name__ == "__main__":

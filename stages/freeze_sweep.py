@@ -86,7 +86,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
         # How the frozen blocks ran: once, from the stored states (eval mode), or at every step in train mode.
         "frozen_states": "cached" if frozen is not None else "recomputed",
         "main_metric": main_metric,
-        "test_examples": len(tokenized["test"]),
+        "test_examples": len(rows),  # texts, not windows (long_texts: windows)
         # Scalar test scores only (the per-class tables live in the evaluate stage's metrics).
         **{k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         "intervals": interval_summary([document], params.stats, params.seed),

@@ -20,7 +20,7 @@ from stages.core.paths import LABELS_FILE, RAW_DIR, tokenized_dir
 from stages.core.scratch import file_digest, fingerprint, scratch_dir
 from stages.core.task_data import load_raw
 from stages.core.task_types import get_task_type
-from stages.core.tokenization import SplitEncoder, encode_split
+from stages.core.tokenization import SplitEncoder, encode_split, task_key
 
 log = logging.getLogger("pipeline.tokenize")
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         for split, raw in splits.items():
             encoder = SplitEncoder(tokenizer, task, label2id, training_split=split == "train")
             # Named by what decides the content (the raw file, tokenizer, task params), not by the process count.
-            key = fingerprint(file_digest(RAW_DIR / name / f"{split}.parquet"), tokenizer_key, task, label2id,
+            key = fingerprint(file_digest(RAW_DIR / name / f"{split}.parquet"), tokenizer_key, task_key(task), label2id,
                               encoder.training_split)
             encoded[split], cut = encode_split(raw, encoder, params.compute.num_proc, key,
                                                f"Tokenizing {name} {split} ({model})")

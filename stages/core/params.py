@@ -167,6 +167,32 @@ class Source(Section):
         return self
 
 
+def _long_texts_mode(value: Any) -> Any:
+    """`long_texts: windows` is shorthand for `long_texts: {mode: windows}` (every other key at its default)."""
+    return {"mode": value} if isinstance(value, str) else value
+
+
+class LongTexts(Section):
+    """How a text longer than max_length tokens is read (README "Long documents"). `truncate` keeps its first
+    max_length tokens. `windows` reads it in overlapping windows of max_length tokens (the fast tokenizer's
+    overflowing tokens): a sequence task trains on the windows and aggregates their logits per text at
+    evaluation and predict; a token task predicts each word from the window that gives it the most context."""
+
+    mode: Literal["truncate", "windows"] = "truncate"
+    stride: NonNegative | None = None  # tokens two neighbouring windows share; null: a quarter of max_length
+    max_windows: Count = 8  # the first N windows of a text are read, the rest is cut (a 138k-token post exists)
+    train: Literal["all", "first"] = "all"  # train on every window (each with its text's label) or the first
+    aggregate: Literal["mean", "max"] = "mean"  # sequence tasks: a text's logits from its windows' logits
+
+    def stride_for(self, max_length: int) -> int:
+        """The overlap in tokens for windows of `max_length` tokens."""
+        return max_length // 4 if self.stride is None else self.stride
+
+    def window_cap(self, training_split: bool) -> int:
+        """How many windows of a text a split keeps: the training split's first one only with `train: first`."""
+        return 1 if training_split and self.train == "first" else self.max_windows
+
+
 class Task(Section):
     type: Literal[TASK_TYPES]  # type: ignore[valid-type]
     source: Source
@@ -180,9 +206,11 @@ class Task(Section):
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # multi-label decision threshold
     # multi-label alternative to one list-valued label column: one 0/1 column per label, named as the label
     label_columns: list[str] | None = None
+    long_texts: Annotated[LongTexts, BeforeValidator(_long_texts_mode)] = Field(default_factory=LongTexts)
 
     @model_validator(mode="after")
     def _consistent(self) -> Task:
+        self._check_windows()
         if self.type == "single_label" and self.labels is not None and len(self.labels) < 2:
             raise KeyProblem("labels", "a single-label task needs at least 2 labels")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
@@ -203,6 +231,20 @@ class Task(Section):
                 raise KeyProblem("labels", f"with label_columns the labels are the column names {columns}; "
                                            "leave labels out or list the same names")
         return self
+
+    def _check_windows(self) -> None:
+        """Windows need room for new tokens in each window, and one text per example."""
+        windows = self.long_texts
+        if windows.mode != "windows":
+            return
+        if self.text_pair_column:
+            raise KeyProblem("long_texts.mode", "windows read one text per example; a sentence-pair task "
+                                                f"(text_pair_column: {self.text_pair_column}) keeps 'truncate'")
+        stride = windows.stride_for(self.max_length)
+        if 2 * stride >= self.max_length:
+            raise KeyProblem("long_texts.stride", f"{stride} overlapping tokens leave too little new text per window "
+                                                  f"of max_length {self.max_length}; expected a stride below "
+                                                  f"max_length / 2, i.e. at most {(self.max_length - 1) // 2}")
 
 
 # ---------------------------------------------------------------------------------------------------- training

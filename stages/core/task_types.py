@@ -27,12 +27,17 @@ from stages.core.metrics import (
     token_metrics,
 )
 from stages.core.tokenization import (
-    NO_WORD,
+    EXAMPLE_COLUMN,
+    aggregate_windows,
     encode_sequences,
     encode_token_task,
+    encode_windows,
     encode_words,
     feature_rows,
     split_words,
+    window_columns,
+    window_groups,
+    window_word_predictions,
     word_predictions,
 )
 
@@ -40,6 +45,7 @@ from stages.core.tokenization import (
 class Predictor(Protocol):
     """A fine-tuned model loaded on its device, as `predict` gets it (stages/core/inference.Predictor)."""
 
+    model: Any
     tokenizer: Any
     aggregation: str  # token pipelines' aggregation_strategy
 
@@ -62,6 +68,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, in the precision of `logits`."""
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+SCORE_FUNCTIONS = {"softmax": softmax, "sigmoid": sigmoid, "none": np.asarray}  # the pipeline's function_to_apply
 
 
 def rounded_scores(labels: Sequence[str], scores: Sequence[float], digits: int) -> dict[str, float]:
@@ -213,11 +222,17 @@ class SequenceTask(TaskType):
 
     def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
                training_split: bool = True) -> tuple[dict, int]:
-        return encode_sequences(tokenizer, frame, task, label2id), 0
+        return encode_sequences(tokenizer, frame, task, label2id, training_split), 0
 
     def score(self, task: dict, logits: list, split: Any, labels: list[str]) -> tuple[dict, list, Any]:
+        """Scores per text: a split tokenized in windows has its window logits aggregated per text (the task's
+        long_texts.aggregate) and each text's gold taken once."""
         stacked = np.stack(logits) if logits else np.zeros((0, 0))
         gold = split["labels"]
+        groups = window_groups(split)
+        if groups is not None:
+            stacked = aggregate_windows(stacked, groups, task.long_texts.aggregate)
+            gold = [gold[group[0]] for group in groups]
         return (self.scores_from_logits(stacked, gold, task, labels),
                 self.confusion_pairs(stacked, gold, task, labels), stacked)
 
@@ -244,7 +259,10 @@ class SequenceTask(TaskType):
 
     def predict(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
         """transformers' text-classification pipeline with every label's score (top_k=None), truncated at the
-        task's max_length as in evaluation."""
+        task's max_length as in evaluation; a model trained with `long_texts: windows` (its task.json says so)
+        reads each text in windows and aggregates their logits as evaluation does."""
+        if info.get("long_texts"):
+            return self.predict_windows(predictor, info, items)
         pair = bool(info.get("text_pair"))
         inputs = [{"text": item["text"], "text_pair": item["text_pair"]} if pair else item["text"] for item in items]
         outputs = predictor.run(predictor.pipeline("text-classification"), inputs, top_k=None,
@@ -252,6 +270,21 @@ class SequenceTask(TaskType):
                                 max_length=info["max_length"])
         return [{**item, **self.predict_output({o["label"]: float(o["score"]) for o in output}, info)}
                 for item, output in zip(items, outputs, strict=True)]
+
+    def predict_windows(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
+        """Each text's windows (task.json's long_texts: stride, max_windows, aggregate), their logits aggregated
+        per text, then the pipeline's `score_function`, so the fields are those of `predict`."""
+        windows = info["long_texts"]
+        encoded, keep = encode_windows(predictor.tokenizer, [item["text"] for item in items], info["max_length"],
+                                       windows["stride"], windows["max_windows"])
+        columns = window_columns(encoded, keep)
+        logits = predictor.logits(feature_rows({k: v for k, v in columns.items() if k != EXAMPLE_COLUMN}, len(keep)))
+        groups = window_groups(columns)
+        per_text = aggregate_windows(np.stack(logits).astype(float), groups, windows["aggregate"])
+        names = [predictor.model.config.id2label[i] for i in range(per_text.shape[1])]
+        scores = SCORE_FUNCTIONS[self.score_function](per_text)
+        return [{**item, **self.predict_output(dict(zip(names, map(float, row), strict=True)), info)}
+                for item, row in zip(items, scores, strict=True)]
 
     def example_answers(self, row: dict) -> dict:
         """The report's gold, predicted and `correct` of one row."""
@@ -407,7 +440,8 @@ class Regression(SequenceTask):
 class Token(TaskType):
     """A tag per word (NER, chunks, POS), predicted at each word's first sub-token and scored per word, one
     sequence per sentence: entity-level for IOB tags, tag accuracy and macro-F1 for plain tags (`scheme: none`).
-    A word cut off by max_length is predicted `O` (a missed entity) or, for plain tags, MISSED_TAG (a wrong tag).
+    A word cut off by max_length is predicted `O` (a missed entity) or, for plain tags, MISSED_TAG (a wrong tag);
+    with `long_texts: windows` a long sentence is read in windows and only words past the window cap are cut.
     """
 
     name = "token"
@@ -449,9 +483,8 @@ class Token(TaskType):
         names = [*labels, "O" if bio and "O" in labels else MISSED_TAG]
         fallback = len(labels)  # the id of the name given to cut words
         gold_sequences, predicted_sequences, cut = [], [], 0
-        for row_logits, word_ids, word_labels in zip(logits, split["word_ids"], split["word_labels"], strict=True):
-            predicted = word_predictions(row_logits, word_ids, len(word_labels), fallback)
-            cut += len(word_labels) - len({w for w in word_ids if w != NO_WORD})
+        for word_labels, predicted in self.sentence_predictions(logits, split, fallback):
+            cut += predicted.count(fallback)
             gold_sequences.append([labels[i] for i in word_labels])
             predicted_sequences.append([names[i] for i in predicted])
         scores = token_metrics(gold_sequences, predicted_sequences, bio)
@@ -459,6 +492,18 @@ class Token(TaskType):
         pairs = [(g, p) for gs, ps in zip(gold_sequences, predicted_sequences, strict=True)
                  for g, p in zip(gs, ps, strict=True)]
         return scores, pairs, list(zip(gold_sequences, predicted_sequences, strict=True))
+
+    def sentence_predictions(self, logits: list, split: Any, fallback: int) -> list[tuple[list[int], list[int]]]:
+        """Each sentence's word labels and predicted ids (`fallback` for a word no token reaches): at each word's
+        first sub-token, or, for a split tokenized in windows, from the window that gives it the most context."""
+        word_ids, word_labels = split["word_ids"], split["word_labels"]
+        groups = window_groups(split)
+        if groups is None:
+            return [(labels, word_predictions(row_logits, ids, len(labels), fallback))
+                    for row_logits, ids, labels in zip(logits, word_ids, word_labels, strict=True)]
+        return [(word_labels[group[0]],
+                 window_word_predictions([logits[i] for i in group], [word_ids[i] for i in group],
+                                         len(word_labels[group[0]]), fallback)) for group in groups]
 
     def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
         """Word pairs; `gold` is the split's columns `word_ids` and `word_labels`."""

@@ -296,7 +296,17 @@ def save_model_dir(result: TrainResult, target: Path, task: dict, labels: list[s
     write_json(target / TASK_FILE, {"task": task_name, "type": task.type, "labels": labels,
                                     "max_length": task.max_length, "threshold": task.threshold,
                                     "positive_label": task.positive_label,
-                                    "text_pair": bool(task.text_pair_column)})
+                                    "text_pair": bool(task.text_pair_column), **window_info(task)})
+
+
+def window_info(task: Any) -> dict:
+    """task.json's `long_texts` for a task read in windows (predict reads texts the same way); nothing for
+    truncation, so the model directories of truncating tasks keep their bytes."""
+    windows = task.long_texts
+    if windows.mode != "windows":
+        return {}
+    return {"long_texts": {"stride": windows.stride_for(task.max_length), "max_windows": windows.max_windows,
+                           "aggregate": windows.aggregate}}
 
 
 def write_loss_curve(history: list[dict], target: Path, main_metric: str) -> None:

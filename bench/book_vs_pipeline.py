@@ -87,8 +87,8 @@ def paired_verdict(workdir: Path) -> dict:
     """Pipeline against the book on the same test sentences: the pipeline's predictions document with the book's
     labels put in its rows (both read data/raw/sentiment/test.parquet in order), through the pipeline's own
     paired bootstrap and permutation test."""
-    from stages.core.predictions import read_document, scored_test
-    from stages.core.stats import paired_comparison
+    from stages.core.predictions import read_document
+    from stages.core.stats import paired_comparison, scored_test
 
     pipeline = read_document(workdir / "predictions" / "finetune" / "sentiment" / "seed-42.json")
     book_labels = json.loads((workdir / BOOK_PREDICTIONS).read_text())

@@ -33,8 +33,8 @@ sys.path.insert(0, str(BENCH.parent))
 
 from realdata import SHARED, prepare_with  # noqa: E402
 
-from stages.core.predictions import read_document, scored_test  # noqa: E402
-from stages.core.stats import paired_comparison  # noqa: E402
+from stages.core.predictions import read_document  # noqa: E402
+from stages.core.stats import paired_comparison, scored_test  # noqa: E402
 
 RECIPE = {"learning_rate": 2.0e-5, "epochs": 1, "batch_size": 16, "eval_strategy": "no", "max_train_samples": None}
 SETTINGS = {"off": False, "on": True}

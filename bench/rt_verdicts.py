@@ -29,8 +29,13 @@ sys.path.insert(0, str(BENCH.parent))
 
 from realdata import SHARED, prepare_with  # noqa: E402
 
-from stages.core.predictions import read_document, scored_test  # noqa: E402
-from stages.core.stats import confidence_intervals, paired_comparison, point_estimates  # noqa: E402
+from stages.core.predictions import read_document  # noqa: E402
+from stages.core.stats import (  # noqa: E402
+    confidence_intervals,
+    paired_comparison,
+    point_estimates,
+    scored_test,
+)
 
 
 def run(workdir: Path, *command: str) -> None:

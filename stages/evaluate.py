@@ -16,7 +16,7 @@ from stages.core import predictions
 from stages.core.atomic import atomic_dir, atomic_file, write_json, write_metrics
 from stages.core.devices import resolve_device
 from stages.core.errors import run_stage
-from stages.core.inference import load_finetuned
+from stages.core.inference import load_finetuned, split_outputs
 from stages.core.params import entry_from_args, load_params, run_seeds, train_settings
 from stages.core.paths import (
     CONFUSION_DIR,
@@ -25,17 +25,16 @@ from stages.core.paths import (
     METRICS_DIR,
     finetuned_dir,
 )
-from stages.core.scoring import score_split
-from stages.core.stats import headline_metrics, interval_summary, point_estimates, seed_summary
+from stages.core.scoring import score
+from stages.core.stats import headline_metrics, interval_summary, point_estimates, scored_test, seed_summary
 from stages.core.task_data import load_tokenized, read_raw_split
-from stages.core.task_types import get_task_type
+from stages.core.task_types import TaskType, get_task_type
 
 log = logging.getLogger("pipeline.evaluate")
 
 
-def report_examples(kind: str, rows: list[dict], limit: int) -> list[dict]:
+def report_examples(task_type: TaskType, rows: list[dict], limit: int) -> list[dict]:
     """A few test predictions with gold and predicted labels, errors first (for the report)."""
-    task_type = get_task_type(kind)
     examples = [task_type.report_example(row) for row in rows]
     examples.sort(key=lambda entry: entry["correct"])
     return examples[:limit]
@@ -45,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, run = entry_from_args(argv, params, "finetune", "evaluate")
     task = params.tasks[run.task]
+    task_type = get_task_type(task.type)
     tokenized, labels = load_tokenized(run.task, run.model)
     test = tokenized["test"]
     raw_test = read_raw_split(run.task, "test")
@@ -56,20 +56,21 @@ def main(argv: list[str] | None = None) -> None:
         entry = params.models[run.model]
         model, tokenizer, _ = load_finetuned(finetuned_dir(name, seeds, seed), entry.trust_remote_code,
                                              device, precision, entry.attn_implementation)
-        scores, pairs, outputs = score_split(model, tokenizer, task, test, labels, params.evaluate.batch_size)
-        rows = predictions.rows_for(task, raw_test, outputs, labels)
+        outputs = split_outputs(model, tokenizer, task_type, task, test, labels, params.evaluate.batch_size)
+        scores, pairs = score(task_type, task, outputs, labels)
+        rows = task_type.prediction_rows(task, raw_test, outputs, labels)
         documents.append(predictions.document(name, seed, task, labels, rows))
         seed_scores[seed] = scores
         if seed == seeds[0]:
             first_scores, first_pairs, first_rows = scores, pairs, rows
     stats = params.stats
     metrics = {"task": run.task, "type": task.type, "init": run.init, "model": run.model, "seed": seeds[0],
-               "main_metric": get_task_type(task.type).main_metric, "test_examples": len(first_rows), **first_scores,
+               "main_metric": task_type.main_metric, "test_examples": len(first_rows), **first_scores,
                "confidence": stats.confidence,
                "intervals": interval_summary(documents[:1], stats, params.seed)}
     if len(seeds) > 1:
-        pooled = predictions.scored_test(documents)
-        metrics["seeds"] = {str(seed): point_estimates(predictions.scored_test([doc]))
+        pooled = scored_test(documents)
+        metrics["seeds"] = {str(seed): point_estimates(scored_test([doc]))
                             for seed, doc in zip(seeds, documents, strict=True)}
         metrics["seed_aggregate"] = {metric: seed_summary([metrics["seeds"][str(s)][metric] for s in seeds])
                                      for metric in headline_metrics(pooled)}
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         writer.writerow(["actual", "predicted"])
         writer.writerows(first_pairs)
     write_json(EXAMPLES_DIR / f"{name}.json",
-               report_examples(task.type, first_rows, params.evaluate.num_examples))
+               report_examples(task_type, first_rows, params.evaluate.num_examples))
     main_metric = metrics["main_metric"]
     bounds = metrics["intervals"].get(main_metric, {})
     log.info("run %s: test %s = %.4f (95%% interval %.4f-%.4f) on %d examples", name, main_metric,

@@ -22,10 +22,11 @@ from stages.core.devices import inference_dtype, place_model, resolve_device
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import PipelineError, run_stage
 from stages.core.frozen_cache import FrozenStates, check_cacheable, point_depth
+from stages.core.inference import split_outputs
 from stages.core.modeling import count_encoder_blocks, init_dir
 from stages.core.params import check_freeze_value, load_params, merge_train
 from stages.core.paths import FREEZE_CACHE_DIR, SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
-from stages.core.scoring import score_split
+from stages.core.scoring import score
 from stages.core.stats import interval_summary
 from stages.core.task_data import load_tokenized, read_raw_split
 from stages.core.task_types import get_task_type
@@ -52,6 +53,7 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     """Train and score one point; returns its metrics row, its timings and its predictions document."""
     sweep = params.freeze_sweep
     task = params.tasks[sweep.task]
+    task_type = get_task_type(task.type)
     entry = params.models[sweep.model]
     trust = entry.trust_remote_code
     model_dir = init_dir(sweep.init, sweep.model)
@@ -70,11 +72,12 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
     # trained model is scored and dropped, so casting it in place costs nothing).
     device = resolve_device(params.compute.device)
     model = place_model(result.model, device, inference_dtype(device, settings.mixed_precision))
-    scores, _, outputs = score_split(model, result.tokenizer, task, tokenized["test"], labels,
-                                     settings.eval_batch_size)
-    rows = predictions.rows_for(task, read_raw_split(sweep.task, "test"), outputs, labels)
+    outputs = split_outputs(model, result.tokenizer, task_type, task, tokenized["test"], labels,
+                            settings.eval_batch_size)
+    scores, _ = score(task_type, task, outputs, labels)
+    rows = task_type.prediction_rows(task, read_raw_split(sweep.task, "test"), outputs, labels)
     document = predictions.document(f"freeze_sweep/{point}", params.seed, task, labels, rows)
-    main_metric = get_task_type(task.type).main_metric
+    main_metric = task_type.main_metric
     freeze = result.freeze
     quality, timings = split_timings(result.summary)
     row = {

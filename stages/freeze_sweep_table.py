@@ -19,7 +19,7 @@ from stages.core.atomic import atomic_file
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import load_params
 from stages.core.paths import SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TABLE, SWEEP_TIMINGS_DIR
-from stages.core.stats import paired_comparison
+from stages.core.stats import paired_comparison, scored_test
 
 log = logging.getLogger("pipeline.freeze_sweep_table")
 COLUMNS = ["freeze", "frozen_blocks", "trainable_blocks", "trainable_params", "total_params", "metric", "score",
@@ -55,10 +55,10 @@ def verdicts_against_best(metrics: list[dict], documents: list[dict], resamples:
     """Each point's paired comparison with the best-scoring point, on the task's main metric."""
     scores = [data[data["main_metric"]] for data in metrics]
     best = max(range(len(metrics)), key=lambda i: (scores[i], -metrics[i]["trainable_params"]))
-    reference = predictions.scored_test([documents[best]])
+    reference = scored_test([documents[best]])
     results = []
     for data, document in zip(metrics, documents, strict=True):
-        comparison = paired_comparison(reference, predictions.scored_test([document]), resamples, confidence, seed)
+        comparison = paired_comparison(reference, scored_test([document]), resamples, confidence, seed)
         results.append(comparison[data["main_metric"]])
     return results
 

@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     name, model = parse_args(argv, params)
     task = params.tasks[name]
+    task_type = get_task_type(task.type)
     target = tokenized_dir(name, model)
     with scratch_dir(target) as scratch:
         splits, labels = load_raw(name, scratch)
         base = init_dir("base", model)
         tokenizer = load_tokenizer(base, params.models[model].trust_remote_code,
-                                   words=get_task_type(task.type).token_level)
+                                   words=task_type.token_level)
         label2id = {label: i for i, label in enumerate(labels)}
         limit = tokenizer.model_max_length
         if task.max_length > limit:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         encoded = {}
         tokenizer_key = fingerprint(tokenizer)  # hashing a tokenizer takes a while: once
         for split, raw in splits.items():
-            encoder = SplitEncoder(tokenizer, task, label2id, training_split=split == "train")
+            encoder = SplitEncoder(task_type, tokenizer, task, label2id, training_split=split == "train")
             # Named by what decides the content (the raw file, tokenizer, task params), not by the process count.
             key = fingerprint(file_digest(RAW_DIR / name / f"{split}.parquet"), tokenizer_key, task_key(task), label2id,
                               encoder.training_split)

@@ -155,3 +155,24 @@ def make_dvc_repo(target: Path, model_dir: Path, edit=None) -> Path:
     run_command(target, "git", "add", "-A")
     run_command(target, "git", "commit", "-qm", "copy")
     return target
+
+
+def score_logits(task, logits: list, split, labels: list[str]) -> tuple[dict, list, object]:
+    """A split's test metrics, confusion pairs and outputs from its logits, as the evaluate stage scores them."""
+    from stages.core.scoring import score
+    from stages.core.task_types import get_task_type
+
+    task_type = get_task_type(task.type)
+    outputs = task_type.split_outputs(task, logits, split, labels)
+    return (*score(task_type, task, outputs, labels), outputs)
+
+
+def score_model(model, tokenizer, task, split, labels: list[str], batch_size: int) -> tuple[dict, list, object]:
+    """`score_logits` of a model's logits on a tokenized split."""
+    from stages.core.inference import split_outputs
+    from stages.core.scoring import score
+    from stages.core.task_types import get_task_type
+
+    task_type = get_task_type(task.type)
+    outputs = split_outputs(model, tokenizer, task_type, task, split, labels, batch_size)
+    return (*score(task_type, task, outputs, labels), outputs)

@@ -208,12 +208,12 @@ def test_half_precision_inference_gives_float32_scores(classifier_dir):
 def test_long_inference_shows_progress(classifier_dir, tiny_model_dir, monkeypatch, capsys):
     from transformers import AutoModelForMaskedLM
 
-    from stages.core import fewshot
+    from stages.core import fewshot, progress
     from stages.core.mlm import mean_masked_loss
     from stages.core.task_types import get_task_type
 
-    assert inference.progress_shown() is False  # pytest's stderr is no terminal: no bars in logs and tests
-    monkeypatch.setattr(inference, "progress_shown", lambda: True)
+    assert progress.progress_shown() is False  # pytest's stderr is no terminal: no bars in logs and tests
+    monkeypatch.setattr(progress, "progress_shown", lambda: True)
     model, tokenizer, _ = inference.load_finetuned(classifier_dir, device="cpu")
     features = [dict(tokenizer(text)) for text in TEXTS]
     inference.batched_logits(model, tokenizer, features, 3, get_task_type("single_label"))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import score_logits
 from stages.core.errors import PipelineError
 from stages.core.inference import batched_logits
 from stages.core.labels import IGNORE_INDEX
@@ -24,13 +25,17 @@ from stages.core.tokenization import (
     EXAMPLE_COLUMN,
     NO_WORD,
     aggregate_windows,
-    encode_sequences,
     encode_token_task,
     task_key,
     window_word_predictions,
 )
 
 LABELS = ["neg", "pos"]
+
+
+def encode_sequences(tokenizer, frame, spec, label2id, training_split=True):
+    """A frame's model inputs as its task type encodes them."""
+    return get_task_type(spec.type).encode(tokenizer, frame, spec, label2id, training_split)[0]
 SOURCE = {"path": "data/sample/topics.csv", "format": "csv", "train": "."}
 LONG = ("the film opens on a quiet harbour town where nothing much happens for a while " * 2
         + "then 1987 ## zz qq xx 42 !! ?? dragons, rockets and 300 singing robots explode over Zurich " * 3)
@@ -160,12 +165,11 @@ def test_aggregation_known_answer():
     np.testing.assert_allclose(aggregate_windows(logits, groups, "mean"), [[2.0, 5 / 3], [1.0, -1.0]], rtol=1e-6)
     np.testing.assert_array_equal(aggregate_windows(logits, groups, "max"), [[3.0, 5.0], [1.0, -1.0]])
     assert aggregate_windows(logits, groups, "mean").dtype == np.float32
-    single = get_task_type("single_label")
     split = {"labels": [1, 1, 1, 0], EXAMPLE_COLUMN: [0, 0, 0, 1]}
     for how, predicted in (("mean", [0, 0]), ("max", [1, 0])):
-        scores, pairs, outputs = single.score(task(long_texts={**WINDOWS, "aggregate": how}), list(logits), split,
+        scores, pairs, outputs = score_logits(task(long_texts={**WINDOWS, "aggregate": how}), list(logits), split,
                                               LABELS)
-        assert outputs.shape == (2, 2) and [p for _, p in pairs] == [LABELS[i] for i in predicted]
+        assert outputs.predicted.shape == (2, 2) and [p for _, p in pairs] == [LABELS[i] for i in predicted]
         assert scores["accuracy"] == (0.5 if how == "mean" else 1.0)
 
 
@@ -179,12 +183,13 @@ def test_windows_change_the_score_of_a_long_text_only(tokenizer, classifier):
         spec = task(long_texts={**WINDOWS, "mode": mode})
         split = as_split(encode_sequences(tokenizer, texts_frame(), spec, label2id, training_split=False))
         logits = batched_logits(classifier, tokenizer, list(split), 8, single)
-        _, _, outputs[mode] = single.score(spec, logits, split, LABELS)
-        assert outputs[mode].shape == (2, 2)  # the test examples stay per text
+        outputs[mode] = single.split_outputs(spec, logits, split, LABELS)
+        assert outputs[mode].predicted.shape == (2, 2)  # the test examples stay per text
         rows = single.prediction_rows(spec, texts_frame(), outputs[mode], LABELS)
         assert len(rows) == 2
-    assert np.abs(outputs["truncate"][0] - outputs["windows"][0]).max() > 1e-3
-    np.testing.assert_allclose(outputs["truncate"][1], outputs["windows"][1], atol=1e-5)
+    truncated, windowed = outputs["truncate"].predicted, outputs["windows"].predicted
+    assert np.abs(truncated[0] - windowed[0]).max() > 1e-3
+    np.testing.assert_allclose(truncated[1], windowed[1], atol=1e-5)
 
 
 def test_predict_aggregates_windows_like_evaluation(tmp_path, tokenizer, classifier):
@@ -201,7 +206,7 @@ def test_predict_aggregates_windows_like_evaluation(tmp_path, tokenizer, classif
     spec = task(long_texts=WINDOWS)
     split = as_split(encode_sequences(tokenizer, texts_frame(), spec, {"neg": 0, "pos": 1}, training_split=False))
     logits = batched_logits(classifier, tokenizer, list(split), 8, get_task_type("single_label"))
-    _, _, per_text = get_task_type("single_label").score(spec, logits, split, LABELS)
+    per_text = get_task_type("single_label").split_outputs(spec, logits, split, LABELS).predicted
     for result, row in zip(results, softmax(per_text.astype(float)), strict=True):
         assert result["label"] == LABELS[int(np.argmax(row))]
         assert result["scores"] == {label: round(float(p), 4) for label, p in zip(LABELS, row, strict=True)}
@@ -246,12 +251,12 @@ def test_long_sentence_gets_every_word_predicted(tokenizer, tiny_model_dir):
         columns, cut = encode_token_task(tokenizer, ner_frame(), spec, label2id, training_split=False)
         split = as_split(columns)
         logits = batched_logits(model, tokenizer, list(split), 8, token)
-        scores, pairs, outputs = token.score(spec, logits, split, NER)
-        assert len(outputs) == 2 and len(pairs) == 43  # per sentence, every word
+        scores, pairs, outputs = score_logits(spec, logits, split, NER)
+        assert len(outputs.predicted) == 2 and len(pairs) == 43  # per sentence, every word
         results[mode] = (cut, scores["truncated_words"], outputs)
     assert results["truncate"][0] > 0 and results["truncate"][1] == results["truncate"][0]
     assert results["windows"][:2] == (0, 0)
-    predicted = [tag for _, tags in results["windows"][2] for tag in tags]
+    predicted = [tag for tags in results["windows"][2].predicted for tag in tags]
     assert set(predicted) <= set(NER)  # a real tag for every word, none given the missed tag
 
 
@@ -277,7 +282,8 @@ def test_split_encoder_gives_each_window_its_row_in_the_split(tokenizer):
     from stages.core.tokenization import CUT_COLUMN, SplitEncoder
 
     frame = pd.DataFrame({"text": [SHORT, LONG, SHORT], "label": ["neg", "pos", "neg"]})
-    encoder = SplitEncoder(tokenizer, task(long_texts=WINDOWS), {"neg": 0, "pos": 1}, training_split=False)
+    spec = task(long_texts=WINDOWS)
+    encoder = SplitEncoder(get_task_type(spec.type), tokenizer, spec, {"neg": 0, "pos": 1}, training_split=False)
     columns = encoder(frame, [6, 7, 8])
     ids = columns[EXAMPLE_COLUMN]
     assert ids[0] == 6 and ids[-1] == 8 and set(ids) == {6, 7, 8} and ids.count(7) > 1

@@ -166,9 +166,9 @@ def finished_run(repo: Path, run: str = RUN) -> dict:
     """A finished run's recorded results and its test-split scores (scored here, the same code for both)."""
     from safetensors.numpy import load_file
 
+    from conftest import score_model
     from stages.core.inference import load_finetuned
     from stages.core.params import load_params
-    from stages.core.scoring import score_split
     from stages.core.task_data import load_tokenized
 
     cwd = Path.cwd()
@@ -177,14 +177,14 @@ def finished_run(repo: Path, run: str = RUN) -> dict:
         params = load_params()
         tokenized, labels = load_tokenized("sentiment", "minilm")
         model, tokenizer, _ = load_finetuned(Path("models/finetuned") / run)
-        scores, pairs, logits = score_split(model, tokenizer, params["tasks"]["sentiment"], tokenized["test"],
-                                            labels, 64)
+        scores, pairs, outputs = score_model(model, tokenizer, params["tasks"]["sentiment"], tokenized["test"],
+                                             labels, 64)
     finally:
         os.chdir(cwd)
     return {"train": json.loads((repo / "metrics" / "train" / f"{run}.json").read_text()),
             "curve": (repo / "plots" / "loss" / f"{run}.csv").read_text(),
             "weights": load_file(str(repo / "models" / "finetuned" / run / "model.safetensors")),
-            "scores": scores, "predictions": [p for _, p in pairs], "logits": logits}
+            "scores": scores, "predictions": [p for _, p in pairs], "logits": outputs.predicted}
 
 
 def flatten(scores: dict, prefix: str = "") -> dict:

@@ -18,6 +18,7 @@ from stages.core.chunking import BlockCutter, chunk_documents, split_blocks, tok
 from stages.core.errors import PipelineError
 from stages.core.formats import corpus_format, iter_lines, read_text
 from stages.core.params import Corpus
+from stages.core.task_types import get_task_type
 from stages.core.tokenization import CUT_COLUMN, NO_WORD, SplitEncoder
 from tests.conftest import REPO
 
@@ -109,8 +110,8 @@ def test_tokenize_is_the_in_memory_encoding_and_the_same_bytes_for_one_or_two_pr
         saved = datasets.load_from_disk(f"data/tokenized/{name}/minilm")
         for split in ("train", "validation", "test"):
             frame = pd.read_parquet(f"data/raw/{name}/{split}.parquet")
-            columns = SplitEncoder(tokenizer, task, {label: i for i, label in enumerate(labels)},
-                                   split == "train")(frame)
+            columns = SplitEncoder(get_task_type(task.type), tokenizer, task,
+                                   {label: i for i, label in enumerate(labels)}, split == "train")(frame)
             cut = columns.pop(CUT_COLUMN)[0]
             reference = datasets.Dataset.from_dict(columns)
             assert saved[split].info == reference.info  # features, and nothing from the Parquet reader

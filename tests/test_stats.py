@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from stages.core.errors import PipelineError
+from stages.core.labels import MISSED_TAG
 from stages.core.metrics import (
-    MISSED_TAG,
     classification_metrics,
     multilabel_metrics,
     regression_metrics,

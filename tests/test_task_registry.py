@@ -1,6 +1,7 @@
-"""The task-type registry (stages/core/task_types.py): every type has every hook, unknown names are refused, and a
-new type registered in a test alone runs through scoring, prediction rows, statistics, the report's examples and
-predict on a tiny model, without a change anywhere else."""
+"""The task-type registry (stages/core/task_types.py, with its scoring half in stages/core/scoring.py): every type
+has every hook on both sides, unknown names are refused, and a new type registered in a test alone runs through
+scoring, prediction rows, statistics, the report's examples and predict on a tiny model, without a change anywhere
+else."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import pytest
 
 from stages.core.errors import PipelineError
 from stages.core.predictions import ScoredTest
+from stages.core.scoring import SCORING, Scoring, SingleLabelScoring, register_scoring, scoring_of
 from stages.core.task_types import TASK_TYPES, SingleLabel, TaskType, get_task_type, register
 
 HOOKS = ("auto_model", "head_config", "build_model", "load_model", "collator", "label_targets", "encode",
-         "scores_from_logits", "confusion_pairs", "score", "prediction_rows", "encode_answers", "headline_metrics",
-         "statistic", "describe", "predict", "report_example")
+         "validation_score", "split_outputs", "prediction_rows", "predict", "report_example")
+SCORING_HOOKS = ("scores", "confusion_pairs", "encode_answers", "headline_metrics", "statistic", "describe")
 
 
 def test_the_registered_names():
@@ -38,9 +40,13 @@ def test_every_type_has_every_hook(name):
     assert not type(task_type).__abstractmethods__
     for hook in HOOKS:
         assert callable(getattr(task_type, hook)), (name, hook)
+    scoring = scoring_of(task_type)
+    assert type(task_type) in SCORING and not type(scoring).__abstractmethods__  # its own entry, not a base's
+    for hook in SCORING_HOOKS:
+        assert callable(getattr(scoring, hook)), (name, hook)
     for bio in (True, False):
-        assert task_type.statistic(bio) in STATISTICS
-        assert task_type.main_metric in task_type.headline_metrics(bio)
+        assert scoring.statistic(bio) in STATISTICS
+        assert task_type.main_metric in scoring.headline_metrics(bio)
     assert isinstance(task_type.token_level, bool)
 
 
@@ -59,7 +65,7 @@ SMALL_TESTS = [
 def test_headline_metrics_come_from_the_types_statistic(test):
     from stages.core.stats import confidence_intervals, headline_metrics, point_estimates
 
-    names = get_task_type(test.kind).headline_metrics(test.bio)
+    names = scoring_of(get_task_type(test.kind)).headline_metrics(test.bio)
     assert headline_metrics(test) == names
     values = point_estimates(test)
     assert tuple(values) == names and all(-1.0 <= v <= 1.0 for v in values.values())
@@ -70,8 +76,7 @@ def test_unknown_type_names_the_known_ones():
     known = "single_label, multi_label, regression, token"
     with pytest.raises(PipelineError, match=rf"unknown task type 'ordinal': expected one of {known}$"):
         get_task_type("ordinal")
-    from stages.core.predictions import scored_test
-    from stages.core.stats import point_estimates
+    from stages.core.stats import point_estimates, scored_test
 
     with pytest.raises(PipelineError, match="unknown task type 'ordinal'"):
         point_estimates(ScoredTest("ordinal", ["a"], np.array([0]), [np.array([0])]))
@@ -95,21 +100,44 @@ class Ordinal(SingleLabel):
     name = "toy_ordinal"
     main_metric = "macro_f1"
 
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("accuracy", "macro_f1")
+    def validation_score(self, task, logits, gold, labels) -> float:
+        from sklearn.metrics import f1_score
+
+        return float(f1_score(gold, np.argmax(logits, axis=-1), average="macro"))
 
     def report_example(self, row: dict) -> dict:
         rank = list(row["scores"]).index
         return {**super().report_example(row), "ranks_off": abs(rank(row["gold"]) - rank(row["predicted"]))}
 
 
+class OrdinalScoring(SingleLabelScoring):
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("accuracy", "macro_f1")
+
+
 @pytest.fixture
 def ordinal():
     register(Ordinal)
+    register_scoring(Ordinal)(OrdinalScoring)
     try:
         yield TASK_TYPES["toy_ordinal"]
     finally:
-        del TASK_TYPES["toy_ordinal"]
+        del TASK_TYPES["toy_ordinal"], SCORING[Ordinal]
+
+
+def test_a_type_without_its_own_scoring_takes_its_base_types():
+    class Subtype(SingleLabel):
+        name = "toy_subtype"
+
+    assert isinstance(scoring_of(Subtype()), SingleLabelScoring)
+
+    class Unscored(TaskType):
+        name = "toy_unscored"
+
+    Unscored.__abstractmethods__ = frozenset()
+    with pytest.raises(PipelineError, match="'toy_unscored' has no scoring"):
+        scoring_of(Unscored())
+    assert issubclass(SingleLabelScoring, Scoring)
 
 
 LABELS = ["low", "mid", "high"]
@@ -121,12 +149,12 @@ def test_a_new_type_end_to_end(ordinal, tiny_model_dir, tmp_path):
     import datasets
     from transformers import AutoTokenizer
 
+    from conftest import score_model
     from stages import evaluate
     from stages.cli.predict import predict
     from stages.core import predictions, stats
     from stages.core.inference import load_finetuned
     from stages.core.params import Task
-    from stages.core.scoring import score_split
     from stages.core.training import TrainResult, _trainer_metrics, build_model, save_model_dir
 
     # a Task built without validation: the params schema accepts only the names listed in params.py
@@ -145,23 +173,23 @@ def test_a_new_type_end_to_end(ordinal, tiny_model_dir, tmp_path):
     assert json.loads((model_dir / "task.json").read_text())["type"] == "toy_ordinal"
     model, tokenizer, info = load_finetuned(model_dir)
 
-    scores, pairs, logits = score_split(model, tokenizer, task, split, LABELS, 4)
+    scores, pairs, outputs = score_model(model, tokenizer, task, split, LABELS, 4)
+    logits = outputs.predicted
     assert logits.shape == (6, 3) and scores["n"] == 6 and 0.0 <= scores["macro_f1"] <= 1.0
-    assert scores == ordinal.scores_from_logits(logits, columns["labels"], task, LABELS)
-    trainer_scores = _trainer_metrics(task, LABELS)(types.SimpleNamespace(predictions=logits,
-                                                                          label_ids=np.array(columns["labels"])))
-    assert trainer_scores["macro_f1"] == scores["macro_f1"]
+    trainer_scores = _trainer_metrics(ordinal, task, LABELS)(types.SimpleNamespace(
+        predictions=logits, label_ids=np.array(columns["labels"])))
+    assert trainer_scores == {"macro_f1": pytest.approx(scores["macro_f1"])}
 
-    rows = predictions.rows_for(task, frame, logits, LABELS)
+    rows = ordinal.prediction_rows(task, frame, outputs, LABELS)
     assert pairs == [(row["gold"], row["predicted"]) for row in rows] and [r["gold"] for r in rows] == GOLD
     document = predictions.document("toy", 1, task, LABELS, rows)
     assert document["kind"] == "toy_ordinal"
-    test = predictions.scored_test([document])
+    test = stats.scored_test([document])
     assert stats.headline_metrics(test) == ("accuracy", "macro_f1")
     assert stats.point_estimates(test) == pytest.approx({key: scores[key] for key in ("accuracy", "macro_f1")})
     assert get_task_type("toy_ordinal").main_metric == "macro_f1"
 
-    examples = evaluate.report_examples("toy_ordinal", rows, 6)
+    examples = evaluate.report_examples(ordinal, rows, 6)
     assert [e["correct"] for e in examples] == sorted(e["correct"] for e in examples)
     assert all(e["ranks_off"] == 0 for e in examples if e["correct"])
 

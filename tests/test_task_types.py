@@ -26,8 +26,18 @@ from stages.core.metrics import (
 )
 from stages.core.params import validate_task
 from stages.core.readers import normalise, parse_label, read_task_splits
-from stages.core.task_types import scores_from_logits
-from stages.core.tokenization import encode_sequences, label_targets
+from stages.core.scoring import scoring_of
+from stages.core.task_types import SplitOutputs, get_task_type
+
+
+def encode_sequences(tokenizer, frame, task, label2id):
+    """A frame's model inputs as its task type encodes them (sequence tasks cut no words)."""
+    return get_task_type(task.type).encode(tokenizer, frame, task, label2id)[0]
+
+
+def scores_from_logits(logits, gold, task, labels):
+    """Test metrics of one logits row per text, as the evaluate stage computes them."""
+    return scoring_of(get_task_type(task.type)).scores(task, SplitOutputs(gold, logits), labels)
 
 
 def make_task(kind: str, **overrides) -> dict:
@@ -66,10 +76,10 @@ def test_multi_label_cells(cell, expected):
 
 def test_label_targets_per_type():
     label2id = {"a": 0, "b": 1, "c": 2}
-    assert label_targets(pd.Series([["c", "a"], [], ["b"]]), "multi_label", label2id) == [
+    assert get_task_type("multi_label").label_targets(pd.Series([["c", "a"], [], ["b"]]), label2id) == [
         [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
-    assert label_targets(pd.Series(["c", "a"]), "single_label", label2id) == [2, 0]
-    assert label_targets(pd.Series([1, 2.5]), "regression", {}) == [1.0, 2.5]
+    assert get_task_type("single_label").label_targets(pd.Series(["c", "a"]), label2id) == [2, 0]
+    assert get_task_type("regression").label_targets(pd.Series([1, 2.5]), {}) == [1.0, 2.5]
 
 
 def test_multi_class_label_list_from_data_or_params():
@@ -446,9 +456,9 @@ def test_class_distribution_figures(pipeline, tmp_path, monkeypatch):
 
 def test_predict_pairs_scores_like_evaluation(pipeline):
     """A pair given to predict gets the same score as the same pair in the evaluated test split."""
+    from conftest import score_model
     from stages.cli.predict import parse_inputs, predict
     from stages.core.inference import load_finetuned
-    from stages.core.scoring import score_split
 
     model_dir = pipeline / "models" / "finetuned" / "similarity"
     raw = pd.read_parquet(pipeline / "data" / "raw" / "similarity" / "test.parquet").head(3)
@@ -463,8 +473,8 @@ def test_predict_pairs_scores_like_evaluation(pipeline):
     test = datasets.load_from_disk(str(pipeline / "data" / "tokenized" / "similarity" / "minilm"))["test"].select(range(3))
     model, tokenizer, _ = load_finetuned(model_dir)
     task = make_task("regression", text_pair_column="sentence2")
-    _, _, logits = score_split(model, tokenizer, task, test, [], 8)
-    assert [r["score"] for r in results] == pytest.approx(logits.reshape(-1).tolist(), abs=1e-3)
+    _, _, outputs = score_model(model, tokenizer, task, test, [], 8)
+    assert [r["score"] for r in results] == pytest.approx(outputs.predicted.reshape(-1).tolist(), abs=1e-3)
 
     with pytest.raises(PipelineError, match="sentence pairs"):
         parse_inputs(["only one text"], None, pair=True)

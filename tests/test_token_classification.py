@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, build_tiny_model, shared_data
+from conftest import REPO, build_tiny_model, score_logits, shared_data
 from stages.core.errors import PipelineError
-from stages.core.labels import IGNORE_INDEX, build_label_list, convert_iob1_to_iob2
-from stages.core.metrics import MISSED_TAG, entity_metrics, tag_metrics
+from stages.core.labels import IGNORE_INDEX, MISSED_TAG, build_label_list, convert_iob1_to_iob2
+from stages.core.metrics import entity_metrics, tag_metrics
 from stages.core.params import validate_task
 from stages.core.readers import _hub_to_frame, read_conll, read_task_splits
-from stages.core.scoring import evaluate_token_task
-from stages.core.task_types import scores_from_logits
+from stages.core.task_types import get_task_type
 from stages.core.tokenization import NO_WORD, encode_token_task, split_words
 
 CONLL_ORDER = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -223,7 +222,7 @@ def test_long_sentence_words_are_counted_and_scored_as_missed(tokenizer):
     # a model that is perfect on what it sees still misses the entities beyond the cut
     perfect = one_hot_logits(columns["word_ids"][0], columns["word_labels"][0], len(CONLL_ORDER))
     test = {"word_ids": columns["word_ids"], "word_labels": columns["word_labels"]}
-    scores, pairs, _ = evaluate_token_task([perfect], test, CONLL_ORDER, bio=True)
+    scores, pairs, _ = score_logits(token_task({"path": ".", "hub": "x"}), [perfect], test, CONLL_ORDER)
     assert scores["truncated_words"] == cut
     assert scores["precision"] == 1.0 and scores["recall"] == pytest.approx(1 / 3)
     assert ("B-LOC", "O") in pairs
@@ -247,18 +246,19 @@ def test_entities_are_scored_per_sentence_not_per_token(tokenizer):
     columns, _ = encode(tokenizer, label_all=False)
     word_ids, word_labels = columns["word_ids"][0], columns["word_labels"][0]
     logits = one_hot_logits(word_ids, word_labels, len(CONLL_ORDER), wrong={1: LABEL2ID["O"]})  # Kowalczyk -> O
-    scores, _, sequences = evaluate_token_task([logits], {"word_ids": [word_ids], "word_labels": [word_labels]},
-                                               CONLL_ORDER)
-    gold, predicted = sequences[0]
+    ner_task = token_task({"path": ".", "hub": "x"})
+    scores, _, outputs = score_logits(ner_task, [logits], {"word_ids": [word_ids], "word_labels": [word_labels]},
+                                      CONLL_ORDER)
+    gold, predicted = outputs.gold[0], outputs.predicted[0]
     assert predicted == ["B-PER", "O", "O", "B-ORG", "O"]
     # gold: PER(Ana Kowalczyk), ORG(Silverline); predicted: PER(Ana) wrong span, ORG right
     assert scores["precision"] == 0.5 and scores["recall"] == 0.5 and scores["f1"] == 0.5
     assert scores["per_type"]["PER"]["f1"] == 0.0 and scores["per_type"]["ORG"]["f1"] == 1.0
     per_token = entity_metrics([[g] for g in gold], [[p] for p in predicted])
     assert per_token["f1"] == pytest.approx(0.8)  # the inflated number one sequence per token would report
-    # validation-time scores (sub-token labels with -100) agree with the word-level evaluation
+    # the validation score (sub-token labels with -100) agrees with the word-level evaluation
     labels = np.array([columns["labels"][0]])
-    assert scores_from_logits(logits[None], labels, token_task({"path": ".", "hub": "x"}), CONLL_ORDER)["f1"] == 0.5
+    assert get_task_type("token").validation_score(ner_task, logits[None], labels, CONLL_ORDER) == 0.5
 
 
 def test_pos_tags_scored_by_accuracy_and_macro_f1():
@@ -274,8 +274,9 @@ def test_pos_tags_scored_by_accuracy_and_macro_f1():
     names = ["DT", "NN", "NNP", "VBD"]
     logits = np.eye(4, dtype=np.float32)[[0, 2, 3, 0]][None]  # predicts DT NNP VBD DT
     labels = np.array([[0, 2, 3, 1]])  # DT NNP VBD NN
-    from_logits = scores_from_logits(logits, labels, pos_task, names)
-    assert from_logits["accuracy"] == 0.75 and "per_type" not in from_logits and "per_class" in from_logits
+    from_logits = get_task_type("token").validation_score(pos_task, logits, labels, names)  # macro-F1 over tags
+    assert from_logits == tag_metrics([["DT", "NNP", "VBD", "NN"]], [["DT", "NNP", "VBD", "DT"]])["f1"]
+    assert from_logits == pytest.approx((2 / 3 + 1 + 1 + 0) / 4)
 
 
 # ---------------------------------------------------------------------------------------------------------------

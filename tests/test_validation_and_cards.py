@@ -103,7 +103,7 @@ def test_the_best_evaluation_is_kept_not_the_first(repo: Path, monkeypatch: pyte
 
     scores = iter([0.5, 0.8, 0.7, 0.6, 0.9, 0.9])
 
-    def fake_metrics(task, labels):
+    def fake_metrics(task_type, task, labels):
         return lambda prediction: {"f1": next(scores)}
 
     monkeypatch.setattr(training, "_trainer_metrics", fake_metrics)

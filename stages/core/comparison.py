@@ -22,8 +22,8 @@ from stages.core.paths import (
     SWEEP_PREDICTIONS_DIR,
     setfit_name,
 )
-from stages.core.predictions import ScoredTest, read_document, scored_test
-from stages.core.stats import detectable_difference, holm, paired_comparison, verdict
+from stages.core.predictions import ScoredTest, read_document
+from stages.core.stats import detectable_difference, holm, paired_comparison, scored_test, verdict
 from stages.core.task_types import get_task_type
 
 log = logging.getLogger("pipeline.compare")

@@ -21,8 +21,8 @@ from stages.core import predictions
 from stages.core.attention import set_attention
 from stages.core.devices import resolve_device
 from stages.core.errors import PipelineError
-from stages.core.inference import progress_shown
 from stages.core.metrics import classification_metrics
+from stages.core.progress import progress_shown
 
 log = logging.getLogger("pipeline.setfit")
 # Files that mark a SetFit model directory (SetFit's own names).

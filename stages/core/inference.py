@@ -1,13 +1,12 @@
 """Inference on the pipeline's one device (stages/core/devices.py): loading a fine-tuned model there, batched logits
-under no-grad (sorted by length so batches carry little padding), transformers pipelines over a loaded model for
-`predict`, and the progress bars every long inference pass shows.
+under no-grad (sorted by length so batches carry little padding) and a split's outputs from them, and
+transformers pipelines over a loaded model for `predict`; every long pass shows a progress bar
+(stages/core/progress.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,25 +15,10 @@ from stages.core.attention import load_with_attention
 from stages.core.devices import inference_dtype, model_device, place_model, resolve_device
 from stages.core.errors import PipelineError
 from stages.core.paths import TASK_FILE
-from stages.core.task_types import TaskType, get_task_type
+from stages.core.progress import progress
+from stages.core.task_types import SplitOutputs, TaskType, get_task_type
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def progress_shown() -> bool:
-    """Whether inference shows progress bars: on a terminal (`dvc repro` passes its stderr through), not in logs or
-    tests; HF_HUB_DISABLE_PROGRESS_BARS=1 turns them off everywhere, as it does transformers' own."""
-    from transformers.utils.logging import is_progress_bar_enabled
-
-    return is_progress_bar_enabled() and sys.stderr.isatty()
-
-
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "") -> Any:
-    """A progress bar over `iterable` (or one advanced with `update`) on stderr, shown when `progress_shown()`:
-    transformers' tqdm, so its global switch applies."""
-    from transformers.utils.logging import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, disable=not progress_shown())
 
 
 def load_finetuned(model_dir: str | Path, trust_remote_code: bool = False, device: Any = "auto",
@@ -79,6 +63,14 @@ def batched_logits(model: Any, tokenizer: Any, features: list[dict], batch_size:
                 outputs[index] = logits[row, : len(features[index]["input_ids"])] if token_level else logits[row]
             bar.update(len(chunk))
     return outputs
+
+
+def split_outputs(model: Any, tokenizer: Any, task_type: TaskType, task: Any, split: Any, labels: list[str],
+                  batch_size: int) -> SplitOutputs:
+    """A model's outputs on a tokenized split, per text or sentence (the evaluate stage and the freeze sweep)."""
+    model.eval()  # a model straight from the Trainer is still in train mode (dropout on)
+    logits = batched_logits(model, tokenizer, list(split), batch_size, task_type)
+    return task_type.split_outputs(task, logits, split, labels)
 
 
 @dataclass

@@ -10,6 +10,8 @@ import numpy as np
 from stages.core.errors import PipelineError
 
 IGNORE_INDEX = -100  # what the loss and the metrics skip
+# A word-level prediction for a word that truncation cut off before the model saw it: never equal to a gold tag.
+MISSED_TAG = "(cut)"
 _BIO_TAG = re.compile(r"^(?:O|[BI]-\S+)$")
 
 

@@ -1,7 +1,8 @@
 """Metrics computed offline (scikit-learn, scipy, seqeval): never a Hub metric script.
 
 Each kind of score has one function returning a flat-ish dict that `dvc metrics show/diff` can read; which one
-a task uses, and from which logits, is its task type's choice (stages/core/task_types.py).
+a task uses is its task type's scoring (stages/core/scoring.py). Only the scoring stages run this module: the
+main metric that picks a training run's checkpoint is stages/core/selection.py, whose helpers these reuse.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from stages.core.selection import pearson, positive_index, scored_tags
 
 
 def _per_class(names: Sequence[str], precision: Any, recall: Any, f1: Any, support: Any) -> dict:
@@ -42,7 +45,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     out: dict = {"accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true)),
                  **_averaged(y_true, y_pred, ("macro", "micro", "weighted"), labels=ids)}
     if len(labels) == 2:
-        positive = labels.index(positive_label) if positive_label in labels else 1
+        positive = positive_index(labels, positive_label)
         out.update(f1=float(per_f[positive]), precision=float(per_p[positive]), recall=float(per_r[positive]),
                    positive_label=labels[positive])
     else:
@@ -53,7 +56,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 
 def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
     """MSE, RMSE, MAE, Pearson and Spearman correlations."""
-    from scipy.stats import pearsonr, spearmanr
+    from scipy.stats import spearmanr
 
     y_true = np.asarray(y_true, dtype=float)
     y_pred = np.asarray(y_pred, dtype=float)
@@ -64,8 +67,7 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
         "mse": mse,
         "rmse": math.sqrt(mse),
         "mae": float(np.mean(np.abs(error))),
-        # A constant prediction has no correlation; report 0 rather than NaN so diffs stay readable.
-        "pearson": 0.0 if constant else float(pearsonr(y_true, y_pred).statistic),
+        "pearson": pearson(y_true, y_pred),  # 0 for a constant side, as spearman here
         "spearman": 0.0 if constant else float(spearmanr(y_true, y_pred).statistic),
         "n": int(len(y_true)),
     }
@@ -109,10 +111,6 @@ def entity_metrics(true_sequences: list[list[str]], pred_sequences: list[list[st
     }
 
 
-# A word-level prediction for a word that truncation cut off before the model saw it: never equal to a gold tag.
-MISSED_TAG = "(cut)"
-
-
 def _check_aligned(true_sequences: list[list[str]], pred_sequences: list[list[str]]) -> None:
     if len(true_sequences) != len(pred_sequences):
         raise ValueError("true and predicted sequences differ in number")
@@ -132,7 +130,7 @@ def tag_metrics(true_sequences: list[list[str]], pred_sequences: list[list[str]]
     _check_aligned(true_sequences, pred_sequences)
     gold = [tag for sentence in true_sequences for tag in sentence]
     pred = [tag for sentence in pred_sequences for tag in sentence]
-    tags = sorted((set(gold) | set(pred)) - {MISSED_TAG})
+    tags = scored_tags(gold, pred)
     out: dict = {"accuracy": float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])) if gold else 0.0,
                  **_averaged(gold, pred, ("macro", "weighted"), labels=tags)}
     out.update(f1=out["macro_f1"], precision=out["macro_precision"], recall=out["macro_recall"])

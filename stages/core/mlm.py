@@ -16,8 +16,8 @@ import numpy as np
 
 from stages.core.devices import model_device
 from stages.core.errors import PipelineError
-from stages.core.inference import progress
 from stages.core.labels import IGNORE_INDEX
+from stages.core.progress import progress
 from stages.core.tokenization import NO_WORD
 
 log = logging.getLogger("pipeline.mlm")

@@ -6,11 +6,13 @@ output pushed and pulled with the models, like `run_glue`'s `do_predict` output:
     {"name": ..., "seed": 42, "kind": "single_label", "labels": [...], "positive_label": "pos", "bio": true,
      "threshold": 0.5, "test_sha256": "...", "rows": [{"index": 0, "text": ..., "gold": ..., "predicted": ...}]}
 
-Row fields by task type (each type's `prediction_rows`, stages/core/task_types.py): single_label gold/predicted
+Row fields by task type (each type's `prediction_rows`, stages/core/task_types.py, from its `SplitOutputs`): single_label gold/predicted
 label names and `scores` (softmax per label); multi_label gold/predicted sorted label lists and `scores` (sigmoid per
 label); regression gold/predicted numbers; token `tokens` with word-level gold/predicted tags (a word cut off by
 max_length carries the missed tag).
 `test_sha256` fingerprints the inputs and gold answers, so comparisons refuse two different test sets.
+Training stages write documents (the sweep, SetFit) and scoring stages read them (stages/core/stats.py
+`scored_test`), so this module imports nothing of the scoring side.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.labels import uses_bio
-from stages.core.task_types import get_task_type, rounded_scores
+from stages.core.task_types import rounded_scores
 
 INPUT_FIELDS = ("text", "text_pair", "tokens")
 
@@ -81,28 +83,3 @@ def read_document(path: str | Path, text: str | None = None) -> dict:
     if not isinstance(data, dict) or not {"kind", "labels", "rows"} <= data.keys():
         raise PipelineError(f"{path}: not a predictions file of this pipeline (no kind/labels/rows)")
     return data
-
-
-def scored_test(documents: list[dict]) -> ScoredTest:
-    """Arrays for the statistics from one or more documents of the same test split (several seeds of one run)."""
-    if not documents:
-        raise PipelineError("no predictions to score")
-    first = documents[0]
-    for other in documents[1:]:
-        if other["test_sha256"] != first["test_sha256"]:
-            raise PipelineError(f"{other['name']} (seed {other['seed']}) was scored on another test split than "
-                                f"{first['name']} (seed {first['seed']}): its predictions cannot be pooled")
-    kind, labels = first["kind"], first["labels"]
-    encode = get_task_type(kind).encode_answers
-    return ScoredTest(kind=kind, labels=list(labels), gold=encode([r["gold"] for r in first["rows"]], labels),
-                      predicted=[encode([r["predicted"] for r in doc["rows"]], labels) for doc in documents],
-                      positive_label=first.get("positive_label"), bio=bool(first.get("bio", True)),
-                      test_sha256=first["test_sha256"],
-                      names=[f"{doc['name']}" + ("" if doc.get("seed") is None else f"@seed{doc['seed']}")
-                             for doc in documents])
-
-
-def rows_for(task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
-    """Prediction rows from `scoring.score_split`'s outputs: (gold, predicted) word tags for token tasks, logits
-    otherwise."""
-    return get_task_type(task.type).prediction_rows(task, raw_test, outputs, labels)

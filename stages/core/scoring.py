@@ -1,28 +1,171 @@
-"""Scoring a model on a tokenized split, for every task type: the evaluate stage and the freeze sweep share it.
+"""Scoring, per task type: test metrics, confusion pairs and what the statistics resample, from a model's outputs.
 
-Token tasks are scored at entity level on word-level labels, one sequence per sentence; words cut off by
-max_length count as predicted `O` (a missed entity), or as a wrong tag for plain tags, and their number is reported.
+The scoring half of the task-type registry: stages/core/task_types.py holds what tokenization, training and
+inference need (and builds the `SplitOutputs` scored here); each registered type has its entry here, found through
+the type object (`scoring_of`), so no code compares type names. Only the scoring stages (evaluate, the sweep's and
+SetFit's scoring, compare, report, ...) import this module, and the metrics and statistics with it: an edit to a
+metric retrains nothing. Token tasks are scored at entity level on word-level labels, one sequence per sentence;
+words cut off by max_length count as predicted `O` (a missed entity), or as a wrong tag for plain tags, and their
+number is reported.
 """
 
 from __future__ import annotations
 
-from stages.core.inference import batched_logits
-from stages.core.task_types import get_task_type
+import abc
+from typing import Any
+
+import numpy as np
+
+from stages.core.errors import PipelineError
+from stages.core.labels import uses_bio
+from stages.core.metrics import classification_metrics, multilabel_metrics, regression_metrics, token_metrics
+from stages.core.task_types import MultiLabel, Regression, SingleLabel, SplitOutputs, TaskType, Token, sigmoid
 
 
-def evaluate_token_task(logits: list, test, labels: list[str], bio: bool = True
-                        ) -> tuple[dict, list[tuple[str, str]], list]:
-    """Word-level scores, one sequence per sentence: entities for IOB tags, tag accuracy/macro-F1 otherwise."""
-    return get_task_type("token").word_scores(logits, test, labels, bio)
+class Scoring(abc.ABC):
+    """What scoring needs of one task type; `register_scoring(<TaskType class>)` adds an instance to SCORING."""
+
+    @abc.abstractmethod
+    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+        """The task's test metrics (the evaluate stage's metrics file, the sweep's and SetFit's)."""
+
+    @abc.abstractmethod
+    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+        """(actual, predicted) pairs for DVC's confusion plot."""
+
+    @abc.abstractmethod
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        """Gold or predicted answers of predictions-document rows as the arrays the statistics resample."""
+
+    @abc.abstractmethod
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        """The metrics reported with intervals and compared pairwise, every one higher-is-better; `bio` is
+        whether a token task's tags are IOB entity tags."""
+
+    @abc.abstractmethod
+    def statistic(self, bio: bool = True) -> str:
+        """Which resampled statistic of stages/core/stats.py computes the headline metrics."""
+
+    def describe(self, kind: str, bio: bool = True) -> str:
+        """The type called `kind` as messages name it."""
+        return kind
 
 
-def score_split(model, tokenizer, task: dict, split, labels: list[str], batch_size: int) -> tuple[dict, list, object]:
-    """A model's scores on a tokenized split (the evaluate stage and the freeze sweep share this).
+SCORING: dict[type[TaskType], Scoring] = {}
 
-    Returns the task's metrics, (actual, predicted) pairs for the confusion plot, and the per-example predictions
-    (word-level sequences for token tasks, logits otherwise).
-    """
-    model.eval()  # a model straight from the Trainer is still in train mode (dropout on)
-    task_type = get_task_type(task.type)
-    logits = batched_logits(model, tokenizer, list(split), batch_size, task_type)
-    return task_type.score(task, logits, split, labels)
+
+def register_scoring(task_class: type[TaskType]) -> Any:
+    """Class decorator: the decorated Scoring scores `task_class` (and its subclasses that register none)."""
+
+    def add(cls: type[Scoring]) -> type[Scoring]:
+        SCORING[task_class] = cls()
+        return cls
+
+    return add
+
+
+def scoring_of(task_type: TaskType) -> Scoring:
+    """The scoring of a task type: its class's entry, else the nearest base class's."""
+    for cls in type(task_type).__mro__:
+        if cls in SCORING:
+            return SCORING[cls]
+    raise PipelineError(f"task type {task_type.name!r} has no scoring (register one with register_scoring)")
+
+
+def score(task_type: TaskType, task: Any, outputs: SplitOutputs, labels: list[str]) -> tuple[dict, list]:
+    """A split's test metrics and confusion pairs."""
+    scoring = scoring_of(task_type)
+    return scoring.scores(task, outputs, labels), scoring.confusion_pairs(task, outputs, labels)
+
+
+@register_scoring(SingleLabel)
+class SingleLabelScoring(Scoring):
+    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+        return classification_metrics(np.asarray(outputs.gold), np.argmax(outputs.predicted, axis=-1), labels,
+                                      task.positive_label)
+
+    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+        predicted = np.argmax(outputs.predicted, axis=-1)
+        return [(labels[g], labels[p]) for g, p in zip(outputs.gold, predicted, strict=True)]
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        index = {label: i for i, label in enumerate(labels)}
+        return np.array([index[v] for v in values], dtype=int)
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("accuracy", "f1", "macro_f1")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "classes"
+
+
+@register_scoring(MultiLabel)
+class MultiLabelScoring(Scoring):
+    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+        return multilabel_metrics(np.asarray(outputs.gold), sigmoid(outputs.predicted) >= task.threshold, labels)
+
+    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+        predicted = sigmoid(np.asarray(outputs.predicted, dtype=float)) >= task.threshold
+        pairs = []
+        for gold_row, predicted_row in zip(np.asarray(outputs.gold), predicted, strict=True):
+            for i, label in enumerate(labels):
+                if gold_row[i] or predicted_row[i]:
+                    pairs.append((label if gold_row[i] else "(absent)", label if predicted_row[i] else "(absent)"))
+        return pairs
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        matrix = np.zeros((len(values), len(labels)), dtype=int)
+        index = {label: i for i, label in enumerate(labels)}
+        for row, chosen in enumerate(values):
+            matrix[row, [index[v] for v in chosen]] = 1
+        return matrix
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("micro_f1", "macro_f1", "subset_accuracy")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "label_sets"
+
+
+@register_scoring(Regression)
+class RegressionScoring(Scoring):
+    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+        return regression_metrics(np.asarray(outputs.gold, dtype=float).reshape(-1),
+                                  np.asarray(outputs.predicted).reshape(-1))
+
+    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+        return [(str(int(round(g))), str(int(round(p))))
+                for g, p in zip(outputs.gold, np.asarray(outputs.predicted).reshape(-1), strict=True)]
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        return np.array(values, dtype=float)
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("pearson", "spearman")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "values"
+
+
+@register_scoring(Token)
+class TokenScoring(Scoring):
+    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+        """Word-level scores, one sequence per sentence: entities for IOB tags, tag accuracy/macro-F1 otherwise."""
+        return {**token_metrics(outputs.gold, outputs.predicted, uses_bio(task)), "truncated_words": outputs.truncated}
+
+    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+        """(gold, predicted) word pairs."""
+        return [(g, p) for gs, ps in zip(outputs.gold, outputs.predicted, strict=True)
+                for g, p in zip(gs, ps, strict=True)]
+
+    def encode_answers(self, values: list, labels: list[str]) -> Any:
+        return [list(v) for v in values]
+
+    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
+        return ("f1", "precision", "recall") if bio else ("accuracy", "f1")
+
+    def statistic(self, bio: bool = True) -> str:
+        return "entities" if bio else "tags"
+
+    def describe(self, kind: str, bio: bool = True) -> str:
+        return "token with IOB tags" if bio else "token with plain tags"

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.core.errors import PipelineError
-from stages.core.metrics import MISSED_TAG
+from stages.core.labels import MISSED_TAG
 from stages.core.predictions import ScoredTest
+from stages.core.scoring import Scoring, scoring_of
 from stages.core.task_types import get_task_type
 
 # Upper bound on the cells (resamples x examples) one vectorised call of a statistic materialises: keeps memory
@@ -39,9 +40,33 @@ class DifferentTestSets(PipelineError):
     """Two prediction sets that were not scored on the same test examples cannot be compared pairwise."""
 
 
+def _scoring(test: ScoredTest) -> Scoring:
+    return scoring_of(get_task_type(test.kind))
+
+
 def headline_metrics(test: ScoredTest) -> tuple[str, ...]:
     """The metrics reported with intervals for this test's task type (every one higher-is-better)."""
-    return get_task_type(test.kind).headline_metrics(test.bio)
+    return _scoring(test).headline_metrics(test.bio)
+
+
+def scored_test(documents: list[dict]) -> ScoredTest:
+    """Arrays for the statistics from one or more predictions documents of the same test split (several seeds of
+    one run)."""
+    if not documents:
+        raise PipelineError("no predictions to score")
+    first = documents[0]
+    for other in documents[1:]:
+        if other["test_sha256"] != first["test_sha256"]:
+            raise PipelineError(f"{other['name']} (seed {other['seed']}) was scored on another test split than "
+                                f"{first['name']} (seed {first['seed']}): its predictions cannot be pooled")
+    kind, labels = first["kind"], first["labels"]
+    encode = scoring_of(get_task_type(kind)).encode_answers
+    return ScoredTest(kind=kind, labels=list(labels), gold=encode([r["gold"] for r in first["rows"]], labels),
+                      predicted=[encode([r["predicted"] for r in doc["rows"]], labels) for doc in documents],
+                      positive_label=first.get("positive_label"), bio=bool(first.get("bio", True)),
+                      test_sha256=first["test_sha256"],
+                      names=[f"{doc['name']}" + ("" if doc.get("seed") is None else f"@seed{doc['seed']}")
+                             for doc in documents])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,7 +266,7 @@ class _Statistic:
     tag_vocabulary: bool = False  # the units count per tag, over the tags of every side compared
 
 
-# What a task type's `statistic()` may name (stages/core/task_types.py); its headline metrics are some of these.
+# What a task type's `statistic()` may name (stages/core/scoring.py); its headline metrics are some of these.
 STATISTICS: dict[str, _Statistic] = {
     "classes": _Statistic(_label_units, _label_metrics),
     "label_sets": _Statistic(_label_set_units, _label_set_metrics),
@@ -252,7 +277,7 @@ STATISTICS: dict[str, _Statistic] = {
 
 
 def _statistic(test: ScoredTest) -> _Statistic:
-    return STATISTICS[get_task_type(test.kind).statistic(test.bio)]
+    return STATISTICS[_scoring(test).statistic(test.bio)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -366,7 +391,7 @@ def _label(test: ScoredTest) -> str:
 
 
 def _kind(test: ScoredTest) -> str:
-    return get_task_type(test.kind).describe(test.bio)
+    return _scoring(test).describe(test.kind, test.bio)
 
 
 def _same_gold(a: ScoredTest, b: ScoredTest) -> bool:
@@ -499,8 +524,6 @@ def detectable_difference(standard_error: float, alpha: float = 0.05, power: flo
 def interval_summary(documents: list[dict], stats_params: dict, seed: int) -> dict[str, dict[str, float]]:
     """The intervals a metrics file carries: each headline metric's value, low and high for the predictions in
     `documents` (one model, or several seeds pooled), rounded so the file is stable across reruns."""
-    from stages.core.predictions import scored_test
-
     intervals = confidence_intervals(scored_test(documents), stats_params["resamples"], stats_params["confidence"],
                                      seed)
     return {metric: {key: round(float(value), 6) for key, value in bounds.items()}

@@ -1,31 +1,28 @@
 """Task types: one class per kind of task, registered by name; every stage dispatches through the registry.
 
-Everything that differs between task types lives in its class: the model head and collator, the training targets,
-the metrics from logits (Trainer validation and the evaluate stage), the confusion pairs, the rows of the
-predictions document and their encoding for the statistics, the headline metrics and which resampled statistic
-computes them (stages/core/stats.py), the predict command's output and the report's example rows. The rest of
-the pipeline calls `get_task_type(task.type).<hook>(...)`, so a new task type is one subclass registered with
-`@register`, plus its tests; the params schema accepts exactly the registered names.
+What tokenization, training and inference need from a task type lives in its class here: the model head and
+collator, the training targets and encoding, the validation score that picks the kept checkpoint
+(stages/core/selection.py), the test outputs and the rows of the predictions document built from them, the predict
+command's output and the report's example rows. What only scoring needs (test metrics, confusion pairs, the
+headline metrics and their statistic) is the same type's entry in stages/core/scoring.py, so the training stages
+never import the metrics or the statistics. A stage resolves its task's type once (`get_task_type(task.type)`)
+and passes the object on; a new task type is one subclass registered with `@register` (and its scoring with
+`scoring.register_scoring`), plus its tests; the params schema accepts exactly the registered names.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from stages.core.errors import PipelineError
-from stages.core.labels import IGNORE_INDEX, is_bio_label_set, uses_bio
-from stages.core.metrics import (
-    MISSED_TAG,
-    classification_metrics,
-    multilabel_metrics,
-    regression_metrics,
-    token_metrics,
-)
+from stages.core.labels import IGNORE_INDEX, MISSED_TAG, is_bio_label_set, uses_bio
+from stages.core.selection import class_f1, micro_f1, pearson, sequence_f1
 from stages.core.tokenization import (
     EXAMPLE_COLUMN,
     aggregate_windows,
@@ -78,6 +75,18 @@ def rounded_scores(labels: Sequence[str], scores: Sequence[float], digits: int) 
     return {label: round(float(score), digits) for label, score in zip(labels, scores, strict=True)}
 
 
+@dataclass(frozen=True)
+class SplitOutputs:
+    """A model's outputs on a tokenized split, one entry per text or sentence: what the predictions document's rows
+    are made of and what scoring scores. Sequence tasks: `gold` the training targets and `predicted` the logits (a
+    text read in windows: its windows' logits aggregated); token tasks: word-level gold and predicted tag
+    sequences, and `truncated` the words no token reached (predicted as the missed tag, or `O`)."""
+
+    gold: Any
+    predicted: Any
+    truncated: int = 0
+
+
 class TaskType(abc.ABC):
     """What one kind of task needs from the pipeline. Subclasses set `name` and `main_metric` and implement the
     abstract hooks; `register` puts an instance in TASK_TYPES."""
@@ -123,43 +132,21 @@ class TaskType(abc.ABC):
                training_split: bool = True) -> tuple[dict, int]:
         """A normalised split as model inputs and targets, and the number of words truncation cut off."""
 
-    # -- scoring ---------------------------------------------------------------------------------------------
+    # -- validation and test outputs ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-        """The task's metrics from logits and training targets (Trainer validation; the evaluate stage)."""
+    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+        """The main metric on the validation split from logits and training targets (Trainer validation: it
+        picks the kept checkpoint and stops training early)."""
 
     @abc.abstractmethod
-    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
-        """(actual, predicted) pairs for DVC's confusion plot."""
+    def split_outputs(self, task: Any, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
+        """A tokenized split's outputs per text or sentence from its logits (one array per row, as
+        `inference.batched_logits` returns them)."""
 
     @abc.abstractmethod
-    def score(self, task: dict, logits: list, split: Any, labels: list[str]) -> tuple[dict, list, Any]:
-        """A tokenized split's metrics, confusion pairs and the outputs `prediction_rows` takes, from its logits
-        (one array per example, as `inference.batched_logits` returns them)."""
-
-    @abc.abstractmethod
-    def prediction_rows(self, task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
-        """The rows of a predictions document (stages/core/predictions.py) from `score`'s outputs."""
-
-    @abc.abstractmethod
-    def encode_answers(self, values: list, labels: list[str]) -> Any:
-        """Gold or predicted answers of document rows as the arrays the statistics resample."""
-
-    # -- statistics ------------------------------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        """The metrics reported with intervals and compared pairwise, every one higher-is-better; `bio` is
-        whether a token task's tags are IOB entity tags."""
-
-    @abc.abstractmethod
-    def statistic(self, bio: bool = True) -> str:
-        """Which resampled statistic of stages/core/stats.py computes the headline metrics."""
-
-    def describe(self, bio: bool = True) -> str:
-        """The type as messages name it."""
-        return self.name
+    def prediction_rows(self, task: Any, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
+        """The rows of a predictions document (stages/core/predictions.py) from `split_outputs`."""
 
     # -- output ----------------------------------------------------------------------------------------------
 
@@ -192,11 +179,6 @@ def get_task_type(name: str) -> TaskType:
         raise PipelineError(f"unknown task type {name!r}: expected one of {', '.join(TASK_TYPES)}") from None
 
 
-def scores_from_logits(logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-    """Task metrics from raw logits, for any task type (validation during training and the evaluate stage)."""
-    return get_task_type(task.type).scores_from_logits(logits, gold, task, labels)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Whole-text tasks: one label, label set or value per text (or sentence pair)
 
@@ -222,10 +204,11 @@ class SequenceTask(TaskType):
 
     def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
                training_split: bool = True) -> tuple[dict, int]:
-        return encode_sequences(tokenizer, frame, task, label2id, training_split), 0
+        return encode_sequences(tokenizer, frame, task, self.label_targets(frame["label"], label2id),
+                                training_split), 0
 
-    def score(self, task: dict, logits: list, split: Any, labels: list[str]) -> tuple[dict, list, Any]:
-        """Scores per text: a split tokenized in windows has its window logits aggregated per text (the task's
+    def split_outputs(self, task: Any, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
+        """Logits per text: a split tokenized in windows has its window logits aggregated per text (the task's
         long_texts.aggregate) and each text's gold taken once."""
         stacked = np.stack(logits) if logits else np.zeros((0, 0))
         gold = split["labels"]
@@ -233,15 +216,14 @@ class SequenceTask(TaskType):
         if groups is not None:
             stacked = aggregate_windows(stacked, groups, task.long_texts.aggregate)
             gold = [gold[group[0]] for group in groups]
-        return (self.scores_from_logits(stacked, gold, task, labels),
-                self.confusion_pairs(stacked, gold, task, labels), stacked)
+        return SplitOutputs(gold, stacked)
 
     @abc.abstractmethod
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
         """A predictions-document row's gold, predicted (and `scores`) from its label cell and logits."""
 
-    def prediction_rows(self, task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
-        """Rows from the raw test frame (columns text[, text_pair], label) and the stacked logits."""
+    def prediction_rows(self, task: Any, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
+        """Rows from the raw test frame (columns text[, text_pair], label) and the logits per text."""
         rows = []
         has_pair = "text_pair" in raw_test.columns
         for i in range(len(raw_test)):
@@ -249,7 +231,7 @@ class SequenceTask(TaskType):
             row: dict = {"index": i, "text": record["text"]}
             if has_pair:
                 row["text_pair"] = record["text_pair"]
-            row.update(self.row_answers(record["label"], outputs[i], labels, task.get("threshold")))
+            row.update(self.row_answers(record["label"], outputs.predicted[i], labels, task.get("threshold")))
             rows.append(row)
         return rows
 
@@ -307,26 +289,13 @@ class SingleLabel(SequenceTask):
     def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
         return [label2id[v] for v in values]
 
-    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-        return classification_metrics(np.asarray(gold), np.argmax(logits, axis=-1), labels, task.positive_label)
-
-    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
-        return [(labels[g], labels[p]) for g, p in zip(gold, np.argmax(logits, axis=-1), strict=True)]
+    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+        return class_f1(np.asarray(gold), np.argmax(logits, axis=-1), labels, task.positive_label)
 
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
         scores = softmax(np.asarray(logits, dtype=float))
         return {"gold": str(gold), "predicted": labels[int(np.argmax(scores))],
                 "scores": rounded_scores(labels, scores, 6)}
-
-    def encode_answers(self, values: list, labels: list[str]) -> Any:
-        index = {label: i for i, label in enumerate(labels)}
-        return np.array([index[v] for v in values], dtype=int)
-
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("accuracy", "f1", "macro_f1")
-
-    def statistic(self, bio: bool = True) -> str:
-        return "classes"
 
     def predict_output(self, scores: dict[str, float], info: dict) -> dict:
         labels = info["labels"]
@@ -354,35 +323,13 @@ class MultiLabel(SequenceTask):
             targets.append(row.tolist())
         return targets
 
-    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-        return multilabel_metrics(np.asarray(gold), sigmoid(logits) >= task.threshold, labels)
-
-    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
-        predicted = sigmoid(np.asarray(logits, dtype=float)) >= task.threshold
-        pairs = []
-        for gold_row, predicted_row in zip(np.asarray(gold), predicted, strict=True):
-            for i, label in enumerate(labels):
-                if gold_row[i] or predicted_row[i]:
-                    pairs.append((label if gold_row[i] else "(absent)", label if predicted_row[i] else "(absent)"))
-        return pairs
+    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+        return micro_f1(np.asarray(gold), sigmoid(logits) >= task.threshold)
 
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
         scores = sigmoid(np.asarray(logits, dtype=float))
         return {"gold": sorted(gold), "predicted": sorted(labels[j] for j in np.flatnonzero(scores >= threshold)),
                 "scores": rounded_scores(labels, scores, 6)}
-
-    def encode_answers(self, values: list, labels: list[str]) -> Any:
-        matrix = np.zeros((len(values), len(labels)), dtype=int)
-        index = {label: i for i, label in enumerate(labels)}
-        for row, chosen in enumerate(values):
-            matrix[row, [index[v] for v in chosen]] = 1
-        return matrix
-
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("micro_f1", "macro_f1", "subset_accuracy")
-
-    def statistic(self, bio: bool = True) -> str:
-        return "label_sets"
 
     def predict_output(self, scores: dict[str, float], info: dict) -> dict:
         labels = info["labels"]
@@ -405,23 +352,11 @@ class Regression(SequenceTask):
     def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
         return [float(v) for v in values]
 
-    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-        return regression_metrics(np.asarray(gold, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
-
-    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
-        return [(str(int(round(g))), str(int(round(p)))) for g, p in zip(gold, logits.reshape(-1), strict=True)]
+    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+        return pearson(np.asarray(gold, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
 
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
         return {"gold": float(gold), "predicted": float(np.asarray(logits).reshape(-1)[0])}
-
-    def encode_answers(self, values: list, labels: list[str]) -> Any:
-        return np.array(values, dtype=float)
-
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("pearson", "spearman")
-
-    def statistic(self, bio: bool = True) -> str:
-        return "values"
 
     def predict_output(self, scores: dict[str, float], info: dict) -> dict:
         [value] = scores.values()
@@ -466,32 +401,27 @@ class Token(TaskType):
                training_split: bool = True) -> tuple[dict, int]:
         return encode_token_task(tokenizer, frame, task, label2id, training_split)
 
-    def scores_from_logits(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> dict:
-        """Sub-token logits against aligned labels (Trainer validation); IGNORE_INDEX positions are skipped."""
+    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+        """Sub-token logits against aligned labels; IGNORE_INDEX positions are skipped."""
         predictions = np.argmax(logits, axis=-1)
         gold_sequences, predicted_sequences = [], []
         for gold_row, predicted_row in zip(gold, predictions, strict=True):
             keep = [i for i, g in enumerate(gold_row) if g != IGNORE_INDEX]
             gold_sequences.append([labels[gold_row[i]] for i in keep])
             predicted_sequences.append([labels[predicted_row[i]] for i in keep])
-        return token_metrics(gold_sequences, predicted_sequences, uses_bio(task))
+        return sequence_f1(gold_sequences, predicted_sequences, uses_bio(task))
 
-    def word_scores(self, logits: list, split: Any, labels: list[str], bio: bool = True
-                    ) -> tuple[dict, list[tuple[str, str]], list]:
-        """Word-level scores, (gold, predicted) word pairs and each sentence's (gold, predicted) tags, from each
-        sentence's sub-token logits and the split's `word_ids` and `word_labels`."""
-        names = [*labels, "O" if bio and "O" in labels else MISSED_TAG]
+    def split_outputs(self, task: Any, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
+        """Each sentence's word-level gold and predicted tags from its sub-token logits and the split's `word_ids`
+        and `word_labels`; a word no token reaches is predicted `O` for IOB tags, MISSED_TAG otherwise."""
+        names = [*labels, "O" if uses_bio(task) and "O" in labels else MISSED_TAG]
         fallback = len(labels)  # the id of the name given to cut words
         gold_sequences, predicted_sequences, cut = [], [], 0
         for word_labels, predicted in self.sentence_predictions(logits, split, fallback):
             cut += predicted.count(fallback)
             gold_sequences.append([labels[i] for i in word_labels])
             predicted_sequences.append([names[i] for i in predicted])
-        scores = token_metrics(gold_sequences, predicted_sequences, bio)
-        scores["truncated_words"] = cut
-        pairs = [(g, p) for gs, ps in zip(gold_sequences, predicted_sequences, strict=True)
-                 for g, p in zip(gs, ps, strict=True)]
-        return scores, pairs, list(zip(gold_sequences, predicted_sequences, strict=True))
+        return SplitOutputs(gold_sequences, predicted_sequences, cut)
 
     def sentence_predictions(self, logits: list, split: Any, fallback: int) -> list[tuple[list[int], list[int]]]:
         """Each sentence's word labels and predicted ids (`fallback` for a word no token reaches): at each word's
@@ -505,29 +435,11 @@ class Token(TaskType):
                  window_word_predictions([logits[i] for i in group], [word_ids[i] for i in group],
                                          len(word_labels[group[0]]), fallback)) for group in groups]
 
-    def confusion_pairs(self, logits: Any, gold: Any, task: dict, labels: list[str]) -> list[tuple[str, str]]:
-        """Word pairs; `gold` is the split's columns `word_ids` and `word_labels`."""
-        return self.word_scores(logits, gold, labels, uses_bio(task))[1]
-
-    def score(self, task: dict, logits: list, split: Any, labels: list[str]) -> tuple[dict, list, Any]:
-        return self.word_scores(logits, split, labels, uses_bio(task))
-
-    def prediction_rows(self, task: dict, raw_test: Any, outputs: Any, labels: list[str]) -> list[dict]:
+    def prediction_rows(self, task: Any, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
         """The sentence's words with word-level gold and predicted tags."""
         return [{"index": i, "tokens": list(raw_test.iloc[i]["tokens"]), "gold": list(gold),
-                 "predicted": list(predicted)} for i, (gold, predicted) in enumerate(outputs)]
-
-    def encode_answers(self, values: list, labels: list[str]) -> Any:
-        return [list(v) for v in values]
-
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("f1", "precision", "recall") if bio else ("accuracy", "f1")
-
-    def statistic(self, bio: bool = True) -> str:
-        return "entities" if bio else "tags"
-
-    def describe(self, bio: bool = True) -> str:
-        return "token with IOB tags" if bio else "token with plain tags"
+                 "predicted": list(predicted)}
+                for i, (gold, predicted) in enumerate(zip(outputs.gold, outputs.predicted, strict=True))]
 
     def predict(self, predictor: Predictor, info: dict, items: list[dict]) -> list[dict]:
         """Entities for IOB tags (NER, chunks), a tag per word otherwise (POS)."""

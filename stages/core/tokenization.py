@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,19 +24,11 @@ log = logging.getLogger("pipeline.tokenization")
 NO_WORD = -1  # word_ids stored in Arrow: special tokens get -1 instead of None
 
 
-def label_targets(values: pd.Series, task_type: str, label2id: dict[str, int]) -> list[Any]:
-    """Label column -> training targets of the task type (class id, float, multi-hot vector, ...)."""
-    from stages.core.task_types import get_task_type  # the registry's types encode with this module
-
-    return get_task_type(task_type).label_targets(values, label2id)
-
-
-def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int],
+def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: Any, targets: Sequence[Any],
                      training_split: bool = True) -> dict:
-    """Single texts or real sentence pairs (tokenizer(a, b): segment ids mark the second text); with
-    `long_texts: windows`, one row per window of each text, labelled with its text's label, with the text's row
-    in EXAMPLE_COLUMN."""
-    targets = label_targets(frame["label"], task.type, label2id)
+    """Single texts or real sentence pairs (tokenizer(a, b): segment ids mark the second text) with `targets`, the
+    training target of each row (its task type's `label_targets`); with `long_texts: windows`, one row per window
+    of each text, labelled with its text's target, with the text's row in EXAMPLE_COLUMN."""
     if task.long_texts.mode == "windows":
         windows = task.long_texts
         encoded, keep = encode_windows(tokenizer, frame["text"].tolist(), task.max_length,
@@ -199,6 +192,13 @@ def _continued_start(aligned: list[int], word_ids: list[int | None], previous: l
 CUT_COLUMN = "cut_words"  # removed before saving
 
 
+class Encoding(Protocol):
+    """What SplitEncoder needs of a task type (stages/core/task_types.py), which encodes with this module."""
+
+    def encode(self, tokenizer: Any, frame: Any, task: Any, label2id: dict[str, int],
+               training_split: bool = True) -> tuple[dict, int]: ...
+
+
 class SplitEncoder:
     """`Dataset.map` function (batched, on pandas batches): a raw split's rows -> its task type's model inputs.
 
@@ -206,14 +206,13 @@ class SplitEncoder:
     one: each batch's count in its first row, 0 in the others; the column's sum is the split's count.
     """
 
-    def __init__(self, tokenizer: Any, task: dict, label2id: dict[str, int], training_split: bool) -> None:
-        self.tokenizer, self.task, self.label2id, self.training_split = tokenizer, task, label2id, training_split
+    def __init__(self, task_type: Encoding, tokenizer: Any, task: Any, label2id: dict[str, int],
+                 training_split: bool) -> None:
+        self.task_type, self.tokenizer, self.task = task_type, tokenizer, task
+        self.label2id, self.training_split = label2id, training_split
 
     def __call__(self, frame: pd.DataFrame, indices: list[int] | None = None) -> dict:
-        from stages.core.task_types import get_task_type  # the registry's types encode with this module
-
-        columns, cut = get_task_type(self.task.type).encode(self.tokenizer, frame, self.task, self.label2id,
-                                                            self.training_split)
+        columns, cut = self.task_type.encode(self.tokenizer, frame, self.task, self.label2id, self.training_split)
         if EXAMPLE_COLUMN in columns and indices is not None:  # windows: the batch's rows -> the split's rows
             columns[EXAMPLE_COLUMN] = [indices[i] for i in columns[EXAMPLE_COLUMN]]
         rows = len(columns["input_ids"])

@@ -6,7 +6,8 @@ safetensors, config with id2label/label2id, tokenizer and `task.json`, nothing p
 
 Early stopping (`train.early_stopping_patience`) is the Trainer's own EarlyStoppingCallback: it compares each
 validation score of the main metric with the best so far, so it needs evaluation during training and the best
-checkpoint kept (`load_best_model_at_end`). The run's summary then says where training stopped and which step's
+checkpoint kept (`load_best_model_at_end`). Validation computes the main metric alone (stages/core/selection.py):
+it is what training decides with, and the test metrics stay the scoring stages' code. The run's summary then says where training stopped and which step's
 weights were kept. The loss curve (plots/loss/<run>.csv) carries the training loss and, at each evaluation, the
 validation loss and main metric, so overfitting shows as the two losses parting.
 """
@@ -32,7 +33,7 @@ from stages.core.errors import PipelineError
 from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer
 from stages.core.paths import CHECKPOINT_ROOT, TASK_FILE
 from stages.core.subsets import subset
-from stages.core.task_types import get_task_type
+from stages.core.task_types import TaskType, get_task_type
 
 log = logging.getLogger("pipeline.training")
 
@@ -62,13 +63,12 @@ def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remo
                                trust_remote_code)
 
 
-def _trainer_metrics(task: dict, label_names: list[str]) -> Any:
-    task_type = get_task_type(task.type)
+def _trainer_metrics(task_type: TaskType, task: Any, label_names: list[str]) -> Any:
+    """The Trainer's compute_metrics: the main metric on the validation split (what picks the kept checkpoint)."""
 
     def compute(prediction: Any) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        scores = task_type.scores_from_logits(logits, prediction.label_ids, task, label_names)
-        return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {task_type.main_metric: task_type.validation_score(task, logits, prediction.label_ids, label_names)}
 
     return compute
 
@@ -216,7 +216,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         eval_dataset=eval_set if settings.eval_strategy != "no" else None,
         data_collator=collator,
         processing_class=tokenizer,
-        compute_metrics=_trainer_metrics(task, labels),
+        compute_metrics=_trainer_metrics(task_type, task, labels),
         compute_loss_func=None if weights is None else weighted_loss(task.type, list(weights.values())),
         callbacks=callbacks + ([stopper] if stopper else []),
     )

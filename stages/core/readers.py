@@ -82,10 +82,8 @@ def read_task_splits(task: Any, seed: int, where: str) -> dict[str, pd.DataFrame
 def read_split_table(path: Path) -> pd.DataFrame:
     """A written split as pandas, with list columns as Python lists, as the readers give them."""
     table = pq.read_table(path)
-    frame = table.to_pandas()
-    for name in (n for n in table.column_names if pa.types.is_list(table.schema.field(n).type)):
-        frame[name] = table.column(name).to_pylist()
-    return frame
+    lists = [name for name in table.column_names if pa.types.is_list(table.schema.field(name).type)]
+    return table.to_pandas().assign(**{name: table.column(name).to_pylist() for name in lists})
 
 
 def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str | None) -> pd.DataFrame:
@@ -321,16 +319,11 @@ def split_fractions(fractions: dict | None, where: str) -> dict[str, float]:
     return fractions
 
 
-def label_groups(labels: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
+def label_groups(labels: pa.ChunkedArray) -> list[np.ndarray]:
     """The row indices of each label (ascending), the labels in sorted order: the strata of a single-label split.
-    Dictionary codes rather than Python strings keep this at a few bytes per row."""
-    if not pa.types.is_dictionary(labels.type):
-        labels = pc.dictionary_encode(labels)
-    chunks = labels.unify_dictionaries().chunks if isinstance(labels, pa.ChunkedArray) else [labels]
-    names = chunks[0].dictionary.to_pylist() if chunks else []
-    codes = np.concatenate([np.empty(0, np.int32)] + [c.indices.to_numpy(zero_copy_only=False) for c in chunks])
-    by_code = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
-    return [by_code[code] for code in sorted(range(len(names)), key=names.__getitem__)]  # stable: rows ascending
+    Read as a categorical (dictionary codes rather than Python strings): a few bytes per row."""
+    series = labels.to_pandas()
+    return [rows for _, rows in sorted(series.groupby(series, observed=True).indices.items())]
 
 
 def carve_assignment(groups: list[np.ndarray], total: int, fractions: dict[str, float], seed: int,

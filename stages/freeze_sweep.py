@@ -1,11 +1,13 @@
-"""Stage freeze_sweep@<k>: fine-tune the sweep's task with the first k encoder blocks frozen, then score its test split.
+"""Stage freeze_sweep@<k>: fine-tune the sweep's task with the first k encoder blocks frozen, predict its test split.
 
-One stage per point (a DVC matrix over `freeze_sweep.points`), each writing metrics/freeze_sweep/<k>.json (the
-task's test metrics with 95% intervals, trainable parameters), timings/freeze_sweep/<k>.json (train time and
-samples/s: not metrics) and predictions/freeze_sweep/<k>.json (the full test predictions). Training is the fine-tune stage's own code
-path (`training.train`) with the shared `train` section plus the sweep's overrides, and scoring is the evaluate
-stage's (`score_split`). The stage lists those params but not the list of points, so changing a training param
-reruns every point while adding a point runs only the new one. With `freeze_sweep.cache_frozen`, a point that
+One stage per point (a DVC matrix over `freeze_sweep.points`), each writing predictions/freeze_sweep/<k>.json (the
+full test predictions), predictions/freeze_sweep/records/<k>.json (the training facts the metrics file shows:
+train loss, trainable parameters, ...) and timings/freeze_sweep/<k>.json (train time and samples/s: not metrics).
+Stage score_sweep@<k> turns the first two into metrics/freeze_sweep/<k>.json, so a metric or statistics edit
+reruns no training. Training is the fine-tune stage's own code path (`training.train`) with the shared `train`
+section plus the sweep's overrides, and the test outputs are the evaluate stage's (`inference.split_outputs`). The
+stage lists those params but not the list of points, so changing a training param reruns every point while adding
+a point runs only the new one. With `freeze_sweep.cache_frozen`, a point that
 freezes blocks trains its top blocks from the states stage freeze_cache stored for it (its folder is the point's
 own dependency), instead of running the frozen blocks at every step (stages/core/frozen_cache.py).
 """
@@ -17,7 +19,7 @@ import logging
 from pathlib import Path
 
 from stages.core import predictions
-from stages.core.atomic import write_json, write_metrics
+from stages.core.atomic import write_json
 from stages.core.devices import inference_dtype, place_model, resolve_device
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import PipelineError, run_stage
@@ -25,9 +27,7 @@ from stages.core.frozen_cache import FrozenStates, check_cacheable, point_depth
 from stages.core.inference import split_outputs
 from stages.core.modeling import count_encoder_blocks, init_dir
 from stages.core.params import check_freeze_value, load_params, merge_train
-from stages.core.paths import FREEZE_CACHE_DIR, SWEEP_METRICS_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_TIMINGS_DIR
-from stages.core.scoring import score
-from stages.core.stats import interval_summary
+from stages.core.paths import FREEZE_CACHE_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_RECORDS_DIR, SWEEP_TIMINGS_DIR
 from stages.core.task_data import load_tokenized, read_raw_split
 from stages.core.task_types import get_task_type
 from stages.core.training import split_timings, train
@@ -50,7 +50,8 @@ def check_point_fits(point: int | str, blocks: int, model_dir: Path) -> None:
 
 
 def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
-    """Train and score one point; returns its metrics row, its timings and its predictions document."""
+    """Train one point and predict its test split; returns its record (the metrics file's facts, in order), its
+    timings and its predictions document."""
     sweep = params.freeze_sweep
     task = params.tasks[sweep.task]
     task_type = get_task_type(task.type)
@@ -68,13 +69,12 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
         frozen = FrozenStates(FREEZE_CACHE_DIR / sweep.task / str(point))
     result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
                    params.compute.device, entry.attn_implementation, frozen)
-    # Scored like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the
+    # Predicted like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the
     # trained model is scored and dropped, so casting it in place costs nothing).
     device = resolve_device(params.compute.device)
     model = place_model(result.model, device, inference_dtype(device, settings.mixed_precision))
     outputs = split_outputs(model, result.tokenizer, task_type, task, tokenized["test"], labels,
                             settings.eval_batch_size)
-    scores, _ = score(task_type, task, outputs, labels)
     rows = task_type.prediction_rows(task, read_raw_split(sweep.task, "test"), outputs, labels)
     document = predictions.document(f"freeze_sweep/{point}", params.seed, task, labels, rows)
     main_metric = task_type.main_metric
@@ -90,9 +90,8 @@ def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
         "frozen_states": "cached" if frozen is not None else "recomputed",
         "main_metric": main_metric,
         "test_examples": len(rows),  # texts, not windows (long_texts: windows)
-        # Scalar test scores only (the per-class tables live in the evaluate stage's metrics).
-        **{k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-        "intervals": interval_summary([document], params.stats, params.seed),
+        # Token tasks: the words no token reached, which the predictions document cannot tell from `O`.
+        **({"truncated_words": outputs.truncated} if task_type.token_level else {}),
     }
     return row, timings, document
 
@@ -109,10 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     if not is_main_process():
         return
     write_json(SWEEP_PREDICTIONS_DIR / f"{point}.json", document)
+    write_json(SWEEP_RECORDS_DIR / f"{point}.json", row)
     write_json(SWEEP_TIMINGS_DIR / f"{point}.json", timings)
-    write_metrics(SWEEP_METRICS_DIR / f"{point}.json", row)
-    log.info("freeze=%s: test %s = %.4f, %d trainable params, %.1f samples/s", point, row["main_metric"],
-             row[row["main_metric"]], row["trainable_params"], timings["train_samples_per_second"])
+    log.info("freeze=%s: %d trainable params, %.1f samples/s; scored by score_sweep@%s", point,
+             row["trainable_params"], timings["train_samples_per_second"], point)
 
 
 if __name__ == "__main__":

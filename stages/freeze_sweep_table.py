@@ -33,7 +33,7 @@ def read_points(points: list, folder: Path = SWEEP_METRICS_DIR) -> list[dict]:
         path = folder / f"{point}.json"
         if not path.exists():
             raise PipelineError(f"{path} is missing for freeze_sweep.points entry {point!r}: "
-                                f"run `dvc repro freeze_sweep@{point}`")
+                                f"run `dvc repro score_sweep@{point}` (it trains the point first)")
         rows.append(json.loads(path.read_text()))
     return rows
 

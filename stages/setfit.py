@@ -3,12 +3,14 @@
 SetFit fine-tunes a sentence-transformers body contrastively on pairs drawn from the few examples (same class:
 similar, different class: dissimilar), then fits a logistic-regression head on the embeddings. The stage samples
 exactly N examples per class (seeded; the sample for N is a prefix of the sample for 2N, so the curve over N is
-not blurred by resampling), trains, and scores on the same test split with the same metrics function as the full
-fine-tune. Writes models/setfit/<task>-n<N>/ (SetFit's own format), metrics/setfit/<task>-n<N>.json (test
-metrics with 95% intervals), predictions/setfit/<task>-n<N>.json (the full test predictions, for paired
-comparisons with the fine-tuned runs) and timings/setfit/<task>-n<N>.json. The model directory's README.md is
-SetFit's own model card, given the facts the fine-tuned models' cards carry (license, base model, dataset, the
-test scores with their intervals, provenance; stages/core/model_card.py).
+not blurred by resampling), trains, and predicts the same test split as the full fine-tune. Writes
+models/setfit/<task>-n<N>/ (SetFit's own format), predictions/setfit/<task>-n<N>.json (the full test predictions,
+for paired comparisons with the fine-tuned runs), predictions/setfit/records/<task>-n<N>.json (the training facts
+the metrics file shows) and timings/setfit/<task>-n<N>.json. Stage score_setfit@<task>-<N> computes
+metrics/setfit/<task>-n<N>.json (test metrics with 95% intervals, the same metrics function as the full fine-tune)
+from those, so a metric or statistics edit retrains nothing. The model directory's README.md is SetFit's own model
+card, given the facts the fine-tuned models' cards carry (license, base model, dataset, provenance, and where the
+test scores are; stages/core/model_card.py).
 
 The head is a scikit-learn object that SetFit pickles (`model_head.pkl`, via joblib): loading a SetFit model
 unpickles it, which can run arbitrary code. Load SetFit directories only from sources you trust.
@@ -21,20 +23,20 @@ import logging
 import os
 
 from stages.core import predictions
-from stages.core.atomic import atomic_dir, round_metrics, write_json, write_metrics
+from stages.core.atomic import atomic_dir, write_json
 from stages.core.errors import PipelineError, run_stage
-from stages.core.fewshot import sample_per_class, score_setfit, train_setfit
-from stages.core.model_card import CARD_FILE, append_sections, setfit_card_data
+from stages.core.fewshot import predict_test, sample_per_class, train_setfit
+from stages.core.model_card import CARD_FILE, append_sections, pending_test_section, setfit_card_data
 from stages.core.modeling import init_dir
 from stages.core.params import load_params
 from stages.core.paths import (
     SETFIT_METRICS_DIR,
     SETFIT_MODELS_DIR,
     SETFIT_PREDICTIONS_DIR,
+    SETFIT_RECORDS_DIR,
     SETFIT_TIMINGS_DIR,
     setfit_name,
 )
-from stages.core.stats import interval_summary
 from stages.core.task_data import read_raw
 
 log = logging.getLogger("pipeline.setfit")
@@ -70,25 +72,22 @@ def main(argv: list[str] | None = None) -> None:
     model, _, summary = train_setfit(init_dir(settings.init, settings.model), train, labels, settings, seed,
                                      settings.max_length or task.max_length, entry.trust_remote_code,
                                      params.compute.device, entry.attn_implementation)
-    # As the metrics file stores them (write_metrics), so the card's model-index shows the same numbers.
-    scores, rows = score_setfit(model, splits["test"], labels, task.positive_label)  # one pass over the test set
-    scores = round_metrics(scores)
+    rows = predict_test(model, splits["test"], labels)  # one pass over the test set
     document = predictions.document(f"setfit/{name}", seed, task, labels, rows)
     runtime = summary.pop("train_runtime_s")
-    metrics = {"task": task_name, "method": "setfit", "init": settings.init, "model": settings.model,
-               "samples_per_class": n,
-               "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",
-               "test_examples": len(splits["test"]), **summary, **scores,
-               "intervals": interval_summary([document], params.stats, params.seed)}
-    setfit_card_data(model, params, name, task_name, task, scores)
+    record = {"task": task_name, "method": "setfit", "init": settings.init, "model": settings.model,
+              "samples_per_class": n, "num_iterations": settings.num_iterations, "seed": seed, "main_metric": "f1",
+              "test_examples": len(splits["test"]), **summary}
+    setfit_card_data(model, params, name, task_name, task)
     with atomic_dir(SETFIT_MODELS_DIR / name) as tmp:
         model.save_pretrained(str(tmp))  # writes SetFit's card (README.md) from model.model_card_data
-        append_sections(tmp / CARD_FILE, name, metrics, (SETFIT_METRICS_DIR / f"{name}.json").as_posix())
+        append_sections(tmp / CARD_FILE, pending_test_section(name, (SETFIT_METRICS_DIR / f"{name}.json").as_posix(),
+                                                              f"score_setfit@{task_name}-{n}"))
     write_json(SETFIT_PREDICTIONS_DIR / f"{name}.json", document)
+    write_json(SETFIT_RECORDS_DIR / f"{name}.json", record)
     write_json(SETFIT_TIMINGS_DIR / f"{name}.json", {"train_runtime_s": runtime})
-    write_metrics(SETFIT_METRICS_DIR / f"{name}.json", metrics)
-    log.info("setfit %s: test f1 = %.4f, accuracy = %.4f on %d examples (%.0f s training)", name, scores["f1"],
-             scores["accuracy"], len(splits["test"]), runtime)
+    log.info("setfit %s: %d test predictions (%.0f s training); scored by score_setfit@%s-%d", name, len(rows),
+             runtime, task_name, n)
 
 
 if __name__ == "__main__":

@@ -233,8 +233,8 @@ def test_long_inference_shows_progress(classifier_dir, tiny_model_dir, monkeypat
             return np.full((len(texts), 2), 0.5)
 
     monkeypatch.setattr(fewshot, "progress_shown", lambda: True)
-    _, rows = fewshot.score_setfit(SetFitLike(), pd.DataFrame({"text": TEXTS, "label": ["pos", "neg", "pos", "pos"]}),
-                                   LABELS, "pos")
+    rows = fewshot.predict_test(SetFitLike(), pd.DataFrame({"text": TEXTS, "label": ["pos", "neg", "pos", "pos"]}),
+                                LABELS)
     assert len(rows) == 4 and asked["show_progress_bar"] is True
 
 

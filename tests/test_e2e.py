@@ -92,8 +92,9 @@ def test_forced_rerun_with_nothing_changed_diffs_empty(reproduced):
     assert (reproduced / "plots" / "report.html").read_bytes() == report
     # one stage of every kind that writes metrics (all of them would take the whole default repro again); their
     # timings change, and the report that shows them reruns, but no metric moves
-    for stage in ("domain_adapt@minilm", "finetune@topics", "evaluate@topics", "freeze_sweep@head", "freeze_sweep_table",
-                  "setfit@sentiment-8", "setfit_compare@sentiment", "compare"):
+    for stage in ("domain_adapt@minilm", "finetune@topics", "evaluate@topics", "freeze_sweep@head", "score_sweep@head",
+                  "freeze_sweep_table", "setfit@sentiment-8", "score_setfit@sentiment-8", "setfit_compare@sentiment",
+                  "compare"):
         sh(reproduced, "dvc", "repro", "--force", "--single-item", stage)
     assert sh(reproduced, "dvc", "metrics", "diff").stdout.strip() == ""
     sh(reproduced, "dvc", "repro")  # the report catches up with the new timings

@@ -113,7 +113,7 @@ def test_table_reads_only_the_listed_points(tmp_path):
     for point in (0, 3, "head"):
         (tmp_path / f"{point}.json").write_text(json.dumps(metrics_row(point, 3, 0.8, 10)))
     assert [r["freeze"] for r in read_points([0, "head"], tmp_path)] == ["0", "head"]
-    with pytest.raises(PipelineError, match=r"5\.json is missing .* run `dvc repro freeze_sweep@5`"):
+    with pytest.raises(PipelineError, match=r"5\.json is missing .* run `dvc repro score_sweep@5`"):
         read_points([0, 5], tmp_path)
 
 
@@ -147,10 +147,12 @@ def sweep_repo(tmp_path, monkeypatch, tiny_model_dir):
 def test_sweep_points_table_and_figures(sweep_repo):
     from transformers import AutoModelForSequenceClassification
 
-    from stages import freeze_sweep, freeze_sweep_table, plot
+    from stages import freeze_sweep, freeze_sweep_table, plot, score_sweep
 
     for point in ("0", "1", "2", "head"):
         freeze_sweep.main([point])
+        assert not (sweep_repo / "metrics" / "freeze_sweep" / f"{point}.json").exists()  # training scores nothing
+        score_sweep.main([point])
     rows = {p: json.loads((sweep_repo / "metrics" / "freeze_sweep" / f"{p}.json").read_text())
             for p in ("0", "1", "2", "head")}
     timings = {p: json.loads((sweep_repo / "timings" / "freeze_sweep" / f"{p}.json").read_text())

@@ -116,7 +116,7 @@ def test_training_summary(trained):
 def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import shutil
 
-    from stages import setfit
+    from stages import score_setfit, setfit
     from stages.core.fewshot import is_setfit_dir
 
     raw = _params(samples_per_class=[2], num_iterations=1, batch_size=8)
@@ -133,9 +133,14 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     before = {p for p in tmp_path.rglob("*")}
     monkeypatch.chdir(tmp_path)
     setfit.main(["sentiment", "2"])
+    trained = {p.relative_to(tmp_path).as_posix() for p in set(tmp_path.rglob("*")) - before if p.is_file()}
+    assert not any(path.startswith("metrics/") for path in trained)  # scoring is stage score_setfit's
+    _check_card(tmp_path / "models" / "setfit" / "sentiment-n2" / "README.md")
+    score_setfit.main(["sentiment", "2"])
     written = {p.relative_to(tmp_path).parts[:3] for p in set(tmp_path.rglob("*")) - before}
     declared = {"models/setfit/sentiment-n2", "metrics/setfit/sentiment-n2.json",
-                "predictions/setfit/sentiment-n2.json", "timings/setfit/sentiment-n2.json"}
+                "predictions/setfit/sentiment-n2.json", "predictions/setfit/records/sentiment-n2.json",
+                "timings/setfit/sentiment-n2.json"}
     expected = {Path(p).parts[:i] for p in declared for i in (1, 2, 3)} - {("models",), ("models", "base")}  # models/base was there
     assert written == expected
     data = json.loads((tmp_path / "metrics" / "setfit" / "sentiment-n2.json").read_text())
@@ -149,37 +154,38 @@ def test_stage_writes_only_its_declared_outputs(tiny_body: Path, tmp_path: Path,
     accuracy = sum(r["gold"] == r["predicted"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(data["accuracy"])  # the predictions file is what the metrics were computed on
     assert is_setfit_dir(tmp_path / "models" / "setfit" / "sentiment-n2")
-    _check_card(tmp_path / "models" / "setfit" / "sentiment-n2" / "README.md", data)
     with pytest.raises(PipelineError, match="class 'neg' has 4"):
         setfit.main(["sentiment", "5"])
 
 
-def _check_card(path: Path, metrics: dict) -> None:
+def _check_card(path: Path) -> None:
     """SetFit's own card, with the facts the fine-tuned models' cards carry: license and base model from params,
-    the test scores as plain numbers in the model-index, our test section with intervals, provenance."""
+    a test section that says which stage scores the test split and where, provenance. No test scores: the model
+    is saved before stage score_setfit scores it (as a fine-tuned model's card, before evaluate)."""
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(path)
     assert card.data.license == "apache-2.0" and card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert card.data.library_name == "setfit" and "bert-finetune-pipeline" in card.data.tags
-    test = {r.metric_type: r.metric_value for r in card.data.eval_results}
-    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
-    assert test["f1"] == pytest.approx(metrics["f1"]) and all(isinstance(v, float) for v in test.values())
+    assert not card.data.eval_results
     assert "# sentiment-n2" in card.text
-    low, high = metrics["intervals"]["f1"]["low"], metrics["intervals"]["f1"]["high"]
-    assert f"| f1 | {metrics['f1']:.4f} | {low:.4f} – {high:.4f} |" in card.text
+    assert "by stage `score_setfit@sentiment-2`, into\n`metrics/setfit/sentiment-n2.json`" in card.text
     assert card.text.index("### Test split") < card.text.index("## Uses")  # in SetFit's evaluation part
     assert "## Provenance" in card.text and "code sha256" in card.text
 
 
 def test_one_scoring_pass_gives_what_setfit_evaluate_and_the_rows_gave(trained, monkeypatch: pytest.MonkeyPatch):
-    """The test set is encoded once; the metrics equal SetFit's own evaluate() with our metrics function, and the
-    rows equal those of a separate predict_proba pass (what the stage did before: two passes)."""
+    """The test set is encoded once; the metrics score_setfit computes from the rows equal SetFit's own evaluate()
+    with our metrics function, and the rows equal those of a separate predict_proba pass."""
     import datasets
     import evaluate
 
     from stages.core import predictions
-    from stages.core.fewshot import metric_fn, score_setfit
+    from stages.core.fewshot import metric_fn, predict_test
+    from stages.core.metrics import classification_metrics
+    from stages.core.params import Task
+    from stages.core.scoring import scoring_of
+    from stages.core.task_types import get_task_type
 
     def no_hub(*args, **kwargs):
         raise AssertionError("evaluate.load must not be called (it needs the network)")
@@ -190,17 +196,24 @@ def test_one_scoring_pass_gives_what_setfit_evaluate_and_the_rows_gave(trained, 
     encoded = []
     original = model.predict_proba
     monkeypatch.setattr(model, "predict_proba", lambda texts, **kw: encoded.append(len(texts)) or original(texts, **kw))
-    scores, rows = score_setfit(model, test, LABELS, "pos")
+    rows = predict_test(model, test, LABELS)
     assert encoded == [4]  # one pass over the 4 test texts
-    trainer.metric = metric_fn(LABELS, "pos")
+    task = Task.model_construct(type="single_label", positive_label="pos", threshold=None, source=None)
+    scores = scoring_of(get_task_type("single_label")).document_scores(
+        predictions.document("setfit/x", 1, task, LABELS, rows))
+    trainer.metric = lambda y_pred, y_true: classification_metrics(np.asarray(y_true), np.asarray(y_pred), LABELS,
+                                                                   "pos")
     expected = trainer.evaluate(datasets.Dataset.from_dict({"text": test["text"].tolist(), "label": [1, 1, 0, 0]}))
     assert scores == expected
+    trainer.metric = metric_fn(LABELS, "pos")  # the trainer's own: the main metric, offline
+    assert trainer.evaluate(datasets.Dataset.from_dict({"text": test["text"].tolist(),
+                                                        "label": [1, 1, 0, 0]})) == {"f1": scores["f1"]}
     assert scores["positive_label"] == "pos" and scores["n"] == 4
     probabilities = np.asarray(original(test["text"].tolist(), as_numpy=True))
     assert rows == predictions.label_rows(test, [LABELS[int(i)] for i in probabilities.argmax(-1)], probabilities,
                                           LABELS)
     with pytest.raises(PipelineError, match=r"labels \['maybe'\] are not in"):
-        score_setfit(model, pd.DataFrame({"text": ["x"], "label": ["maybe"]}), LABELS, "pos")
+        predict_test(model, pd.DataFrame({"text": ["x"], "label": ["maybe"]}), LABELS)
 
 
 def test_save_reload_and_predict(trained, tmp_path: Path):

@@ -1,4 +1,6 @@
-"""Few-shot SetFit: per-class sampling, training, scoring and loading, shared by the setfit stage and predict.
+"""Few-shot SetFit: per-class sampling, training, test predictions and loading, shared by the setfit stage and
+predict. The test metrics are stage score_setfit's (from the predictions document), so this module imports no
+metrics.
 
 The head is a scikit-learn object that SetFit pickles (`model_head.pkl`, via joblib): loading a SetFit model
 unpickles it, which can run arbitrary code. Load SetFit directories only from sources you trust.
@@ -21,8 +23,8 @@ from stages.core import predictions
 from stages.core.attention import set_attention
 from stages.core.devices import resolve_device
 from stages.core.errors import PipelineError
-from stages.core.metrics import classification_metrics
 from stages.core.progress import progress_shown
+from stages.core.selection import class_f1
 
 log = logging.getLogger("pipeline.setfit")
 # Files that mark a SetFit model directory (SetFit's own names).
@@ -47,10 +49,11 @@ def sample_per_class(frame: pd.DataFrame, labels: Sequence[str], n: int, seed: i
 
 
 def metric_fn(labels: list[str], positive_label: str | None) -> Callable[[Any, Any], dict]:
-    """SetFit's `metric` callable (it passes y_pred, y_true): our offline metrics instead of `evaluate.load`."""
+    """SetFit's `metric` callable (it passes y_pred, y_true; only its `evaluate`, which the stage never calls, runs
+    it): the main metric offline instead of `evaluate.load`, which fetches a Hub script."""
 
     def compute(y_pred: Any, y_true: Any) -> dict:
-        return classification_metrics(np.asarray(y_true), np.asarray(y_pred), labels, positive_label)
+        return {"f1": class_f1(np.asarray(y_true), np.asarray(y_pred), labels, positive_label)}
 
     return compute
 
@@ -106,23 +109,17 @@ def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], s
     return model, trainer, summary
 
 
-def score_setfit(model: Any, test: pd.DataFrame, labels: list[str], positive_label: str | None,
-                 batch_size: int = 32) -> tuple[dict, list[dict]]:
-    """Test metrics and the full test predictions from one pass of the model over the test texts.
-
-    SetFit's own `Trainer.evaluate` would encode the test set a second time only to predict the same labels; here
-    the predicted label is the most probable class of the probabilities the predictions file carries, so the
-    metrics are computed on exactly the rows that file holds (our metrics function: no Hub metric script)."""
+def predict_test(model: Any, test: pd.DataFrame, labels: list[str], batch_size: int = 32) -> list[dict]:
+    """The full test predictions (rows of a predictions document) from one pass of the model over the test texts:
+    the predicted label is the most probable class of the probabilities the rows carry, so the metrics stage
+    score_setfit computes from the rows are those of the model's predictions."""
     label_ids = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(test["label"].astype(str)) - set(label_ids))
     if unknown:
         raise PipelineError(f"test split: labels {unknown} are not in the task's labels {labels}")
     probabilities = test_probabilities(model, test, batch_size)
     predicted = np.argmax(probabilities, axis=-1)
-    gold = np.asarray([label_ids[v] for v in test["label"].astype(str)])
-    scores = metric_fn(labels, positive_label)(predicted, gold)
-    rows = predictions.label_rows(test, [labels[int(i)] for i in predicted], probabilities, labels)
-    return scores, rows
+    return predictions.label_rows(test, [labels[int(i)] for i in predicted], probabilities, labels)
 
 
 def test_probabilities(model: Any, test: pd.DataFrame, batch_size: int = 32) -> np.ndarray:

@@ -11,7 +11,8 @@ written with the model holds what is known then: base model, data, labels, train
 of the kept checkpoint, where and why training stopped, and the code that trained it. Its test section says where
 the test scores are (metrics/<run>.json). `python -m stages.cli.model_card <run> <dir>` writes a copy of the model
 whose card has the test scores with their intervals filled in (outside every DVC output: the one to publish).
-SetFit scores its test split before saving, so its card has the test scores from the start.
+SetFit's card is the same: stage setfit@<task>-<N> saves the model before stage score_setfit scores its test
+predictions, so its test section says where the scores are (metrics/setfit/<task>-n<N>.json).
 
 Provenance without churn: not a git revision (it changes with every commit, and the same training would then give
 a different model directory), but the package version and a digest of the stage's own code, i.e. the
@@ -145,6 +146,11 @@ def test_metrics_section(run: str, metrics: dict, source: str) -> str:
                                   metrics.get("main_metric"), metrics.get("confidence", 0.95), TEST_BEGIN, TEST_END)
 
 
+def pending_test_section(run: str, source: str, stage: str) -> str:
+    """A test section that says which stage scores the test split, and into which file."""
+    return _macro("test_metrics")(run, None, source, None, None, 0.95, TEST_BEGIN, TEST_END, stage)
+
+
 def provenance_section(code: dict, versions: dict) -> str:
     return _macro("provenance")(code, versions)
 
@@ -200,12 +206,10 @@ def with_test_metrics(card: Any, run: str, task_name: str, task: Any, metrics: d
     return updated  # its text is rendered from the updated metadata
 
 
-def setfit_card_data(model: Any, params: Any, name: str, task_name: str, task: Any, scores: dict) -> None:
+def setfit_card_data(model: Any, params: Any, name: str, task_name: str, task: Any) -> None:
     """SetFit writes its own card when it saves; give it the facts ours carry (license, base model, dataset,
-    tags) before it does, and the test scores as plain numbers (its evaluation passed it our whole metrics
-    mapping, per-class tables and label names included, which the Hub's model-index cannot hold)."""
+    tags) before it does. No test scores: stage score_setfit computes them after the model is saved."""
     data = model.model_card_data
-    data.post_training_eval_results({f"test_{name}": value for name, value in scores_of(scores, "f1").items()})
     model_entry = params.models[params.setfit.model]  # SetFit's body (`models` entry)
     data.license = model_entry.license
     base = hub_base_model(model_entry.name)
@@ -218,13 +222,12 @@ def setfit_card_data(model: Any, params: Any, name: str, task_name: str, task: A
     data.tags = [*dict.fromkeys([*(data.tags or []), PIPELINE, "dvc"])]
 
 
-def append_sections(card_path: Path, name: str, metrics: dict, source: str, before: str = "\n## Uses") -> None:
-    """Add our test section (scores with their intervals) to a card another library wrote, at the end of its
-    evaluation (before its `before` heading; at the end when it has none), and our provenance at its end."""
+def append_sections(card_path: Path, test: str, before: str = "\n## Uses") -> None:
+    """Add our test section `test` to a card another library wrote, at the end of its evaluation (before its
+    `before` heading; at the end when it has none), and our provenance at its end."""
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(card_path)
-    test = test_metrics_section(name, metrics, source)
     head, found, tail = card.text.partition(before)
     body = f"{head.rstrip()}\n\n{test}{found}{tail}" if found else f"{card.text.rstrip()}\n\n{test}"
     card.text = f"{body.rstrip()}\n\n{provenance_section(code_digest(), framework_versions())}"

@@ -53,6 +53,10 @@ PREDICTIONS_DIR = Path("predictions")
 FINETUNE_PREDICTIONS_DIR = PREDICTIONS_DIR / "finetune"
 SWEEP_PREDICTIONS_DIR = PREDICTIONS_DIR / "freeze_sweep"
 SETFIT_PREDICTIONS_DIR = PREDICTIONS_DIR / "setfit"
+# What a training stage knows that its predictions document does not (train loss, parameters, samples, ...): its
+# scoring stage puts it first in the metrics file, then the test scores from the document.
+SWEEP_RECORDS_DIR = SWEEP_PREDICTIONS_DIR / "records"
+SETFIT_RECORDS_DIR = SETFIT_PREDICTIONS_DIR / "records"
 
 # Plot data and figures
 PLOTS_DIR = Path("plots")

@@ -23,11 +23,32 @@ from stages.core.task_types import MultiLabel, Regression, SingleLabel, SplitOut
 
 
 class Scoring(abc.ABC):
-    """What scoring needs of one task type; `register_scoring(<TaskType class>)` adds an instance to SCORING."""
+    """What scoring needs of one task type; `register_scoring(<TaskType class>)` adds an instance to SCORING.
+
+    Test metrics come from answers, the arrays `encode_answers` makes of a predictions document's rows; a model's
+    outputs are turned into the same answers first, so a metrics file computed from a model (evaluate) and one
+    computed from its predictions document (the sweep's and SetFit's scoring stages) are the same numbers."""
 
     @abc.abstractmethod
+    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+        """The gold and predicted answers of a model's outputs, shaped as `encode_answers` gives them."""
+
+    @abc.abstractmethod
+    def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
+        """The task's test metrics from answers; `document` holds the predictions document's settings
+        (positive_label, bio)."""
+
     def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
-        """The task's test metrics (the evaluate stage's metrics file, the sweep's and SetFit's)."""
+        """The task's test metrics from a model's outputs on a split (the evaluate stage's metrics file)."""
+        settings = {"positive_label": task.get("positive_label"), "bio": uses_bio(task)}
+        return self.answer_scores(*self.answers(task, outputs), labels, settings)
+
+    def document_scores(self, document: dict, truncated: int = 0) -> dict:
+        """The task's test metrics from a predictions document (stages/core/predictions.py); `truncated` is the
+        number of words no token reached, which a document cannot tell from words predicted `O`."""
+        labels, rows = document["labels"], document["rows"]
+        return self.answer_scores(self.encode_answers([row["gold"] for row in rows], labels),
+                                  self.encode_answers([row["predicted"] for row in rows], labels), labels, document)
 
     @abc.abstractmethod
     def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
@@ -80,9 +101,11 @@ def score(task_type: TaskType, task: Any, outputs: SplitOutputs, labels: list[st
 
 @register_scoring(SingleLabel)
 class SingleLabelScoring(Scoring):
-    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
-        return classification_metrics(np.asarray(outputs.gold), np.argmax(outputs.predicted, axis=-1), labels,
-                                      task.positive_label)
+    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+        return np.asarray(outputs.gold), np.argmax(outputs.predicted, axis=-1)
+
+    def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
+        return classification_metrics(gold, predicted, labels, document.get("positive_label"))
 
     def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         predicted = np.argmax(outputs.predicted, axis=-1)
@@ -101,8 +124,11 @@ class SingleLabelScoring(Scoring):
 
 @register_scoring(MultiLabel)
 class MultiLabelScoring(Scoring):
-    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
-        return multilabel_metrics(np.asarray(outputs.gold), sigmoid(outputs.predicted) >= task.threshold, labels)
+    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+        return np.asarray(outputs.gold), sigmoid(outputs.predicted) >= task.threshold
+
+    def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
+        return multilabel_metrics(gold, predicted, labels)
 
     def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         predicted = sigmoid(np.asarray(outputs.predicted, dtype=float)) >= task.threshold
@@ -129,9 +155,11 @@ class MultiLabelScoring(Scoring):
 
 @register_scoring(Regression)
 class RegressionScoring(Scoring):
-    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
-        return regression_metrics(np.asarray(outputs.gold, dtype=float).reshape(-1),
-                                  np.asarray(outputs.predicted).reshape(-1))
+    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+        return np.asarray(outputs.gold, dtype=float).reshape(-1), np.asarray(outputs.predicted).reshape(-1)
+
+    def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
+        return regression_metrics(gold, predicted)
 
     def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         return [(str(int(round(g))), str(int(round(p))))
@@ -149,9 +177,18 @@ class RegressionScoring(Scoring):
 
 @register_scoring(Token)
 class TokenScoring(Scoring):
-    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+        return outputs.gold, outputs.predicted
+
+    def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
         """Word-level scores, one sequence per sentence: entities for IOB tags, tag accuracy/macro-F1 otherwise."""
-        return {**token_metrics(outputs.gold, outputs.predicted, uses_bio(task)), "truncated_words": outputs.truncated}
+        return token_metrics(gold, predicted, bool(document.get("bio", True)))
+
+    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+        return {**super().scores(task, outputs, labels), "truncated_words": outputs.truncated}
+
+    def document_scores(self, document: dict, truncated: int = 0) -> dict:
+        return {**super().document_scores(document), "truncated_words": truncated}
 
     def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         """(gold, predicted) word pairs."""

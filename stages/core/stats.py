@@ -16,10 +16,13 @@ the examples are what varies between test sets, the seeds share them.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -528,6 +531,26 @@ def interval_summary(documents: list[dict], stats_params: dict, seed: int) -> di
                                      seed)
     return {metric: {key: round(float(value), 6) for key, value in bounds.items()}
             for metric, bounds in intervals.items()}
+
+
+def score_record(record_path: Path, document_path: Path, target: Path, stats_params: Any, seed: int,
+                 scalars_only: bool = False) -> dict:
+    """A training stage's record (its facts for the metrics file; `truncated_words` for a token task) completed
+    with the test metrics of its predictions document and their intervals, written to `target`: the metrics file of
+    a freeze-sweep point or a SetFit model, by its scoring stage. `scalars_only` drops the per-class tables."""
+    from stages.core.atomic import write_metrics
+    from stages.core.predictions import read_document
+
+    if not record_path.exists():
+        raise PipelineError(f"{record_path} does not exist: run the training stage that writes it first")
+    facts = json.loads(record_path.read_text(encoding="utf-8"))
+    document = read_document(document_path)
+    scores = scoring_of(get_task_type(document["kind"])).document_scores(document, facts.pop("truncated_words", 0))
+    if scalars_only:
+        scores = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {**facts, **scores, "intervals": interval_summary([document], stats_params, seed)}
+    write_metrics(target, metrics)
+    return metrics
 
 
 def seed_summary(values: list[float]) -> dict[str, float]:

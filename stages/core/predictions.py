@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.labels import uses_bio
-from stages.core.task_types import rounded_scores
 
 INPUT_FIELDS = ("text", "text_pair", "tokens")
 
@@ -65,6 +65,11 @@ def document(name: str, seed: int | None, task: dict, labels: list[str], rows: l
     return {"name": name, "seed": seed, "kind": task.type, "labels": list(labels),
             "positive_label": task.get("positive_label"), "bio": uses_bio(task),
             "threshold": task.get("threshold"), "test_sha256": test_fingerprint(rows), "rows": rows}
+
+
+def rounded_scores(labels: Sequence[str], scores: Sequence[float], digits: int) -> dict[str, float]:
+    """{label: score} with each score rounded, for prediction rows and the predict output."""
+    return {label: round(float(score), digits) for label, score in zip(labels, scores, strict=True)}
 
 
 def label_rows(raw_test: Any, predicted: list[str], probabilities: np.ndarray, labels: list[str]) -> list[dict]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX, MISSED_TAG, is_bio_label_set, uses_bio
+from stages.core.predictions import rounded_scores
 from stages.core.selection import class_f1, micro_f1, pearson, sequence_f1
 from stages.core.tokenization import (
     EXAMPLE_COLUMN,
@@ -68,11 +69,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 SCORE_FUNCTIONS = {"softmax": softmax, "sigmoid": sigmoid, "none": np.asarray}  # the pipeline's function_to_apply
-
-
-def rounded_scores(labels: Sequence[str], scores: Sequence[float], digits: int) -> dict[str, float]:
-    """{label: score} with each score rounded, for prediction rows and the predict output."""
-    return {label: round(float(score), digits) for label, score in zip(labels, scores, strict=True)}
 
 
 @dataclass(frozen=True)

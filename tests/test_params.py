@@ -43,6 +43,17 @@ def test_wrong_type_and_range_name_the_key(raw):
         validate(bad)
 
 
+def test_union_members_are_no_keys_and_a_bad_item_is_named(raw):
+    """Pydantic puts a union's members in an error's loc ('str', "literal['auto']"): the path names keys only."""
+    bad = copy.deepcopy(raw)
+    bad["train"]["report_to"] = 3
+    with pytest.raises(PipelineError, match=r"^train\.report_to: expected a string or a list, got 3$"):
+        validate(bad)
+    raw["train"]["class_weights"] = {"pos": -1.0}
+    with pytest.raises(PipelineError, match=r"^train\.class_weights\.pos: -1\.0 is out of range, expected a value > 0\.0$"):
+        validate(raw)
+
+
 def test_choice_with_suggestion(raw):
     raw["tasks"]["sentiment"]["type"] = "single-label"
     with pytest.raises(PipelineError, match=r"tasks\.sentiment\.type: 'single-label' is not one of .*did you mean 'single_label'"):

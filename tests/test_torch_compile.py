@@ -90,7 +90,7 @@ def test_the_default_profile_never_compiles(caplog):
 def test_bad_value_names_the_key():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"]["torch_compile"] = "yes"
-    with pytest.raises(PipelineError, match=r"train\.torch_compile: 'yes' is not one of \['auto', True, False\]"):
+    with pytest.raises(PipelineError, match=r"train\.torch_compile: 'yes' is not one of 'auto', True or False"):
         validate(raw)
     raw["train"]["torch_compile"] = True
     assert validate(raw).train.torch_compile is True

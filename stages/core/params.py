@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import difflib
 import re
-import types
-import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import annotated_types
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -54,6 +52,17 @@ class Section(BaseModel):
     """
 
     model_config = ConfigDict(strict=True, extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        """An unknown key fails here, where this section's own keys give the closest one as a hint."""
+        for key in data if isinstance(data, dict) else ():
+            if key not in cls.model_fields:
+                close = difflib.get_close_matches(str(key), list(cls.model_fields), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(cls.model_fields)}"
+                raise KeyProblem(str(key), f"unknown key; {hint}")
+        return data
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:
@@ -496,113 +505,55 @@ def _prepare(raw: Any) -> Any:
     return raw
 
 
-def _unwrap(annotation: Any) -> Any:
-    """The model class or container behind Optional/Annotated wrappers."""
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        members = [a for a in typing.get_args(annotation) if a is not type(None)]
-        models = [a for a in members if isinstance(a, type) and issubclass(a, BaseModel)]
-        annotation = models[0] if models else members[0]
-    return annotation
-
-
-def _field_at(loc: tuple) -> tuple[type[BaseModel] | None, Any]:
-    """The model that holds the last key of `loc`, and that key's FieldInfo (None for a key it does not know)."""
-    owner: Any = Params
-    info = None
+def _path(loc: tuple, raw: Any, where: str, missing: bool) -> str:
+    """An error's loc as the key path written in params.yaml. Pydantic puts union members in loc ('str',
+    "literal['auto']"); they are no key of the input, so they drop out (a missing key is none either: kept)."""
+    text, node = where, raw
     for i, part in enumerate(loc):
-        owner_now = _unwrap(owner)
-        if isinstance(owner_now, type) and issubclass(owner_now, BaseModel):
-            info = owner_now.model_fields.get(part) if isinstance(part, str) else None
-            if i == len(loc) - 1 or info is None:
-                return owner_now, info
-            owner = info.annotation
-        elif typing.get_origin(owner_now) in (dict, list):
-            owner = typing.get_args(owner_now)[-1]
-            info = owner  # an item of a list or mapping: its annotation carries the bounds
-        else:
-            return None, info
-    return None, info
-
-
-def _path(loc: tuple) -> str:
-    text = ""
-    for part in loc:
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int):
+            node = node[part] if isinstance(node, dict) or part < len(node) else None
+        elif not (missing and i == len(loc) - 1):
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
 
-def _constraints(annotation: Any) -> list:
-    """Every numeric bound written anywhere in an annotation (Annotated metadata, list items, Optional)."""
-    found = []
-    for arg in typing.get_args(annotation):
-        found += _constraints(arg) if not isinstance(arg, annotated_types.BaseMetadata) else [arg]
-        found += [m for m in getattr(arg, "metadata", []) if isinstance(m, annotated_types.BaseMetadata)]
-    return found
+_NOUNS = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true/false", "list": "a list",
+          "dict": "a mapping of keys", "model": "a mapping of keys"}
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
-def _bounds(info: Any) -> str:
-    """The allowed range of a constrained number, written like [0.0, inf) or (0.5, 1.0)."""
-    low, high, low_open, high_open = "-inf", "inf", True, True
-    annotation = getattr(info, "annotation", info)  # a field, or the annotation of a list item
-    for bound in [*getattr(info, "metadata", []), *_constraints(annotation)]:
-        if isinstance(bound, annotated_types.Gt):
-            low, low_open = bound.gt, True
-        elif isinstance(bound, annotated_types.Ge):
-            low, low_open = bound.ge, False
-        elif isinstance(bound, annotated_types.Lt):
-            high, high_open = bound.lt, True
-        elif isinstance(bound, annotated_types.Le):
-            high, high_open = bound.le, False
-    return f"a value in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+def _expected(error: Mapping[str, Any]) -> str:
+    """What an error says was expected: a type in words, the literal choices, or pydantic's own phrase."""
+    if error["type"] == "literal_error":
+        return error["ctx"]["expected"]
+    return _NOUNS.get(error["type"].split("_")[0]) or error["msg"].removeprefix("Input should be ")
 
 
-_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-             "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
-             "bool_type": "true/false", "bool_parsing": "true/false", "list_type": "a list",
-             "dict_type": "a mapping of keys", "model_type": "a mapping of keys", "model_attributes_type":
-             "a mapping of keys"}
-
-
-def _message(error: dict) -> str:
-    """One pydantic error as the pipeline words it: the key path, the bad value and what was expected."""
-    loc = tuple(part for part in error["loc"] if part not in ("function-after[_freeze(), union[int,str]]",))
-    kind, value = error["type"], error.get("input")
-    owner, info = _field_at(loc)
-    where = _path(loc) or "params.yaml"
-    if kind == "extra_forbidden":
-        known = list(owner.model_fields) if owner is not None else []
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-        return f"{where}: unknown key{hint}"
+def _message(errors: Sequence[Mapping[str, Any]], raw: Any, where: str) -> str:
+    """The first of pydantic's errors as the pipeline words it: the key path, the bad value, what was expected
+    (the bound, the choices with the closest one, the type) and, for an unknown key, the closest known key."""
+    paths = [_path(e["loc"], raw, where, e["type"] == "missing") for e in errors]
+    same = [(p, e) for p, e in zip(paths, errors, strict=True) if p == paths[0] or p.startswith((f"{paths[0]}.",
+                                                                                                  f"{paths[0]}["))]
+    path, error = max(same, key=lambda pe: len(pe[0]))  # a union member that took the container names the item
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx", {})
     if kind == "missing":
-        return f"{where}: missing required key"
-    if kind == "literal_error":
-        choices = [a for a in typing.get_args(_literal(info)) if a is not None]
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{where}: {value!r} is not one of {choices}{hint}"
+        return f"{path}: missing required key"
+    if kind == "value_error":  # a KeyProblem raised by a section's own validator
+        key = getattr(ctx["error"], "key", None)
+        return f"{f'{path}.{key}' if path and key else path or key or 'params.yaml'}: {ctx['error']}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bound = next(iter(error.get("ctx", {}).values()), None)
+        sign, bound = next(iter(ctx.items()))
         shown = float(value) if isinstance(bound, float) and isinstance(value, int) else value
-        return f"{where}: {shown!r} is out of range, expected {_bounds(info)}"
-    if kind in ("value_error", "assertion_error"):
-        problem = error.get("ctx", {}).get("error")
-        key = getattr(problem, "key", None)
-        return f"{_path((*loc, key)) if key else where}: {problem}"
-    if kind in _EXPECTED:
-        nullable = hasattr(info, "is_required") and not info.is_required() and info.default is None
-        return f"{where}: expected {_EXPECTED[kind]}{' or null' if nullable else ''}, got {value!r}"
-    return f"{where}: {error['msg']} (got {value!r})"
-
-
-def _literal(info: Any) -> Any:
-    annotation = getattr(info, "annotation", None)
-    while annotation is not None and typing.get_origin(annotation) is not Literal:
-        args = typing.get_args(annotation)
-        annotation = next((a for a in args if typing.get_origin(a) is Literal), args[0] if args else None)
-    return annotation
+        return f"{path}: {shown!r} is out of range, expected a value {_SIGNS[sign]} {bound}"
+    members = [e for p, e in same if p == path]  # a union's members, each with what it expected
+    choices = [c for e in members if e["type"] == "literal_error" for c in re.findall(r"'([^']*)'", _expected(e))]
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if len(members) == 1 and kind == "literal_error":
+        return f"{path}: {value!r} is not one of {_expected(error)}{hint}"
+    return f"{path or 'params.yaml'}: expected {' or '.join(map(_expected, members))}, got {value!r}{hint}"
 
 
 def _check_model_key(params: Params, key: str | None, where: str) -> str:
@@ -662,12 +613,12 @@ def _check_cross_references(params: Params) -> None:
 
 
 def _validated(model: type[BaseModel], raw: Any, where: str = "") -> Any:
+    """`raw` validated as `model`, as found under the key path `where` of params.yaml."""
+    raw = _prepare(raw) if model is Params else raw
     try:
-        return model.model_validate(_prepare(raw) if model is Params else raw)
+        return model.model_validate(raw)
     except ValidationError as err:
-        message = _message(err.errors()[0])
-        raise PipelineError(f"{where}.{message}" if where and not message.startswith("params.yaml") else
-                            (f"{where}: {message.removeprefix('params.yaml: ')}" if where else message)) from None
+        raise PipelineError(_message(err.errors(include_url=False), raw, where)) from None
 
 
 def validate(raw: Any) -> Params:

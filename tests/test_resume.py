@@ -341,3 +341,38 @@ def test_data_parallel_run_resumes_and_matches_uninterrupted(prepared, tmp_path)
     print(f"2 processes: resumed vs uninterrupted max |weight diff| {gap:.3g}, train_loss "
           f"{resumed['train']['train_loss']!r} vs {uninterrupted['train']['train_loss']!r}")
     assert_same_result(resumed, uninterrupted)
+
+
+def test_the_installed_trainer_has_the_internals_resume_restores(tmp_path):
+    """resume.py saves and restores the running loss through private Trainer attributes: a transformers upgrade
+    that renames one fails here, by name, instead of in a resumed run's loss curve."""
+    import torch
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from stages.core import resume
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1,
+                                                     num_attention_heads=1, intermediate_size=8))
+    callback = resume.checkpoint_callback(1000, None)
+    trainer = Trainer(model=model, callbacks=[callback],
+                      args=TrainingArguments(str(tmp_path), max_steps=1, per_device_train_batch_size=2,
+                                             report_to="none", save_strategy="no"),
+                      train_dataset=Dataset.from_dict({"input_ids": [[1, 2, 3]] * 2, "labels": [0, 1]}))
+    callback.trainer = trainer
+    trainer.train()  # on_train_begin: a PipelineError naming each internal this Trainer lacks
+    resume.check_trainer_internals(trainer)  # still there when training ends (on_save, full_train_loss)
+
+
+def test_a_missing_internal_is_named_with_the_version():
+    from types import SimpleNamespace
+
+    import transformers
+
+    from stages.core import resume
+    from stages.core.errors import PipelineError
+
+    renamed = SimpleNamespace(_total_loss_scalar=0.0, _globalstep_last_logged=0)
+    with pytest.raises(PipelineError, match=rf"transformers {transformers.__version__}'s Trainer has no _tr_loss,"):
+        resume.check_trainer_internals(renamed)

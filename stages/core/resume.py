@@ -33,6 +33,7 @@ from typing import Any
 
 from stages.core.atomic import write_json
 from stages.core.distributed import process_rank, world_size
+from stages.core.errors import PipelineError
 
 log = logging.getLogger("pipeline.resume")
 
@@ -41,6 +42,9 @@ MARKER_FILE = "pipeline_resume.json"  # written last into each checkpoint: its p
 RANK_FILE = "pipeline_rank_{rank}.json"  # each process's own resume state, written before the marker
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _IGNORED_SETTINGS = ("checkpoint_steps",)  # how often we save does not change what is trained
+# The Trainer's running loss, private attributes set just before on_train_begin (transformers/trainer.py): a
+# checkpoint stores them and a resume puts them back, or the resumed loss curve is not the uninterrupted one.
+TRAINER_INTERNALS = ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")
 
 
 @dataclass
@@ -146,6 +150,18 @@ def finish(output_dir: Path, main_process: bool) -> None:
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
+def check_trainer_internals(trainer: Any) -> None:
+    """Fail before the first step, naming the attribute and the version, where the installed transformers has
+    renamed one of the internals a resume restores (a silent skip would lose the exact resume unnoticed)."""
+    import transformers
+
+    missing = [name for name in TRAINER_INTERNALS if not hasattr(trainer, name)]
+    if missing:
+        raise PipelineError(f"train.checkpoint_steps: transformers {transformers.__version__}'s Trainer has no "
+                            f"{', '.join(missing)}, which stages/core/resume.py saves and restores to resume a run "
+                            f"exactly; install the version in constraints.txt or update resume.py")
+
+
 def _hex_state(state: Any) -> str:
     return bytes(state.numpy().tobytes()).hex()
 
@@ -174,17 +190,16 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
             self.rank_state: dict = {}
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            trainer = self.trainer
+            check_trainer_internals(trainer)
             if self.pending is None:
                 return
-            marker, trainer = self.pending.marker, self.trainer
+            marker = self.pending.marker
             # Present: every process writes its file before the main one writes the marker (see on_save).
             self.rank_state = json.loads((self.pending.path / RANK_FILE.format(rank=process_rank())).read_text())
-            if all(hasattr(trainer, a) for a in ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")):
-                trainer._tr_loss += self.rank_state["pending_loss"]
-                trainer._total_loss_scalar = marker["loss_sum"]
-                trainer._globalstep_last_logged = marker["last_logged_step"]
-            else:  # another transformers version: the resumed loss curve restarts its running mean
-                log.warning("cannot restore the running training loss on this transformers version")
+            trainer._tr_loss += self.rank_state["pending_loss"]
+            trainer._total_loss_scalar = marker["loss_sum"]
+            trainer._globalstep_last_logged = marker["last_logged_step"]
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.pending is not None:
@@ -215,7 +230,7 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
             mid_epoch = state.epoch is not None and not float(state.epoch).is_integer()
             epoch_rng = self.epoch_rng if mid_epoch and self.epoch_rng is not None else torch.random.get_rng_state()
             write_json(folder / RANK_FILE.format(rank=process_rank()), {
-                "pending_loss": float(trainer._tr_loss.item()) if hasattr(trainer, "_tr_loss") else 0.0,
+                "pending_loss": float(trainer._tr_loss.item()),
                 "epoch_rng": _hex_state(epoch_rng),
             })
             if world_size() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -225,8 +240,8 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
             write_json(folder / MARKER_FILE, {
                 "global_step": state.global_step,
                 "world_size": world_size(),
-                "loss_sum": float(getattr(trainer, "_total_loss_scalar", 0.0)),
-                "last_logged_step": int(getattr(trainer, "_globalstep_last_logged", state.global_step)),
+                "loss_sum": float(trainer._total_loss_scalar),
+                "last_logged_step": int(trainer._globalstep_last_logged),
             })
 
     return ResumableCheckpoints()
@@ -234,6 +249,6 @@ def checkpoint_callback(every: int, resume: ResumePoint | None) -> Any:
 
 def full_train_loss(trainer: Any, output: Any, resumed: bool) -> float:
     """The mean training loss over all steps, the resumed ones and those before the kill."""
-    if resumed and hasattr(trainer, "_total_loss_scalar") and trainer.state.global_step:
+    if resumed and trainer.state.global_step:
         return float(trainer._total_loss_scalar / trainer.state.global_step)
     return float(output.training_loss)

@@ -176,3 +176,29 @@ def score_model(model, tokenizer, task, split, labels: list[str], batch_size: in
     task_type = get_task_type(task.type)
     outputs = split_outputs(model, tokenizer, task_type, task, split, labels, batch_size)
     return (*score(task_type, task, outputs, labels), outputs)
+
+
+def validate_task(raw: dict, where: str = "tasks.t"):
+    """One task definition checked as params.yaml's `tasks.<name>` is, messages naming the key path `where`."""
+    from stages.core.params import Task, validate_as
+
+    return validate_as(Task, raw, where)
+
+
+def chunk_documents(tokenizer, documents: list[str], chunk_size: int, remainder: str,
+                    batch: int = 1000) -> tuple[dict, dict]:
+    """chunk_mlm's steps in memory, for a list of documents: block arrays (`input_ids`, `attention_mask`,
+    `word_ids`, each [blocks, chunk_size]) and counts; the stage streams the same steps through Arrow files."""
+    import numpy as np
+
+    from stages.core.chunking import BlockCutter, DocumentEncoder, check_chunking, full_blocks, token_batch
+
+    check_chunking(tokenizer, chunk_size, remainder)
+    encoder, cutter = DocumentEncoder(tokenizer), BlockCutter(chunk_size)
+    parts = [full_blocks(*cutter.add(token_batch(encoder({"text": documents[start:start + batch]}))))
+             for start in range(0, len(documents), batch)]
+    last, info = cutter.finish(remainder, tokenizer.pad_token_id)
+    parts += [last] if last else []
+    empty = np.zeros((0, chunk_size), dtype=np.int64)
+    return {key: np.concatenate([part[key] for part in parts]) if parts else empty
+            for key in ("input_ids", "attention_mask", "word_ids")}, info

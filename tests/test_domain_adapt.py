@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from stages.chunk_mlm import model_limit, read_corpus
-from stages.core.chunking import check_chunk_size, chunk_documents, split_blocks
+from stages.core.chunking import check_chunk_size, split_blocks
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX
 from stages.core.mlm import (
@@ -32,7 +32,7 @@ from stages.core.mlm import (
 )
 from stages.core.params import Corpus, validate
 from stages.core.tokenization import NO_WORD
-from tests.conftest import REPO, build_tiny_model
+from tests.conftest import REPO, build_tiny_model, chunk_documents
 
 DOCS = ["The tokenization was unbelievably slow.", "A gorgeous, heartfelt film.", "Dull and overlong.",
         "An unforgettable performance by the lead actress."] * 5

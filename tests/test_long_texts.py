@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import score_logits
+from conftest import score_logits, validate_task
 from stages.core.errors import PipelineError
 from stages.core.inference import batched_logits
 from stages.core.labels import IGNORE_INDEX
-from stages.core.params import validate_task
 from stages.core.scratch import fingerprint
 from stages.core.task_types import get_task_type, softmax
 from stages.core.tokenization import (

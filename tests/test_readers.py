@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import shared_data
+from conftest import shared_data, validate_task
 from stages.core.errors import PipelineError
 from stages.core.formats import (
     FORMATS,
@@ -24,7 +24,7 @@ from stages.core.formats import (
     source_formats,
 )
 from stages.core.labels import build_label_list, check_labels_known
-from stages.core.params import SOURCE_FORMATS, Corpus, validate_task
+from stages.core.params import SOURCE_FORMATS, Corpus
 from stages.core.readers import read_task_splits
 
 

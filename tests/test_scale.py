@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from stages.core import scratch
-from stages.core.chunking import BlockCutter, chunk_documents, split_blocks, token_batch
+from stages.core.chunking import BlockCutter, split_blocks, token_batch
 from stages.core.errors import PipelineError
 from stages.core.formats import corpus_format, iter_lines, read_text
 from stages.core.params import Corpus
 from stages.core.task_types import get_task_type
 from stages.core.tokenization import CUT_COLUMN, NO_WORD, SplitEncoder
-from tests.conftest import REPO
+from tests.conftest import REPO, chunk_documents
 
 WORDS = ["the", "film", "was", "unbelievably", "slow", "tokenization", "heartfelt", "EU", "rejects", "German", "call",
          "to", "boycott", "British", "lamb", ".", "Peter", "Blackburn", "overlong", "gorgeous"]

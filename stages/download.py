@@ -73,7 +73,7 @@ def check_training_labels(written: WrittenSplits, labels: list[str], task: dict,
         return any(tag[2:] == label for tag in counts if tag != "O") if bio else counts.get(label, 0) > 0
 
     elsewhere = [f"{label!r} is only in the {'carved ' if split in written.carved else ''}{split} split"
-                 for label in unseen for split in SPLITS if split != "train" and holds(split, label)]
+                 for label in unseen for split in written.names if split != "train" and holds(split, label)]
     detail = f" ({'; '.join(elsewhere)})" if elsewhere else ""
     if task.type == "token":
         what = "entity type(s)" if bio else "tag(s)"
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             labels = build_label_list(task.type, summaries["train"].labels,
                                       task_labels(task, where) or task.get("label_columns"), bio=bio)
             if task.type != "regression":
-                for split in SPLITS:
+                for split in written.names:
                     check_split_labels(tmp, split, written, labels, task, where)
                 check_training_labels(written, labels, task, where, bio)
             write_json(tmp / LABELS_FILE, {"type": task.type, "labels": labels})
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-    log.info("task %s: %s examples, %d labels", name, {split: summaries[split].rows for split in SPLITS},
+    log.info("task %s: %s examples, %d labels", name, {split: summaries[split].rows for split in written.names},
              len(labels))
 
 

@@ -18,7 +18,7 @@ from stages.core.modeling import init_dir, load_tokenizer, model_type
 from stages.core.params import load_params
 from stages.core.paths import LABELS_FILE, RAW_DIR, tokenized_dir
 from stages.core.scratch import file_digest, fingerprint, scratch_dir
-from stages.core.task_data import load_raw
+from stages.core.task_data import load_raw, task_splits
 from stages.core.task_types import get_task_type
 from stages.core.tokenization import SplitEncoder, encode_split, task_key
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     task_type = get_task_type(task.type)
     target = tokenized_dir(name, model)
     with scratch_dir(target) as scratch:
-        splits, labels = load_raw(name, scratch)
+        splits, labels = load_raw(name, scratch, task_splits(task))
         base = init_dir("base", model)
         tokenizer = load_tokenizer(base, params.models[model].trust_remote_code,
                                    words=task_type.token_level)

@@ -161,10 +161,11 @@ def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
     raise PipelineError(f"{path}: the file is empty")
 
 
-def split_files(source: Any, split: str, where: str, directories: bool = True) -> list[Path]:
-    """A split's files: each entry of `source.<split>` is a file, glob or directory of shards, relative to `path`."""
+def split_files(source: Any, key: str, entries: str | list[str], where: str, directories: bool = True) -> list[Path]:
+    """A split's files: each of its `entries` (`source.<key>`) is a file, glob or directory of shards, relative to
+    `path`."""
     base, files = Path(source.path), []
-    for value in [source[split]] if isinstance(source[split], str) else source[split]:
+    for value in [entries] if isinstance(entries, str) else entries:
         path = base if value == "." else (base / value if base.is_dir() or not base.exists() else base.parent / value)
         if re.search(r"[*?[]", value):
             found = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if p.is_file())
@@ -175,7 +176,7 @@ def split_files(source: Any, split: str, where: str, directories: bool = True) -
         else:
             found, problem = [path] if path.exists() else [], f"file not found: {path}"
         if not found:
-            raise PipelineError(f"{where}.source.{split}: {problem}")
+            raise PipelineError(f"{where}.source.{key}: {problem}")
         files += found
     return files
 
@@ -192,11 +193,12 @@ class DataFormat:
     split_dirs: ClassVar[bool] = True  # a split naming a directory reads its files (False: read_file reads it)
 
     def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
-        """A task's source by split (train at least; `where` names the task's params key)."""
+        """A task's source by split (train at least; `where` names the task's params key), named test sets
+        included (test, test-<name>: Source.split_entries)."""
         _check_path(source, where)
         out = {}
-        for split in (split for split in SPLITS if source[split]):
-            files = tuple(split_files(source, split, where, self.split_dirs))
+        for split, (key, entries) in source.split_entries().items():
+            files = tuple(split_files(source, key, entries, where, self.split_dirs))
             out[split] = SplitStream(lambda files=files: ((file, frame) for file in files
                                                           for frame in self.read_file(file, source)), files)
         return out

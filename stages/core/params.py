@@ -110,6 +110,23 @@ SPLIT_FILES = str | list[str]  # a file, a glob, a directory of shards, or a lis
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 
+def _test_sets(value: Any) -> Any:
+    """A mapping `test:` names at least one set, each by a name a split, a file and a folder can carry (YAML's
+    `2024:` is the name "2024"), each with its files."""
+    if not isinstance(value, dict):
+        return value
+    if not value:
+        raise KeyProblem(None, "an empty mapping names no test set; expected {name: file, ...} or one file")
+    for name, files in value.items():
+        if not _NAME.match(str(name)):
+            raise KeyProblem(None, f"test set name {name!r}: expected letters, digits, '_' and '-' only")
+        if not files or not (isinstance(files, str) or
+                             isinstance(files, list) and all(isinstance(f, str) and f for f in files)):
+            raise KeyProblem(None, f"test set {name!r}: expected a file, a glob, a directory or a list of those, "
+                                   f"got {files!r}")
+    return {str(name): files for name, files in value.items()}
+
+
 class Source(Section):
     """Where a task's data comes from; DVC tracks `path` as the download stage's dependency."""
 
@@ -122,7 +139,8 @@ class Source(Section):
     # relative to `path` (or `path` itself when it is a file: use "."): a file, a glob, a directory of shards, a list
     train: SPLIT_FILES | None = None
     validation: SPLIT_FILES | None = None
-    test: SPLIT_FILES | None = None
+    # or several named test sets {name: files}: the first is the `test` split, each further one test-<name>
+    test: Annotated[SPLIT_FILES | dict[str, SPLIT_FILES] | None, BeforeValidator(_test_sets)] = None
     files: dict | None = None  # format lines: label -> file, one example per line
     encoding: str | None = None  # null: a byte-order mark (UTF-8/16/32) decides, else UTF-8
     delimiter: str | None = None  # csv/tsv override
@@ -153,6 +171,7 @@ class Source(Section):
                 raise KeyProblem("files", "'lines' needs a mapping label -> file with one example per line")
         elif not self.train:
             raise KeyProblem("train", "missing required key (the training file, relative to 'path')")
+        self._check_test_sets()
         if not self.header and not self.columns:
             raise KeyProblem("columns", "with header: false, name the file's columns in order, e.g. [text, label]")
         if self.header and self.columns is not None:
@@ -174,6 +193,26 @@ class Source(Section):
             raise KeyProblem("tag_column" if isinstance(self.tag_column, str) else "token_column",
                              "columns are numbered (0 the first, -1 the last) except in format conllu")
         return self
+
+    def _check_test_sets(self) -> None:
+        if isinstance(self.test, dict) and (self.hub or self.format == "lines"):
+            raise KeyProblem("test", "named test sets are local files; "
+                                     + ("a Hub dataset's splits are named by source.splits" if self.hub else
+                                        "format lines reads source.files and carves its test split"))
+
+    def test_sets(self) -> dict[str, str]:
+        """Each named test set's split, README "Several test sets" (a plain `test:` names none: {}). The first
+        is the `test` split, the one every stage scores; each further one is split test-<name>, scored by
+        evaluate beside it."""
+        named = self.test if isinstance(self.test, dict) else {}
+        return {name: "test" if i == 0 else f"test-{name}" for i, name in enumerate(named)}
+
+    def split_entries(self) -> dict[str, tuple[str, SPLIT_FILES]]:
+        """The splits given as files: split -> (its key under `source`, e.g. test.ood, and the files)."""
+        entries = {split: (split, self[split]) for split in ("train", "validation") if self[split]}
+        if isinstance(self.test, dict):
+            return {**entries, **{split: (f"test.{name}", self.test[name]) for name, split in self.test_sets().items()}}
+        return {**entries, "test": ("test", self.test)} if self.test else entries
 
 
 def _long_texts_mode(value: Any) -> Any:

@@ -57,6 +57,11 @@ class WrittenSplits:
     files: dict[str, tuple[Path, ...]]
     carved: list[str]
 
+    @property
+    def names(self) -> list[str]:
+        """Every split written: train, validation, test, then any further named test set (test-<name>)."""
+        return [*SPLITS, *(split for split in self.summaries if split not in SPLITS)]
+
 
 def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> WrittenSplits:
     """A task's source as normalised `folder`/<split>.parquet files, a batch at a time (`where`: its params key)."""
@@ -75,8 +80,8 @@ def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> Written
 def read_task_splits(task: Any, seed: int, where: str) -> dict[str, pd.DataFrame]:
     """A task's normalised splits as whole tables (small data, tests), written to a temporary folder and read back."""
     with tempfile.TemporaryDirectory(prefix="splits-") as folder:
-        write_task_splits(task, seed, where, Path(folder))
-        return {split: read_split_table(Path(folder) / f"{split}.parquet") for split in SPLITS}
+        written = write_task_splits(task, seed, where, Path(folder))
+        return {split: read_split_table(Path(folder) / f"{split}.parquet") for split in written.names}
 
 
 def read_split_table(path: Path) -> pd.DataFrame:

@@ -24,8 +24,14 @@ def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
     return {split: pd.read_parquet(folder / f"{split}.parquet") for split in SPLITS}, labels
 
 
-def load_raw(name: str, cache_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    """The raw splits of a task as memory-mapped Arrow datasets (converted from Parquet into `cache_dir`, in
+def task_splits(task: Any) -> tuple[str, ...]:
+    """The splits download writes for `task`: train, validation, test and a test-<name> per further named test
+    set (README "Several test sets")."""
+    return (*SPLITS, *list(task.source.test_sets().values())[1:])
+
+
+def load_raw(name: str, cache_dir: Path, splits: tuple[str, ...] = SPLITS) -> tuple[dict[str, Any], list[str]]:
+    """The raw `splits` of a task as memory-mapped Arrow datasets (converted from Parquet into `cache_dir`, in
     batches) and its label list: a split of any size is read without holding it in memory."""
     import datasets
 
@@ -33,13 +39,13 @@ def load_raw(name: str, cache_dir: Path) -> tuple[dict[str, Any], list[str]]:
     if not folder.exists():
         raise PipelineError(f"{folder} does not exist: run `dvc repro download@{name}` first")
     labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
-    splits = {}
-    for split in SPLITS:
+    loaded = {}
+    for split in splits:
         path = folder / f"{split}.parquet"
         if not path.is_file():
             raise PipelineError(f"{path} does not exist: run `dvc repro download@{name}` again")
-        splits[split] = datasets.Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
-    return splits, labels
+        loaded[split] = datasets.Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
+    return loaded, labels
 
 
 def read_raw_split(name: str, split: str) -> pd.DataFrame:

@@ -94,6 +94,16 @@ def domain_adapt_files(model: str) -> tuple[Path, Path, Path]:
     return DOMAIN_ADAPT_METRICS_DIR / name, DOMAIN_ADAPT_TIMINGS_DIR / name, FILL_MASK_DIR / name
 
 
+TEST_SETS_FOLDER = "test_sets"  # predictions/finetune/<run>/test_sets/<name>/: a further named test set's
+
+
+def run_predictions_dir(run: str, test_set: str | None = None) -> Path:
+    """The folder of a fine-tune run's seed-<s>.json predictions: on its task's test split, or (`test_set`, a
+    further named test set) in test_sets/<name>/ inside it, under the run's one DVC output."""
+    root = FINETUNE_PREDICTIONS_DIR / run
+    return root if test_set is None else root / TEST_SETS_FOLDER / test_set
+
+
 def setfit_name(task: str, n: int) -> str:
     return f"{task}-n{n}"
 

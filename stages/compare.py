@@ -9,8 +9,9 @@ test examples for both sides (stages/core/stats.py) and says better, worse or wi
     python -m stages.compare --rev main --fail-on-worse     # CI: exit 1 when a main metric got worse
 
 Without --rev the pairs come from params: a task's later fine-tune runs against its first (base vs domain-adapted),
-each SetFit N against the task's first fine-tune run, each freeze-sweep point against point 0; runs that differ
-only in their model also get a leaderboard (stages/core/leaderboard.py: each encoder against the best). With --rev the other
+on its test split and on each further named test set (`<run>:<set>`, in the same family), each SetFit N against
+the task's first fine-tune run, each freeze-sweep point against point 0; runs that differ only in their model also
+get a leaderboard per test set (stages/core/leaderboard.py: each encoder against the best). With --rev the other
 revision's predictions are read through DVC (`DVCFileSystem`: its cache, or streamed from the revision's remote),
 so a fresh clone needs no checkout of the old commit. `--json` writes the results keyed "<b> vs <a>", the form
 `dvc metrics diff` reads (stage `compare` writes metrics/compare.json).
@@ -53,6 +54,7 @@ log = logging.getLogger("pipeline.compare")
 def format_table(key: str, record: dict, confidence: float) -> str:
     """A fixed-width table of one comparison: metric, a, b, difference, interval, p-value, verdict."""
     task = f"task {record['task']}, " if "task" in record else ""
+    task += f"test set {record['test_set']}, " if "test_set" in record else ""
     family = f"; family {record['family']}" if "family" in record else ""
     lines = [f"{key}  ({task}{record['kind']}, {record['test_examples']} test examples; a = {record['a']}, "
              f"b = {record['b']}; main metric {record['main_metric']}{family})",
@@ -87,7 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--rev", help="git revision (commit, tag, branch, HEAD~1) to compare every model against")
     mode.add_argument("--pair", nargs=2, metavar=("A", "B"),
-                      help="two workspace names: a run, freeze_sweep/<k> or setfit/<task>-n<N> (b is the new one)")
+                      help="two workspace names: a run, <run>:<test set>, freeze_sweep/<k> or setfit/<task>-n<N> "
+                           "(b is the new one)")
     parser.add_argument("--json", type=Path, help="write the results here (e.g. metrics/compare.json)")
     parser.add_argument("--fail-on-worse", action="store_true",
                         help="exit 1 when any comparison's main metric is worse (for CI)")

@@ -206,6 +206,14 @@ def _metric_file_order(path: str) -> tuple[int, str]:
     return rank, path
 
 
+def test_set_scores(run: str, data: dict) -> list[tuple[str, dict, str]]:
+    """A run's scores per test set: (its name as compare names it, its figures, their key prefix in DVC's
+    flattened metrics): the test split's at the top of metrics/<run>.json, each further named set's under
+    test_sets.<name> as <run>:<name>."""
+    extra = data.get("test_sets") or {}
+    return [(run, data, ""), *((f"{run}:{name}", scores, f"test_sets.{name}.") for name, scores in extra.items())]
+
+
 # --------------------------------------------------------------------------------------------- page sections
 
 
@@ -220,15 +228,16 @@ def overview_section(metrics: dict[str, dict], old: dict[str, dict] | None, rev:
     rows = []
     for run, data in metrics.items():
         main = data["main_metric"]
-        row = [run, data.get("task", ""), data.get("type", ""), data.get("init", ""), main,
-               cell("bold", text=fmt(data.get(main))), interval_cell(data, main),
-               fmt(data.get("test_examples", data.get("n", ""))),
-               fmt(_train_summary(run).get("train_runtime_s", ""))]
-        if rev:
-            before = (old or {}).get(run, {}).get(main)
-            row += [value_or_dash(before), delta_cell(main, before, data.get(main)),
-                    verdict_cell((verdicts or {}).get(run), main)]
-        rows.append(row)
+        for name, scores, prefix in test_set_scores(run, data):
+            row = [name, data.get("task", ""), data.get("type", ""), data.get("init", ""), main,
+                   cell("bold", text=fmt(scores.get(main))), interval_cell(scores, main),
+                   fmt(scores.get("test_examples", scores.get("n", ""))),
+                   fmt(_train_summary(run).get("train_runtime_s", ""))]
+            if rev:
+                before = (old or {}).get(run, {}).get(prefix + main)
+                row += [value_or_dash(before), delta_cell(main, before, scores.get(main)),
+                        verdict_cell((verdicts or {}).get(name), main)]
+            rows.append(row)
     return section("overview", "Overview: test results per fine-tuned model", table=table(headers, rows), rev=rev,
                    verdict_problem=verdict_problem, figure=figure("test_scores.png", "test scores"))
 
@@ -285,7 +294,8 @@ def leaderboard_section() -> dict:
                 for row in with_timings(board)]
         headers = ["model", "encoder", "parameters", "train time (s)", "samples/s", main, "interval",
                    "vs best", "p", "verdict"]
-        parts.append({"task": board["task"], "init": board["init"], "summary": board["summary"],
+        parts.append({"task": board["task"] + (f", test set {board['test_set']}" if "test_set" in board else ""),
+                      "init": board["init"], "summary": board["summary"],
                       "table": table(headers, rows, ["best"] + [""] * (len(rows) - 1))})
     return section("leaderboard", "Encoder leaderboard", boards=parts, path=COMPARE_METRICS.as_posix())
 
@@ -336,6 +346,8 @@ def runs_section(metrics: dict[str, dict], per_run: int, old: dict[str, dict] | 
     runs = []
     for run, data in metrics.items():
         tables = [table(["test metric", "value"], scalar_rows(data, skip=("task", "type", "init", "model")))]
+        tables += [table([f"test metric on {name}", "value"], scalar_rows(scores))
+                   for name, scores, _ in test_set_scores(run, data)[1:]]
         group = "per_type" if data.get("per_type") else "per_class"
         per = data.get(group)
         if per:

@@ -17,9 +17,9 @@ from stages.core.atomic import round_metrics
 from stages.core.errors import PipelineError
 from stages.core.params import run_seeds
 from stages.core.paths import (
-    FINETUNE_PREDICTIONS_DIR,
     SETFIT_PREDICTIONS_DIR,
     SWEEP_PREDICTIONS_DIR,
+    run_predictions_dir,
     setfit_name,
 )
 from stages.core.predictions import ScoredTest, read_document
@@ -39,6 +39,7 @@ class Subject:
     path: str  # the run's predictions folder (one file per seed) or the model's predictions file
     stage: str  # the DVC stage that writes it, for the "run dvc repro" hint
     seeds: tuple[int, ...] | None = None  # fine-tune runs: the workspace's training seeds
+    test_set: str | None = None  # a further named test set of the task (<run>:<set>); None: its test split
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,21 @@ class Side:
 # Names and pairs
 
 
+def extra_test_sets(params: dict, task: str) -> list[str]:
+    """The task's named test sets after the first (the first is its test split, scored by every stage)."""
+    return list(params.tasks[task].source.test_sets())[1:]
+
+
 def all_subjects(params: dict) -> dict[str, Subject]:
-    """Every scored model the params define, in params order: fine-tune runs, sweep points, SetFit models."""
+    """Every scored model the params define, in params order: fine-tune runs (each further named test set of
+    their task as <run>:<set>), sweep points, SetFit models."""
     subjects: dict[str, Subject] = {}
     for run, spec in params.finetune.items():
-        subjects[run] = Subject(run, spec.task, (FINETUNE_PREDICTIONS_DIR / run).as_posix(), f"evaluate@{run}",
-                                tuple(run_seeds(params, run)))
+        seeds = tuple(run_seeds(params, run))
+        for test_set in [None, *extra_test_sets(params, spec.task)]:
+            name = run if test_set is None else f"{run}:{test_set}"
+            subjects[name] = Subject(name, spec.task, run_predictions_dir(run, test_set).as_posix(),
+                                     f"evaluate@{run}", seeds, test_set)
     sweep = params.freeze_sweep
     for k in sweep.points:
         subjects[f"freeze_sweep/{k}"] = Subject(f"freeze_sweep/{k}", sweep.task,
@@ -79,8 +89,9 @@ def workspace_pairs(params: dict) -> list[tuple[Subject, Subject]]:
     first_run: dict[str, str] = {}
     pairs: list[tuple[Subject, Subject]] = []
     for run, spec in params.finetune.items():
-        if spec.task in first_run:
-            pairs.append((subjects[first_run[spec.task]], subjects[run]))
+        if spec.task in first_run:  # on the task's test split and on each further named test set
+            pairs += [(subjects[first_run[spec.task] + suffix], subjects[run + suffix])
+                      for suffix in ["", *(f":{name}" for name in extra_test_sets(params, spec.task))]]
         else:
             first_run[spec.task] = run
     for task in params.setfit.tasks:
@@ -256,6 +267,8 @@ def compare(a: Side, b: Side, resamples: int, confidence: float, seed: int) -> d
               "test_examples": len(b.test.gold), "metrics": metrics}
     if a.subject.task == b.subject.task:
         record["task"] = b.subject.task
+    if b.subject.test_set:
+        record["test_set"] = b.subject.test_set
     return record
 
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.core.comparison import Side, compare, rounded, workspace_sides
+from stages.core.comparison import Side, compare, extra_test_sets, rounded, workspace_sides
 from stages.core.comparison import all_subjects as comparison_subjects
 from stages.core.paths import TRAIN_METRICS_DIR, TRAIN_TIMINGS_DIR
 from stages.core.stats import confidence_intervals
@@ -39,10 +39,12 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def leaderboard(params: Any, runs: list[str], resamples: int, confidence: float) -> dict:
-    """One task's leaderboard record: rows best first, each with its verdict against the best."""
+def leaderboard(params: Any, runs: list[str], resamples: int, confidence: float, test_set: str | None = None) -> dict:
+    """One task's leaderboard record: rows best first, each with its verdict against the best; on the task's test
+    split, or on its further named test set `test_set`."""
     subjects = comparison_subjects(params)
-    sides = {run: side for run, side in zip(runs, _sides(subjects, runs), strict=True)}
+    names = [run if test_set is None else f"{run}:{test_set}" for run in runs]
+    sides = {run: side for run, side in zip(runs, _sides(subjects, names), strict=True)}
     main = get_task_type(next(iter(sides.values())).test.kind).main_metric
     values = {}
     for run, side in sides.items():
@@ -67,9 +69,10 @@ def leaderboard(params: Any, runs: list[str], resamples: int, confidence: float)
     tied = [row["model"] for row in rows[1:] if row["verdict"] != "worse"]
     summary = (f"{winner} wins: every other encoder is significantly worse on {main}" if winner else
                f"no clear winner on {main}: {rows[0]['model']} leads, within noise of {', '.join(tied)}")
-    return rounded({"task": params.finetune[best].task, "init": params.finetune[best].init, "main_metric": main,
-                    "confidence": confidence, "test_examples": len(sides[best].test.gold), "rows": rows,
-                    "winner": winner, "summary": summary})
+    board = {"task": params.finetune[best].task, "init": params.finetune[best].init, "main_metric": main,
+             "confidence": confidence, "test_examples": len(sides[best].test.gold), "rows": rows,
+             "winner": winner, "summary": summary}
+    return rounded(board if test_set is None else {**board, "test_set": test_set})
 
 
 def _sides(subjects: dict, runs: list[str]) -> list[Side]:
@@ -78,7 +81,9 @@ def _sides(subjects: dict, runs: list[str]) -> list[Side]:
 
 
 def leaderboards(params: Any, resamples: int, confidence: float) -> list[dict]:
-    return [leaderboard(params, runs, resamples, confidence) for runs in model_groups(params)]
+    """One board per group of runs and test set: the task's test split, then each further named test set."""
+    return [leaderboard(params, runs, resamples, confidence, test_set) for runs in model_groups(params)
+            for test_set in [None, *extra_test_sets(params, params.finetune[runs[0]].task)]]
 
 
 def with_timings(board: dict) -> list[dict]:
@@ -102,7 +107,8 @@ def _number(value: Any, digits: int = 4) -> str:
 def format_leaderboard(board: dict) -> str:
     """A fixed-width table: model, parameters, train time, samples/s, main metric [interval], verdict vs best."""
     main = board["main_metric"]
-    lines = [f"leaderboard: task {board['task']} (init {board['init']}, {board['test_examples']} test examples, "
+    on = f"test set {board['test_set']}, " if "test_set" in board else ""
+    lines = [f"leaderboard: task {board['task']} ({on}init {board['init']}, {board['test_examples']} test examples, "
              f"main metric {main}, {board['confidence']:.0%} intervals)",
              f"  {'model':<14} {'encoder':<28} {'parameters':>12} {'train s':>8} {'samples/s':>9}  "
              f"{main + ' [interval]':<28} {'vs best':>9} {'p':>7}  verdict"]

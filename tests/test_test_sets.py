@@ -124,3 +124,21 @@ def test_a_bad_test_set_mapping_names_the_key_and_leaves_nothing(test, message, 
     errors = [line for line in result.stderr.splitlines() if line.startswith("error in stage")]
     assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert not (repo / "data" / "raw").exists()
+
+
+def test_runs_that_differ_only_in_the_model_get_a_leaderboard_per_test_set(two_sets: Path, monkeypatch) -> None:
+    """a and b read as two encoders' runs of one recipe (the predictions are all a leaderboard reads)."""
+    import yaml
+
+    from stages.core.leaderboard import format_leaderboard, leaderboards
+    from stages.core.params import validate
+
+    raw = yaml.safe_load((two_sets / "params.yaml").read_text())
+    raw["models"]["other"] = dict(raw["models"]["minilm"])
+    raw["finetune"] = {"a": RUN, "b": {**RUN, "model": "other"}}
+    monkeypatch.chdir(two_sets)
+    boards = leaderboards(validate(raw), 200, 0.95)
+    assert [(board.get("test_set"), board["test_examples"]) for board in boards] == [
+        (None, len(IN_DOMAIN)), ("books", len(OUT_OF_DOMAIN))]
+    assert {row["run"] for row in boards[1]["rows"]} == {"a", "b"}
+    assert "leaderboard: task x (test set books, init base, 6 test examples" in format_leaderboard(boards[1])

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_dir(RAW_DIR / name) as tmp:  # the splits stream into it: no split is whole in memory
             written = write_task_splits(task, params.seed, where, tmp)
             summaries = written.summaries
-            labels = build_label_list(task.type, summaries["train"].labels,
+            labels = build_label_list(task.shape, summaries["train"].labels,
                                       task_labels(task, where) or task.get("label_columns"), bio=bio)
             if task.type != "regression":
                 for split in written.names:

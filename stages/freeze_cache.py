@@ -66,7 +66,7 @@ def write_point_states(params: Params, model_dir: Path, stored: dict[str, int], 
     settings = merge_train(params, sweep.train)
     check_cacheable(settings, "freeze_sweep.train")
     tokenized, _ = load_tokenized(sweep.task, sweep.model)
-    train_set = subset(tokenized["train"], settings.max_train_samples, params.tasks[sweep.task].type, params.seed)
+    train_set = subset(tokenized["train"], settings.max_train_samples, params.tasks[sweep.task].shape, params.seed)
     device = resolve_device(params.compute.device)
     # The attention the points train with (model.attn_implementation), so the stored states are what they would see.
     model = load_with_attention(AutoModel.from_pretrained, entry.attn_implementation, device, str(model_dir),

@@ -10,6 +10,7 @@ import torch
 from conftest import build_tiny_model
 from stages.core.class_weights import resolve_class_weights, weighted_loss
 from stages.core.errors import PipelineError
+from stages.core.params import TASK_SHAPES
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -42,13 +43,13 @@ def test_weighted_cross_entropy_matches_the_hand_computed_loss(tiny_outputs):
     weights = [0.5, 1.0, 2.0]
     nll = -log_softmax(outputs.logits.numpy())[np.arange(4), labels.numpy()]
     expected = (np.array(weights)[labels.numpy()] * nll).sum() / 4
-    assert float(weighted_loss("single_label", weights)(outputs, labels)) == pytest.approx(expected, rel=1e-5)
+    assert float(weighted_loss(TASK_SHAPES["single_label"], weights)(outputs, labels)) == pytest.approx(expected, rel=1e-5)
     # Under gradient accumulation the Trainer passes the items of the whole accumulated batch.
-    got = float(weighted_loss("single_label", weights)(outputs, labels, num_items_in_batch=torch.tensor(8)))
+    got = float(weighted_loss(TASK_SHAPES["single_label"], weights)(outputs, labels, num_items_in_batch=torch.tensor(8)))
     assert got == pytest.approx(expected / 2, rel=1e-5)
     # Weights of 1: the plain mean cross-entropy, the model's own loss.
     plain = torch.nn.functional.cross_entropy(outputs.logits, labels)
-    assert float(weighted_loss("single_label", [1.0, 1.0, 1.0])(outputs, labels)) == pytest.approx(float(plain))
+    assert float(weighted_loss(TASK_SHAPES["single_label"], [1.0, 1.0, 1.0])(outputs, labels)) == pytest.approx(float(plain))
 
 
 def test_token_loss_weighs_each_tag_and_skips_ignored_positions(tiny_outputs):
@@ -60,7 +61,7 @@ def test_token_loss_weighs_each_tag_and_skips_ignored_positions(tiny_outputs):
     logp = log_softmax(outputs.logits.numpy())
     kept = [(i, j) for i in range(rows) for j in range(length) if labels[i, j] != -100]
     expected = sum(weights[labels[i, j]] * -logp[i, j, labels[i, j]] for i, j in kept) / len(kept)
-    assert float(weighted_loss("token", weights)(outputs, labels)) == pytest.approx(expected, rel=1e-5)
+    assert float(weighted_loss(TASK_SHAPES["token"], weights)(outputs, labels)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_multi_label_positive_weights(tiny_outputs):
@@ -70,27 +71,27 @@ def test_multi_label_positive_weights(tiny_outputs):
     x, y = outputs.logits.numpy(), labels.numpy()
     log_p, log_not_p = -np.logaddexp(0, -x), -np.logaddexp(0, x)
     expected = -(pos_weight * y * log_p + (1 - y) * log_not_p).mean()
-    assert float(weighted_loss("multi_label", list(pos_weight))(outputs, labels)) == pytest.approx(expected, rel=1e-5)
+    assert float(weighted_loss(TASK_SHAPES["multi_label"], list(pos_weight))(outputs, labels)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_auto_weights_are_inverse_frequency_with_mean_one():
-    weights = resolve_class_weights("auto", "single_label", ["neg", "pos"], [0] * 90 + [1] * 10, "r.train")
+    weights = resolve_class_weights("auto", TASK_SHAPES["single_label"], ["neg", "pos"], [0] * 90 + [1] * 10, "r.train")
     assert weights == pytest.approx({"neg": 0.2, "pos": 1.8})  # (1/90, 1/10) / their mean 1/18
-    tags = resolve_class_weights("auto", "token", ["O", "B-X", "I-X"], [[0, 0, 0, 1, -100], [0, 2, -100]], "r")
+    tags = resolve_class_weights("auto", TASK_SHAPES["token"], ["O", "B-X", "I-X"], [[0, 0, 0, 1, -100], [0, 2, -100]], "r")
     assert tags == pytest.approx({"O": 1 / 3, "B-X": 4 / 3, "I-X": 4 / 3})  # counts 4, 1, 1 (-100 ignored)
-    multi = resolve_class_weights("auto", "multi_label", ["a", "b"], [[1, 0], [1, 1], [0, 0], [1, 0]], "r")
+    multi = resolve_class_weights("auto", TASK_SHAPES["multi_label"], ["a", "b"], [[1, 0], [1, 1], [0, 0], [1, 0]], "r")
     assert multi == pytest.approx({"a": 1 / 3, "b": 3.0})  # negatives / positives
-    assert resolve_class_weights({"pos": 4}, "single_label", ["neg", "pos"], [], "r") == {"neg": 1.0, "pos": 4.0}
-    assert resolve_class_weights(None, "single_label", ["neg", "pos"], [0, 1], "r") is None
+    assert resolve_class_weights({"pos": 4}, TASK_SHAPES["single_label"], ["neg", "pos"], [], "r") == {"neg": 1.0, "pos": 4.0}
+    assert resolve_class_weights(None, TASK_SHAPES["single_label"], ["neg", "pos"], [0, 1], "r") is None
 
 
 def test_bad_class_weights_say_what_is_wrong():
     with pytest.raises(PipelineError, match=r"sentiment.train.class_weights: 'poss' is not a label.*'pos'"):
-        resolve_class_weights({"poss": 2.0}, "single_label", ["neg", "pos"], [0, 1], "sentiment.train")
+        resolve_class_weights({"poss": 2.0}, TASK_SHAPES["single_label"], ["neg", "pos"], [0, 1], "sentiment.train")
     with pytest.raises(PipelineError, match="regression task has no classes"):
-        resolve_class_weights("auto", "regression", [], [0.5], "sim.train")
+        resolve_class_weights("auto", TASK_SHAPES["regression"], [], [0.5], "sim.train")
     with pytest.raises(PipelineError, match=r"\['pos'\] never occurs"):
-        resolve_class_weights("auto", "single_label", ["neg", "pos"], [0, 0], "r.train")
+        resolve_class_weights("auto", TASK_SHAPES["single_label"], ["neg", "pos"], [0, 0], "r.train")
 
 
 def toy_split(tokenizer, majority: int, minority: int, rng: np.random.Generator):

@@ -98,8 +98,8 @@ def _train_rows(task_name: str):
     from stages.core.subsets import subset
     from stages.core.task_data import load_tokenized
 
-    task_type = load_params().tasks[task_name].type
-    return subset(load_tokenized(task_name, DEFAULT_MODEL)[0]["train"], SETTINGS["max_train_samples"], task_type, 7)
+    shape = load_params().tasks[task_name].shape
+    return subset(load_tokenized(task_name, DEFAULT_MODEL)[0]["train"], SETTINGS["max_train_samples"], shape, 7)
 
 
 def _logits(model, task_name: str) -> torch.Tensor:

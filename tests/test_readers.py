@@ -24,7 +24,7 @@ from stages.core.formats import (
     source_formats,
 )
 from stages.core.labels import build_label_list, check_labels_known
-from stages.core.params import SOURCE_FORMATS, Corpus
+from stages.core.params import SOURCE_FORMATS, TASK_SHAPES, Corpus
 from stages.core.readers import read_task_splits
 
 
@@ -151,8 +151,8 @@ def test_label_outside_list_is_named():
 
 
 def test_label_list_from_data_is_sorted_and_params_order_kept():
-    assert build_label_list("single_label", ["pos", "neg", "pos"], None, bio=False) == ["neg", "pos"]
-    assert build_label_list("single_label", ["pos", "neg"], ["pos", "neg"], bio=False) == ["pos", "neg"]
+    assert build_label_list(TASK_SHAPES["single_label"], ["pos", "neg", "pos"], None, bio=False) == ["neg", "pos"]
+    assert build_label_list(TASK_SHAPES["single_label"], ["pos", "neg"], ["pos", "neg"], bio=False) == ["pos", "neg"]
 
 
 def test_split_fraction_must_be_a_fraction(tmp_path):

@@ -28,7 +28,9 @@ def test_the_registered_names():
     assert set(TASK_TYPES) == {"single_label", "multi_label", "regression", "token"}
     # the params schema's `type:` choices are written out in params.py (so a task-type change does not rerun
     # every stage that reads params); they must be exactly the registry's names
-    assert set(params.TASK_TYPES) == set(TASK_TYPES), "add the new type's name to TASK_TYPES in params.py"
+    assert set(params.TASK_TYPES) == set(TASK_TYPES), "add the new type's data shape to TASK_SHAPES in params.py"
+    # the data side's facts (params.DataShape) agree with the model side's
+    assert all(params.TASK_SHAPES[name].token_level == TASK_TYPES[name].token_level for name in TASK_TYPES)
 
 
 @pytest.mark.parametrize("name", sorted(TASK_TYPES))
@@ -117,12 +119,15 @@ class OrdinalScoring(SingleLabelScoring):
 
 @pytest.fixture
 def ordinal():
+    from stages.core.params import TASK_SHAPES, DataShape
+
     register(Ordinal)
     register_scoring(Ordinal)(OrdinalScoring)
+    TASK_SHAPES["toy_ordinal"] = DataShape()  # one class per text
     try:
         yield TASK_TYPES["toy_ordinal"]
     finally:
-        del TASK_TYPES["toy_ordinal"], SCORING[Ordinal]
+        del TASK_TYPES["toy_ordinal"], SCORING[Ordinal], TASK_SHAPES["toy_ordinal"]
 
 
 def test_a_type_without_its_own_scoring_takes_its_base_types():

@@ -24,6 +24,7 @@ from stages.core.metrics import (
     multilabel_metrics,
     regression_metrics,
 )
+from stages.core.params import TASK_SHAPES
 from stages.core.readers import normalise, parse_label, read_task_splits
 from stages.core.scoring import scoring_of
 from stages.core.task_types import SplitOutputs, get_task_type
@@ -56,7 +57,7 @@ def test_regression_labels_are_floats():
     out = normalise(frame, make_task("regression", text_column="s1", text_pair_column="s2", label_column="score"), "w")
     assert out["label"].tolist() == [0.5, 4.0]
     assert out["text_pair"].tolist() == ["c", "d"]
-    assert build_label_list("regression", out["label"], None, bio=False) == []
+    assert build_label_list(TASK_SHAPES["regression"], out["label"], None, bio=False) == []
 
 
 @pytest.mark.parametrize("cell, expected", [
@@ -83,10 +84,10 @@ def test_label_targets_per_type():
 
 def test_multi_class_label_list_from_data_or_params():
     values = ["sports", "business", "sports", "culture"]
-    assert build_label_list("single_label", values, None, bio=False) == ["business", "culture", "sports"]
-    assert build_label_list("single_label", values, ["sports", "culture", "business"], bio=False) == [
+    assert build_label_list(TASK_SHAPES["single_label"], values, None, bio=False) == ["business", "culture", "sports"]
+    assert build_label_list(TASK_SHAPES["single_label"], values, ["sports", "culture", "business"], bio=False) == [
         "sports", "culture", "business"]
-    assert build_label_list("multi_label", [["b", "a"], ["c"]], None, bio=False) == ["a", "b", "c"]
+    assert build_label_list(TASK_SHAPES["multi_label"], [["b", "a"], ["c"]], None, bio=False) == ["a", "b", "c"]
 
 
 def test_several_0_1_columns_as_multi_label():
@@ -321,7 +322,7 @@ def test_glue_sst2_class_names_and_validation_as_test(monkeypatch):
     assert calls[0] == ("glue", "sst2", "train[:4]", None)
     assert splits["train"]["label"].tolist() == ["negative", "positive", "positive", "negative"]  # ClassLabel names
     assert splits["test"]["text"].tolist() == [f"validation sentence {i}" for i in range(6)]
-    assert build_label_list("single_label", splits["train"]["label"], None, bio=False) == ["negative", "positive"]
+    assert build_label_list(TASK_SHAPES["single_label"], splits["train"]["label"], None, bio=False) == ["negative", "positive"]
 
 
 def test_glue_stsb_pairs_with_float_scores(monkeypatch):

@@ -15,6 +15,7 @@ from conftest import REPO, build_tiny_model, score_logits, shared_data, validate
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX, MISSED_TAG, build_label_list, convert_iob1_to_iob2
 from stages.core.metrics import entity_metrics, tag_metrics
+from stages.core.params import TASK_SHAPES
 from stages.core.readers import _hub_to_frame, read_conll, read_task_splits
 from stages.core.task_types import get_task_type
 from stages.core.tokenization import NO_WORD, encode_token_task, split_words
@@ -112,7 +113,7 @@ def test_jsonl_tokens_and_tags(tmp_path):
     assert {k: len(v) for k, v in splits.items()} == {"train": 16, "validation": 2, "test": 2}
     train = pd.concat(splits.values())
     assert ["B-PER", "O", "B-LOC", "I-LOC"] in train["tags"].tolist()  # IOB1 converted
-    assert build_label_list("token", train["tags"], None, bio=True) == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG",
+    assert build_label_list(TASK_SHAPES["token"], train["tags"], None, bio=True) == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG",
                                                                         "B-PER", "I-PER"]
     write(tmp_path / "bad.jsonl", json.dumps({"words": ["a", "b"], "ner": ["O"]}) + "\n")
     bad = token_task({"path": str(tmp_path / "bad.jsonl"), "format": "jsonl", "train": "."},
@@ -146,9 +147,9 @@ def test_hub_class_labels_give_the_same_ids_as_local_conll(tmp_path, monkeypatch
     hub = token_task({"path": "unused", "hub": "conll2003"}, text_column="tokens", label_column="ner_tags")
     hub_splits = read_task_splits(hub, seed=0, where="tasks.t")
     assert hub_splits["train"]["tags"].tolist() == frame["ner_tags"].tolist()
-    hub_labels = build_label_list("token", hub_splits["train"]["tags"], None, bio=True)
+    hub_labels = build_label_list(TASK_SHAPES["token"], hub_splits["train"]["tags"], None, bio=True)
     local = write(tmp_path / "train.conll", "Peter B-PER\nBlackburn I-PER\n\nEU B-ORG\nin O\nBonn B-LOC\nnow B-MISC\n")
-    local_labels = build_label_list("token", read_conll(local, 0, -1, "iob2", "utf-8")["tags"], None, bio=True)
+    local_labels = build_label_list(TASK_SHAPES["token"], read_conll(local, 0, -1, "iob2", "utf-8")["tags"], None, bio=True)
     assert hub_labels == local_labels == CONLL_ORDER  # canonical order, not the Hub's ClassLabel order
     pos = token_task({"path": "unused", "hub": "conll2003", "scheme": "none"}, text_column="tokens",
                      label_column="pos_tags")
@@ -370,7 +371,7 @@ def test_real_conll2003_reads_with_iob1_conversion():
     assert len(frame) == 3453
     tags = [t for sentence in frame["tags"] for t in sentence]
     assert len(tags) == 46435
-    assert build_label_list("token", frame["tags"], None, bio=True) == CONLL_ORDER
+    assert build_label_list(TASK_SHAPES["token"], frame["tags"], None, bio=True) == CONLL_ORDER
     for sentence in frame["tags"]:  # IOB2: an entity never starts with I-
         for previous, tag in zip(["O", *sentence], sentence, strict=False):
             assert not (tag.startswith("I-") and previous[2:] != tag[2:])

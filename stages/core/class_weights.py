@@ -24,32 +24,33 @@ from typing import Any
 import numpy as np
 
 from stages.core.errors import PipelineError
+from stages.core.params import DataShape
 
 IGNORED = -100  # label id of positions the loss skips (padding, continuation sub-tokens)
 
 
-def label_counts(labels: list, task_type: str, classes: int) -> np.ndarray:
+def label_counts(labels: list, shape: DataShape, classes: int) -> np.ndarray:
     """Per class: examples (single-label), labelled sub-tokens (token) or positive examples (multi-label)."""
-    if task_type == "multi_label":
+    if shape.multi_label:
         return (np.asarray(labels, dtype=float) > 0.5).sum(axis=0).astype(np.int64)
-    flat = np.asarray([tag for row in labels for tag in row] if task_type == "token" else labels, dtype=np.int64)
+    flat = np.asarray([tag for row in labels for tag in row] if shape.token_level else labels, dtype=np.int64)
     return np.bincount(flat[flat != IGNORED], minlength=classes)
 
 
-def auto_weights(counts: np.ndarray, total: int, task_type: str) -> np.ndarray:
+def auto_weights(counts: np.ndarray, total: int, shape: DataShape) -> np.ndarray:
     """Inverse frequency normalised to mean 1 (multi-label: negatives / positives per label)."""
-    if task_type == "multi_label":
+    if shape.multi_label:
         return (total - counts) / counts
     inverse = 1.0 / counts
     return inverse / inverse.mean()
 
 
-def resolve_class_weights(spec: Any, task_type: str, labels: list[str], train_labels: list,
+def resolve_class_weights(spec: Any, shape: DataShape, labels: list[str], train_labels: list,
                           where: str) -> dict[str, float] | None:
     """The weight per label name for params `train.class_weights` (`spec`), or None for an unweighted loss."""
     if spec is None:
         return None
-    if task_type == "regression":
+    if shape.numeric:
         raise PipelineError(f"{where}.class_weights: a regression task has no classes to weigh (set it to null)")
     if isinstance(spec, dict):
         unknown = [name for name in spec if name not in labels]
@@ -59,16 +60,16 @@ def resolve_class_weights(spec: Any, task_type: str, labels: list[str], train_la
             raise PipelineError(f"{where}.class_weights: {unknown[0]!r} is not a label of this task{hint}; "
                                 f"labels: {labels}")
         return {name: float(spec.get(name, 1.0)) for name in labels}
-    counts = label_counts(train_labels, task_type, len(labels))
+    counts = label_counts(train_labels, shape, len(labels))
     absent = [labels[i] for i in np.flatnonzero(counts == 0)]
     if absent:
         raise PipelineError(f"{where}.class_weights: auto needs every label in the training split, but "
                             f"{absent} never occurs there; give the weights as {{label: weight}}")
-    weights = auto_weights(counts, len(train_labels), task_type)
+    weights = auto_weights(counts, len(train_labels), shape)
     return {name: float(w) for name, w in zip(labels, weights, strict=True)}
 
 
-def weighted_loss(task_type: str, weights: list[float]) -> Callable[..., Any]:
+def weighted_loss(shape: DataShape, weights: list[float]) -> Callable[..., Any]:
     """A Trainer `compute_loss_func(outputs, labels, num_items_in_batch)` with the given per-label weights."""
     import torch
     from torch.nn import functional
@@ -76,7 +77,7 @@ def weighted_loss(task_type: str, weights: list[float]) -> Callable[..., Any]:
     def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
         logits = outputs["logits"].float()
         weight = torch.as_tensor(weights, dtype=logits.dtype, device=logits.device)
-        if task_type == "multi_label":
+        if shape.multi_label:
             total = functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), pos_weight=weight,
                                                                 reduction="sum")
             items = labels.numel()

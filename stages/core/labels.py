@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from stages.core.errors import PipelineError
+from stages.core.params import DataShape, Task
 
 IGNORE_INDEX = -100  # what the loss and the metrics skip
 # A word-level prediction for a word that truncation cut off before the model saw it: never equal to a gold tag.
@@ -15,9 +16,9 @@ MISSED_TAG = "(cut)"
 _BIO_TAG = re.compile(r"^(?:O|[BI]-\S+)$")
 
 
-def uses_bio(task: dict) -> bool:
+def uses_bio(task: Task) -> bool:
     """Whether a token task's tags are IOB entity tags (NER, chunks) or plain per-word tags (POS: scheme none)."""
-    return task["type"] == "token" and (task.get("source") or {}).get("scheme", "iob2") != "none"
+    return task.shape.token_level and task.source.scheme != "none"
 
 
 def is_bio_label_set(labels: Iterable[str]) -> bool:
@@ -89,13 +90,13 @@ def entity_types(tags: Iterable[str]) -> list[str]:
     return sorted({tag[2:] for tag in tags if tag != "O"})
 
 
-def build_label_list(task_type: str, train_values: Iterable, given: list[str] | None, bio: bool) -> list[str]:
+def build_label_list(shape: DataShape, train_values: Iterable, given: list[str] | None, bio: bool) -> list[str]:
     """The task's labels in a stable order, so two copies of the same data (Hub, local) get the same ids.
 
     Given labels are kept in their order. Otherwise: sorted names; BIO tag sets become O followed by B-/I- of each
     entity type in alphabetical order (both B and I, so `label_all_tokens` always has the I- tag it needs).
     """
-    if task_type == "regression":
+    if shape.numeric:
         return []
     if given:
         return list(given)

@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from stages.core.params import DataShape
 from stages.core.paths import METRICS_DIR
 
 PIPELINE = "bert-finetune-pipeline"
@@ -57,9 +58,9 @@ def hub_base_model(name: str) -> str | None:
     return name
 
 
-def pipeline_tag(task_type: str) -> str:
+def pipeline_tag(shape: DataShape) -> str:
     """The Hub's task for a task type: token labelling, or one prediction per text (classes, labels or a score)."""
-    return "token-classification" if task_type == "token" else "text-classification"
+    return "token-classification" if shape.token_level else "text-classification"
 
 
 def hub_datasets(task: Any) -> list[str] | None:
@@ -119,7 +120,7 @@ def eval_results(run: str, task_name: str, task: Any, split: str, scores: dict) 
     """The Hub's model-index entries for `scores` on one split."""
     from huggingface_hub import EvalResult
 
-    tag = pipeline_tag(task.type)
+    tag = pipeline_tag(task.shape)
     hub = task.source.hub
     return [EvalResult(task_type=tag, dataset_type=hub or task_name, dataset_name=task_name,
                        dataset_config=task.source.config if hub else None, dataset_split=split,
@@ -172,7 +173,7 @@ def finetune_card(run: str, task_name: str, task: Any, labels: list[str], params
     model = params.models[params.finetune[run].model]  # the run's encoder (`models` entry)
     base = hub_base_model(model.name)
     data = ModelCardData(
-        base_model=base, pipeline_tag=pipeline_tag(task.type), library_name="transformers",
+        base_model=base, pipeline_tag=pipeline_tag(task.shape), library_name="transformers",
         license=model.license, datasets=hub_datasets(task), model_name=run,
         tags=[PIPELINE, task.type.replace("_", "-"), "dvc"],
         eval_results=eval_results(run, task_name, task, "validation", validation) or None,
@@ -181,7 +182,7 @@ def finetune_card(run: str, task_name: str, task: Any, labels: list[str], params
     content = _environment().get_template(TEMPLATE).render(
         card_data=data.to_yaml(), run=run, task_name=task_name, task=task, labels=labels, seed=seed,
         base=base, model_name=model.name, revision=model.revision, init=init,
-        tag=pipeline_tag(task.type), license=model.license, source=data_source(task),
+        tag=pipeline_tag(task.shape), license=model.license, source=data_source(task),
         settings={k: settings.get(k) for k in CARD_SETTINGS}, summary=summary,
         validation=scores_of(validation, main_metric), main_metric=main_metric, code=code,
         versions=versions, test_source=(METRICS_DIR / f"{run}.json").as_posix(), begin=TEST_BEGIN, end=TEST_END)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -30,7 +31,33 @@ from stages.core.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
 
-TASK_TYPES = ("single_label", "multi_label", "regression", "token")
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a task type's labels look like in the data. The schema, the readers, download, the figures, the
+    report and the model card read these facts, so none of them branches on a type's name and none imports the
+    model side (stages/core/task_types.py, whose `token_level` agrees: tests/test_task_registry.py)."""
+
+    token_level: bool = False  # a tag per word: the text column holds words, the label column tags
+    multi_label: bool = False  # a set of labels per text, decided by a threshold
+    numeric: bool = False  # a number per text: no classes, no label list
+
+    @property
+    def single_class(self) -> bool:
+        """One class per text (or pair): splits stratified by it, SetFit, at least two labels."""
+        return not (self.token_level or self.multi_label or self.numeric)
+
+    @property
+    def class_per_example(self) -> bool:
+        """A class (or class set) per example, so subsets and splits can keep each class's share."""
+        return not (self.token_level or self.numeric)
+
+
+# the schema's `type:` choices (the registry's names: a type's change must not rerun every stage reading params)
+TASK_SHAPES = {"single_label": DataShape(), "multi_label": DataShape(multi_label=True),
+               "regression": DataShape(numeric=True), "token": DataShape(token_level=True)}
+TASK_TYPES = tuple(TASK_SHAPES)
 SOURCE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders")
 INIT_CHOICES = ("base", "adapted")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -256,10 +283,15 @@ class Task(Section):
     label_columns: list[str] | None = None
     long_texts: Annotated[LongTexts, BeforeValidator(_long_texts_mode)] = Field(default_factory=LongTexts)
 
+    @property
+    def shape(self) -> DataShape:
+        """The data facts of this task's type."""
+        return TASK_SHAPES[self.type]
+
     @model_validator(mode="after")
     def _consistent(self) -> Task:
         self._check_windows()
-        if self.type == "single_label" and self.labels is not None and len(self.labels) < 2:
+        if self.shape.single_class and self.labels is not None and len(self.labels) < 2:
             raise KeyProblem("labels", "a single-label task needs at least 2 labels")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
@@ -270,7 +302,7 @@ class Task(Section):
             raise KeyProblem("positive_label", f"{self.positive_label!r} is not in labels {self.labels}")
         columns = self.label_columns
         if columns is not None:
-            if self.type != "multi_label":
+            if not self.shape.multi_label:
                 raise KeyProblem("label_columns", "only a multi_label task reads several 0/1 label columns "
                                                   f"(this task is {self.type}; use label_column)")
             if not columns or len(set(columns)) != len(columns):
@@ -646,7 +678,7 @@ def _check_cross_references(params: Params) -> None:
     for i, name in enumerate(params.setfit.tasks):
         if name not in params.tasks:
             raise PipelineError(f"setfit.tasks[{i}]: unknown task {name!r} (tasks: {known})")
-        if params.tasks[name].type != "single_label":
+        if not params.tasks[name].shape.single_class:
             raise PipelineError(f"setfit.tasks[{i}]: task {name!r} is {params.tasks[name].type}; "
                                 f"SetFit classifies whole texts (single_label tasks only)")
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-STRATIFIED = ("single_label", "multi_label")  # the task types with a class per example
+from stages.core.params import DataShape
 
 
-def strata(labels: list, task_type: str) -> np.ndarray:
-    """One stratum id per example of a STRATIFIED type, from the tokenized `labels` column."""
-    if task_type == "single_label":
+def strata(labels: list, shape: DataShape) -> np.ndarray:
+    """One stratum id per example of a type with a class per example, from the tokenized `labels` column."""
+    if shape.single_class:
         return np.asarray(labels, dtype=np.int64)
     hot = np.asarray(labels, dtype=float) > 0.5
     return np.where(hot.any(axis=1), hot.argmax(axis=1), -1)
@@ -50,11 +50,11 @@ def sample_indices(count: int, n: int, seed: int, stratum: np.ndarray | None = N
     return sorted(chosen)
 
 
-def subset(dataset: Any, limit: int | None, task_type: str, seed: int) -> Any:
+def subset(dataset: Any, limit: int | None, shape: DataShape, seed: int) -> Any:
     """The whole `dataset` when `limit` is None or not smaller, else a seeded stratified sample of `limit` rows."""
     if limit is None or limit >= len(dataset):
         return dataset
-    stratum = strata(dataset["labels"], task_type) if task_type in STRATIFIED else None
+    stratum = strata(dataset["labels"], shape) if shape.class_per_example else None
     # The indices mapping in memory: by default `datasets` writes it as a cache-*.arrow file into the folder the
     # split was loaded from, here a DVC output (data/tokenized/<task>), which then no longer matches its hash.
     return dataset.select(sample_indices(len(dataset), limit, seed, stratum), keep_in_memory=True)

@@ -190,8 +190,8 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     freeze = freeze_model(model, settings.freeze, settings.freeze_embeddings)
     drop = [c for c in ("word_ids", "word_labels") if c in tokenized["train"].column_names]
     # Seeded and stratified (stages/core/subsets.py): the first N rows of a label-sorted split are one class.
-    train_set = subset(tokenized["train"], settings.max_train_samples, task.type, seed).remove_columns(drop)
-    eval_set = longest_first(subset(tokenized["validation"], settings.max_eval_samples, task.type,
+    train_set = subset(tokenized["train"], settings.max_train_samples, task.shape, seed).remove_columns(drop)
+    eval_set = longest_first(subset(tokenized["validation"], settings.max_eval_samples, task.shape,
                                     seed).remove_columns(drop))
     main_metric = task_type.main_metric
     output_dir = CHECKPOINT_ROOT / run_name
@@ -202,7 +202,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     callbacks = [resume.checkpoint_callback(every, resume_point)] if every else []
     stopper = early_stopping(settings, run_name)
     spec = settings.get("class_weights")
-    weights = None if spec is None else resolve_class_weights(spec, task.type, labels, train_set["labels"],
+    weights = None if spec is None else resolve_class_weights(spec, task.shape, labels, train_set["labels"],
                                                               f"{run_name}.train")
     trained, collator, extra = model, task_type.collator(tokenizer), {}
     if frozen is not None:
@@ -217,7 +217,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task_type, task, labels),
-        compute_loss_func=None if weights is None else weighted_loss(task.type, list(weights.values())),
+        compute_loss_func=None if weights is None else weighted_loss(task.shape, list(weights.values())),
         callbacks=callbacks + ([stopper] if stopper else []),
     )
     for callback in callbacks:
@@ -244,7 +244,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
         **({} if resume_point is None else {"resumed_from_step": resume_point.step}),
         **({} if weights is None else {"class_weights": {
             "mode": spec if isinstance(spec, str) else "given",
-            "kind": "positive weight per label" if task.type == "multi_label" else "weight per class",
+            "kind": "positive weight per label" if task.shape.multi_label else "weight per class",
             "weights": weights}}),
         **({} if settings.eval_strategy == "no" else stopping_summary(trainer.state, history, settings, stopper)),
     }

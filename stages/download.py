@@ -19,7 +19,7 @@ from stages.core.atomic import atomic_dir, write_json
 from stages.core.errors import PipelineError, run_stage
 from stages.core.formats import hub_commit, parquet_batch_rows
 from stages.core.labels import build_label_list, check_labels_known, unseen_labels, uses_bio
-from stages.core.params import entry_from_args, load_params
+from stages.core.params import Task, entry_from_args, load_params
 from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS
 from stages.core.readers import WrittenSplits, split_fractions, task_labels, write_task_splits
 
@@ -35,14 +35,14 @@ def conll_files(written: WrittenSplits, split: str, columns: list[str]) -> str |
     return str(files[0]) if len(files) == 1 else f"one of {[str(f) for f in files]}"
 
 
-def check_split_labels(folder: Path, split: str, written: WrittenSplits, labels: list[str], task: dict,
+def check_split_labels(folder: Path, split: str, written: WrittenSplits, labels: list[str], task: Task,
                        where: str) -> None:
     """Every label in the split must be in the label list. The counts say whether one is not; the written split is
     then read again to name the first place it occurs (file and line for CoNLL, else the split's row)."""
     known = set(labels)
     if all(value in known for value in written.summaries[split].labels):
         return
-    key = "tags" if task.type == "token" else "label"
+    key = "tags" if task.shape.token_level else "label"
     file = pq.ParquetFile(folder / f"{split}.parquet", pre_buffer=False)
     path = conll_files(written, split, file.schema_arrow.names)
     in_sentence = task.source.format == "conllu"  # multiword tokens: words are not one a line
@@ -61,7 +61,7 @@ def check_split_labels(folder: Path, split: str, written: WrittenSplits, labels:
         first += batch.num_rows
 
 
-def check_training_labels(written: WrittenSplits, labels: list[str], task: dict, where: str, bio: bool) -> None:
+def check_training_labels(written: WrittenSplits, labels: list[str], task: Task, where: str, bio: bool) -> None:
     """Each listed label must have training examples: a class never shown in training is never learnt. An error
     for sequence tasks; for token tasks a warning (an entity type or tag may be absent from a sample)."""
     unseen = unseen_labels(written.summaries["train"].labels, labels, bio)
@@ -75,12 +75,12 @@ def check_training_labels(written: WrittenSplits, labels: list[str], task: dict,
     elsewhere = [f"{label!r} is only in the {'carved ' if split in written.carved else ''}{split} split"
                  for label in unseen for split in written.names if split != "train" and holds(split, label)]
     detail = f" ({'; '.join(elsewhere)})" if elsewhere else ""
-    if task.type == "token":
+    if task.shape.token_level:
         what = "entity type(s)" if bio else "tag(s)"
         log.warning("%s (train split): no training sentence has the %s %s%s; the model cannot learn to predict "
                     "them", where, what, unseen, detail)
         return
-    key = "label_columns" if task.get("label_columns") else "labels"
+    key = "label_columns" if task.label_columns else "labels"
     raise PipelineError(f"{where} (train split): no training example has the label(s) {unseen} (the label list is "
                         f"{labels}){detail}; a model never shown a class does not learn it: add training examples "
                         f"of it, or remove it from {where}.{key}")
@@ -100,7 +100,7 @@ def _bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def source_record(task: dict, written: WrittenSplits, seed: int, where: str) -> dict:
+def source_record(task: Task, written: WrittenSplits, seed: int, where: str) -> dict:
     """Where the raw data came from, for data/raw/<task>/source.json: the Hub dataset and the commit it resolved
     to, or each local file and its sha256; and how missing splits were carved."""
     source = task.source
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
             written = write_task_splits(task, params.seed, where, tmp)
             summaries = written.summaries
             labels = build_label_list(task.shape, summaries["train"].labels,
-                                      task_labels(task, where) or task.get("label_columns"), bio=bio)
-            if task.type != "regression":
+                                      task_labels(task, where) or task.label_columns, bio=bio)
+            if not task.shape.numeric:
                 for split in written.names:
                     check_split_labels(tmp, split, written, labels, task, where)
                 check_training_labels(written, labels, task, where, bio)

@@ -32,6 +32,7 @@ from stages.core.errors import PipelineError
 from stages.core.formats import FORMATS, SplitStream, parquet_batch_rows, task_format, text_lines
 from stages.core.formats import _hub_to_frame as _hub_to_frame  # noqa: F401 (tests read Hub tables through it)
 from stages.core.labels import check_labels_known, to_iob2
+from stages.core.params import DataShape, Task
 from stages.core.paths import SPLITS
 
 log = logging.getLogger("pipeline.readers")
@@ -63,7 +64,7 @@ class WrittenSplits:
         return [*SPLITS, *(split for split in self.summaries if split not in SPLITS)]
 
 
-def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> WrittenSplits:
+def write_task_splits(task: Task, seed: int, where: str, folder: Path) -> WrittenSplits:
     """A task's source as normalised `folder`/<split>.parquet files, a batch at a time (`where`: its params key)."""
     streams = task_format(task.source, where).stream_source(task.source, task, where)
     if "train" not in streams:
@@ -73,11 +74,11 @@ def write_task_splits(task: Any, seed: int, where: str, folder: Path) -> Written
     summaries = {split: _write_split(stream, task, where, split, folder / (
         UNCARVED if split == "train" and missing else f"{split}.parquet")) for split, stream in streams.items()}
     if missing:
-        summaries.update(_carve(folder, task.type, fractions, seed, where, missing))
+        summaries.update(_carve(folder, task.shape, fractions, seed, where, missing))
     return WrittenSplits(summaries, {split: stream.files for split, stream in streams.items()}, missing)
 
 
-def read_task_splits(task: Any, seed: int, where: str) -> dict[str, pd.DataFrame]:
+def read_task_splits(task: Task, seed: int, where: str) -> dict[str, pd.DataFrame]:
     """A task's normalised splits as whole tables (small data, tests), written to a temporary folder and read back."""
     with tempfile.TemporaryDirectory(prefix="splits-") as folder:
         written = write_task_splits(task, seed, where, Path(folder))
@@ -97,7 +98,7 @@ def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, enco
     return pd.concat(list(FORMATS["conll"].read_file(path, how)), ignore_index=True)
 
 
-def task_labels(task: Any, where: str) -> list[str] | None:
+def task_labels(task: Task, where: str) -> list[str] | None:
     """The label list the params give: `labels`, or the names in `source.labels_file` (one a line)."""
     if task.labels or not task.source.get("labels_file"):
         return task.labels
@@ -122,7 +123,7 @@ def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
     return names
 
 
-def _write_split(stream: SplitStream, task: Any, where: str, split: str, target: Path) -> SplitSummary:
+def _write_split(stream: SplitStream, task: Task, where: str, split: str, target: Path) -> SplitSummary:
     """One split's batches, normalised and appended to `target`; row errors count rows in their file."""
     place, drop, entry = f"{where}.source ({split} split)", task.source.empty_texts == "drop", task_format(task.source, where)
     summary, writer, empty, shown = SplitSummary(), None, 0, []  # empty texts: how many, the first rows
@@ -136,25 +137,25 @@ def _write_split(stream: SplitStream, task: Any, where: str, split: str, target:
                 frame = normalise(raw, task, place, in_file)
             except PipelineError as err:
                 raise PipelineError(f"{err} [file {file}]" if file and entry.file_rows else str(err)) from None
-            blank = empty_text_rows(frame, task.type)
+            blank = empty_text_rows(frame, task.shape)
             if blank.any():
                 empty, shown = empty + blank.sum(), shown + (np.flatnonzero(blank) + read + 1).tolist()[:ROWS_SHOWN]
                 frame = frame[~blank]
             read, in_file = read + len(raw), in_file + len(raw)
             if empty and not drop:
                 continue  # an error once the whole split is read (it names them all); nothing more to write
-            table = to_arrow(frame, task.type)
+            table = to_arrow(frame, task.shape)
             writer = writer or stack.enter_context(pq.ParquetWriter(target, table.schema))
             writer.write_table(table)
             summary.rows += table.num_rows
-            count_labels(table, task.type, summary.labels)
+            count_labels(table, task.shape, summary.labels)
     if read == 0:
         raise PipelineError(f"{where}.source.{split}: {stream.files[0]} holds no examples{entry.empty_hint}: the "
                             f"{split} split is empty" if len(stream.files) == 1 else
                             f"{where}.source: the {split} split is empty")
     if empty:
         column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
-        what = (f"{empty} of {read} examples have " + ("no words or an empty word" if task.type == "token"
+        what = (f"{empty} of {read} examples have " + ("no words or an empty word" if task.shape.token_level
                 else "an empty or whitespace-only text") + f" (column {column!r})")
         in_file = f" [file {stream.files[0]}]" if entry.file_rows and len(stream.files) == 1 else ""
         if not drop:
@@ -167,9 +168,9 @@ def _write_split(stream: SplitStream, task: Any, where: str, split: str, target:
     return summary
 
 
-def empty_text_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
+def empty_text_rows(frame: pd.DataFrame, shape: DataShape) -> np.ndarray:
     """Which rows have an empty or whitespace-only text (or pair text); token tasks: no words, or an empty word."""
-    if kind == "token":
+    if shape.token_level:
         return np.array([not words or any(not w.strip() for w in words) for words in frame["tokens"]], dtype=bool)
     texts = zip(frame["text"], frame["text_pair"] if "text_pair" in frame.columns else frame["text"], strict=True)
     return np.array([not text.strip() or not pair.strip() for text, pair in texts], dtype=bool)
@@ -178,17 +179,17 @@ def empty_text_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
 _STRINGS = pa.list_(pa.string())
 
 
-def to_arrow(frame: pd.DataFrame, kind: str) -> pa.Table:
+def to_arrow(frame: pd.DataFrame, shape: DataShape) -> pa.Table:
     """A batch as Arrow with the column types every batch shares (pandas infers list<null> from empty lists)."""
     types = {"text": pa.large_string(), "text_pair": pa.large_string(), "tokens": _STRINGS, "tags": _STRINGS,
-             "line": pa.int64(), "label": {"regression": pa.float64(), "multi_label": _STRINGS}.get(kind, pa.large_string())}
+             "line": pa.int64(), "label": pa.float64() if shape.numeric else _STRINGS if shape.multi_label else pa.large_string()}
     return pa.Table.from_pandas(frame, schema=pa.schema([(n, types[n]) for n in frame.columns]), preserve_index=False)
 
 
-def count_labels(table: pa.Table | pa.RecordBatch, kind: str, counts: Counter) -> None:
+def count_labels(table: pa.Table | pa.RecordBatch, shape: DataShape, counts: Counter) -> None:
     """Add a batch's label values (each item of list labels) to `counts`."""
-    key = "tags" if kind == "token" else "label"
-    if kind != "regression" and key in table.column_names:
+    key = "tags" if shape.token_level else "label"
+    if not shape.numeric and key in table.column_names:
         column = table.column(key)
         for entry in pc.value_counts(pc.list_flatten(column) if pa.types.is_list(column.type) else column).to_pylist():
             counts[entry["values"]] += entry["counts"]
@@ -200,10 +201,10 @@ def _column(frame: pd.DataFrame, name: str, key: str, where: str) -> pd.Series:
     return frame[name]
 
 
-def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) -> pd.DataFrame:
+def normalise(frame: pd.DataFrame, task: Task, where: str, first_row: int = 0) -> pd.DataFrame:
     """The standard columns, each label checked; `first_row`: the file's rows before this batch (for messages)."""
-    kind, scheme = task.type, task.source.scheme
-    if kind == "token":
+    scheme = task.source.scheme
+    if task.shape.token_level:
         if {"tokens", "tags", "line"} <= set(frame.columns) and task_format(task.source, where).gives_tokens:
             return frame[["tokens", "tags", "line"]].reset_index(drop=True)
         tokens = _column(frame, task.text_column, "text_column", where)
@@ -221,30 +222,30 @@ def normalise(frame: pd.DataFrame, task: Any, where: str, first_row: int = 0) ->
     if task.text_pair_column:
         pair = _column(frame, task.text_pair_column, "text_pair_column", where)
         columns["text_pair"] = _text_values(pair, where, first_row)
-    columns["label"] = (_indicator_labels(frame, task.label_columns, where, first_row) if task.get("label_columns")
+    columns["label"] = (_indicator_labels(frame, task.label_columns, where, first_row) if task.label_columns
                         else _labels(frame, task, where, first_row))
     return pd.DataFrame({key: pd.Series(values, dtype=object) for key, values in columns.items()})
 
 
-def _labels(frame: pd.DataFrame, task: Any, where: str, first_row: int) -> list[Any]:
+def _labels(frame: pd.DataFrame, task: Task, where: str, first_row: int) -> list[Any]:
     """The label column's cells parsed, integer ids as the names they index, each checked against the list."""
-    kind, name, sep = task.type, task.label_column, task.source.label_separator
+    shape, name, sep = task.shape, task.label_column, task.source.label_separator
     cells = _column(frame, name, "label_column", where).tolist()
-    if kind == "single_label" and all(type(value) is str and value and value[0] != "[" for value in cells):
+    if shape.single_class and all(type(value) is str and value and value[0] != "[" for value in cells):
         labels = [value.strip() for value in cells]  # CSV cells: names, nothing to parse one by one
     else:
         try:
-            labels = [parse_label(value, kind, "", sep) for value in cells]
+            labels = [parse_label(value, shape, "", sep) for value in cells]
         except PipelineError:  # parse again, naming the row, only once a cell is bad
             for row, value in enumerate(cells, start=first_row + 1):
-                parse_label(value, kind, f"{where}, row {row}, column {name!r}", sep)
+                parse_label(value, shape, f"{where}, row {row}, column {name!r}", sep)
             raise
-    names = task_labels(task, where.split(".source")[0]) if kind != "regression" else None
+    names = task_labels(task, where.split(".source")[0]) if not shape.numeric else None
     if names:  # before any split is carved, so rows are the file's rows
         # Integer ids index the label list, unless its names are themselves integers (then a cell is a name).
         ids = {} if any(n.lstrip("-").isdigit() for n in names) else {str(i): n for i, n in enumerate(names)}
         if ids:
-            labels = ([[ids.get(v, v) for v in items] for items in labels] if kind == "multi_label"
+            labels = ([[ids.get(v, v) for v in items] for items in labels] if shape.multi_label
                       else [ids.get(v, v) for v in labels])
         check_labels_known(labels, names, where, from_training=False,
                            locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
@@ -278,12 +279,12 @@ def _text_values(series: pd.Series, where: str, first_row: int = 0) -> list[str]
     return [str(value) for value in values]
 
 
-def parse_label(value: Any, kind: str, where: str, separator: str = "|") -> Any:
+def parse_label(value: Any, shape: DataShape, where: str, separator: str = "|") -> Any:
     """One label cell as the task type expects it: a name, a number, or a list of names."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or (kind != "multi_label" and value == ""):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or (not shape.multi_label and value == ""):
         raise PipelineError(f"{where}: the label is missing (an empty cell, or a line with fewer fields than the "
                             "header)")
-    if kind == "regression":
+    if shape.numeric:
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -292,7 +293,7 @@ def parse_label(value: Any, kind: str, where: str, separator: str = "|") -> Any:
             raise PipelineError(f"{where}: {value!r} is not a finite number")
         return number
     listed = isinstance(value, (list, tuple, np.ndarray))
-    if kind != "multi_label":
+    if not shape.multi_label:
         if listed or (isinstance(value, str) and value.strip().startswith("[")):
             raise PipelineError(f"{where}: holds a list {value!r}, but a single-label task needs one label per row "
                                 "(use type: multi_label for several)")
@@ -346,7 +347,7 @@ def carve_assignment(groups: list[np.ndarray], total: int, fractions: dict[str, 
     return assign
 
 
-def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, where: str,
+def _carve(folder: Path, shape: DataShape, fractions: dict[str, float], seed: int, where: str,
            missing: list[str]) -> dict[str, SplitSummary]:
     """Carve the missing splits out of the written training rows: only the labels (single-label strata) are read
     into memory; the rows are then streamed once more into the three files, in their original order."""
@@ -354,7 +355,7 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
     file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered column chunks stay cached: memory grows with rows
     total = file.metadata.num_rows
     groups = (label_groups(pq.read_table(path, columns=["label"], read_dictionary=["label"]).column("label"))
-              if kind == "single_label" else [np.arange(total)])
+              if shape.single_class else [np.arange(total)])
     assign = carve_assignment(groups, total, fractions, seed, missing)
     names, size, start = ["train", *missing], parquet_batch_rows(file), 0
     summaries = {name: SplitSummary() for name in names}
@@ -375,7 +376,7 @@ def _carve(folder: Path, kind: str, fractions: dict[str, float], seed: int, wher
                 if rows.num_rows:
                     pending[name].append(rows)
                     summaries[name].rows += rows.num_rows
-                    count_labels(rows, kind, summaries[name].labels)
+                    count_labels(rows, shape, summaries[name].labels)
                     if sum(piece.num_rows for piece in pending[name]) >= size:
                         flush(name)
         for name in names:

@@ -32,7 +32,7 @@ from markupsafe import Markup, escape
 
 from stages.core.atomic import atomic_file
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import load_params, merge_train, train_settings
+from stages.core.params import TASK_SHAPES, DataShape, Params, load_params, merge_train, train_settings
 from stages.core.paths import (
     COMPARE_METRICS,
     CONFUSION_DIR,
@@ -168,11 +168,11 @@ def decode(value: Any, labels: list[str]) -> str:
     return str(value)
 
 
-def label_cell(value: Any, kind: str, labels: list[str]) -> Any:
+def label_cell(value: Any, shape: DataShape, labels: list[str]) -> Any:
     """A training label: its name with the class id, several for multi-label; a regression score as a number."""
-    if kind == "regression":
+    if shape.numeric:
         return fmt(float(value))
-    values = list(value) if kind == "multi_label" and not isinstance(value, str) else [value]
+    values = list(value) if shape.multi_label and not isinstance(value, str) else [value]
     names = [decode(v.item() if hasattr(v, "item") else v, labels) for v in values]
     return cell("labels", labels=[{"name": n, "id": labels.index(n) if n in labels else None} for n in names])
 
@@ -242,7 +242,7 @@ def overview_section(metrics: dict[str, dict], old: dict[str, dict] | None, rev:
                    verdict_problem=verdict_problem, figure=figure("test_scores.png", "test scores"))
 
 
-def revision_verdicts_or_problem(params: dict, rev: str) -> tuple[dict[str, dict], str]:
+def revision_verdicts_or_problem(params: Params, rev: str) -> tuple[dict[str, dict], str]:
     """Paired verdicts against `rev` for the overview; for an older revision without predictions, the reason."""
     from stages.core.comparison import revision_verdicts
 
@@ -317,15 +317,15 @@ def comparison_section(rev: str, diff: dict) -> dict:
                    errors=json.dumps(errors, default=str) if errors else "")
 
 
-def params_section(params: dict) -> dict:
+def params_section(params: Params) -> dict:
     columns = {}  # one column per run, one row per param: the runs' differences read across a row
     for run, spec in params.finetune.items():
         task = params.tasks[spec.task]
         source = task.source
-        where = f"hub: {source['hub']}" if source.hub else f"{source['path']} ({source['format']})"
+        where = f"hub: {source.hub}" if source.hub else f"{source.path} ({source.format})"
         labels = task.labels
-        extra = {"token": f"label_all_tokens={task['label_all_tokens']}",
-                 "multi_label": f"threshold={task['threshold']}"}.get(task.type, "")
+        extra = (f"label_all_tokens={task.label_all_tokens}" if task.shape.token_level
+                 else f"threshold={task.threshold}" if task.shape.multi_label else "")
         settings = train_settings(params, run)
         columns[run] = {"task": spec.task, "type": task.type, "model": f"{spec.model} ({params.models[spec.model].name})",
                         "init": spec.init, "source": where,
@@ -367,7 +367,7 @@ def runs_section(metrics: dict[str, dict], per_run: int, old: dict[str, dict] | 
             tables.append(table(["training", "value"], scalar_rows(train, skip=("task", "init"))))
         runs.append({"name": run, "task": data.get("task", "?"), "type": data.get("type", "?"),
                      "init": data.get("init", "?"), "tables": tables, "figures": run_figures(run, data),
-                     "predictions": predictions(run, data.get("type", ""), per_run)})
+                     "predictions": predictions(run, TASK_SHAPES.get(data.get("type", ""), DataShape()), per_run)})
     return section("runs", "Runs: test metrics, confusion matrices, per-type F1, loss, predictions", runs=runs)
 
 
@@ -384,7 +384,7 @@ def run_figures(run: str, data: dict) -> list[dict]:
     return out
 
 
-def predictions(run: str, kind: str, limit: int) -> dict:
+def predictions(run: str, shape: DataShape, limit: int) -> dict:
     """Up to `limit` of the run's test predictions next to the gold labels, errors first."""
     path = EXAMPLES_DIR / f"{run}.json"
     out = {"run": run, "path": path.as_posix()}
@@ -397,7 +397,7 @@ def predictions(run: str, kind: str, limit: int) -> dict:
         return {**out, "state": "empty"}
     marks = ["" if r.get("correct") else "err" for r in records]
     verdicts = ["ok" if r.get("correct") else cell("bold", text="wrong") for r in records]
-    if kind == "token":  # evaluate writes the sentence's words joined by spaces, one tag per word
+    if shape.token_level:  # evaluate writes the sentence's words joined by spaces, one tag per word
         headers = ["", "words, gold tag beneath (the prediction in red where it differs)"]
         rows = [[v, words_cell(str(r.get("text", "")).split(" "), list(r.get("gold") or []),
                                list(r.get("predicted") or []))] for v, r in zip(verdicts, records, strict=True)]
@@ -451,7 +451,7 @@ def loss_section() -> dict:
                    figure=figure("training_loss.png", "training and validation loss per fine-tune"))
 
 
-def freeze_sweep_section(params: dict) -> dict:
+def freeze_sweep_section(params: Params) -> dict:
     sweep = params.freeze_sweep
     if not SWEEP_TABLE.exists():
         return section("freeze", "Freeze sweep", table=None, path=SWEEP_TABLE.as_posix())
@@ -520,7 +520,7 @@ def domain_adapt_part(model: str) -> dict:
             "figure": figure(f"domain_adapt_{model}.png", f"domain adaptation of {model}: perplexity and probes")}
 
 
-def examples_section(params: dict, count: int, seed: int) -> dict:
+def examples_section(params: Params, count: int, seed: int) -> dict:
     """A seeded handful of training examples per task with decoded labels, beside the label distribution."""
     tasks = []
     for name in params.tasks:
@@ -530,20 +530,21 @@ def examples_section(params: dict, count: int, seed: int) -> dict:
             continue
         info = read_json(folder / "labels.json") if (folder / "labels.json").exists() else {}
         kind, labels = info.get("type", params.tasks[name].type), info.get("labels") or []
+        shape = TASK_SHAPES.get(kind, DataShape())  # a type no longer registered shows its rows as texts
         frame = pd.read_parquet(folder / "train.parquet")
         picks = random.Random(seed).sample(range(len(frame)), min(count, len(frame)))
         rows = []
         for i in picks:
             row = frame.iloc[i]
-            if kind == "token":
+            if shape.token_level:
                 rows.append([fmt(i), words_cell([str(w) for w in row["tokens"]], [decode(t, labels) for t in row["tags"]])])
             else:
                 pair = row["text_pair"] if "text_pair" in frame.columns else None
-                rows.append([fmt(i), texts_cell(row.get("text", ""), pair), label_cell(row["label"], kind, labels)])
-        headers = ["row", "words and tags"] if kind == "token" else ["row", "text", "label"]
+                rows.append([fmt(i), texts_cell(row.get("text", ""), pair), label_cell(row["label"], shape, labels)])
+        headers = ["row", "words and tags"] if shape.token_level else ["row", "text", "label"]
         tasks.append({"name": name, "kind": kind, "size": len(frame), "table": table(headers, rows),
                       "figure": figure(f"class_distribution_{name}.png", f"training labels: {name}")
-                      if kind != "token" else None})
+                      if not shape.token_level else None})
     return section("examples", "Training examples", count=count, seed=seed, tasks=tasks)
 
 
@@ -578,7 +579,7 @@ def old_run_metrics(diff: dict) -> dict[str, dict]:
 # -------------------------------------------------------------------------------------------------- the page
 
 
-def gather(params: dict, compare_rev: str | None) -> dict:
+def gather(params: Params, compare_rev: str | None) -> dict:
     """The page's data: the revision compared with (or None) and its sections in order."""
     settings = params.report
     metrics = run_metrics()
@@ -603,7 +604,7 @@ def render(page: dict) -> str:
     return environment.get_template(TEMPLATE).render(page)
 
 
-def build(params: dict, compare_rev: str | None) -> str:
+def build(params: Params, compare_rev: str | None) -> str:
     return render(gather(params, compare_rev))
 
 

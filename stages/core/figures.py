@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from stages.core.params import TASK_SHAPES
 from stages.core.paths import (
     CONFUSION_DIR,
     DOMAIN_ADAPT_METRICS_DIR,
@@ -333,27 +334,27 @@ def class_distribution_figure(target: Path, dpi: int) -> None:
     folders = sorted(p for p in RAW_DIR.iterdir() if (p / "train.parquet").exists()) if RAW_DIR.is_dir() else []
     for folder in folders:
         info = json.loads((folder / "labels.json").read_text()) if (folder / "labels.json").exists() else {}
-        kind = info.get("type")
-        if kind not in ("single_label", "multi_label", "regression"):
+        shape = TASK_SHAPES.get(info.get("type"))
+        if shape is None or shape.token_level:  # a tag per word: no class distribution of texts
             continue
         train = pd.read_parquet(folder / "train.parquet", columns=["label"])
         width = max(4.5, 0.7 * len(info.get("labels") or []) + 2.5)
         with figure(target / f"class_distribution_{folder.name}.png", dpi, (width, 3.6)) as ax:
-            if kind == "regression":
+            if shape.numeric:
                 ax.hist(train["label"].astype(float), bins=20, color="#4c72b0")
                 ax.set_xlabel("label value")
                 ax.set_ylabel("training examples")
             else:
                 counts: dict[str, int] = {}
                 for value in train["label"]:
-                    for name in (list(value) if kind == "multi_label" else [value]):
+                    for name in (list(value) if shape.multi_label else [value]):
                         counts[str(name)] = counts.get(str(name), 0) + 1
                 names = info.get("labels") or sorted(counts)
                 values = [counts.get(name, 0) for name in names]
                 ax.bar(names, values, color="#4c72b0")
                 for i, value in enumerate(values):
                     ax.text(i, value, str(value), ha="center", va="bottom", fontsize=8)
-                ax.set_ylabel("training examples" + (" with the label" if kind == "multi_label" else ""))
+                ax.set_ylabel("training examples" + (" with the label" if shape.multi_label else ""))
                 ax.tick_params(axis="x", rotation=30)
                 ax.margins(y=0.12)
             ax.set_title(f"training labels: {folder.name} ({len(train)} examples)")

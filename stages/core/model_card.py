@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from stages.core.params import DataShape
+from stages.core.params import DataShape, Params, Task, TrainSettings
 from stages.core.paths import METRICS_DIR
 
 PIPELINE = "bert-finetune-pipeline"
@@ -63,11 +63,11 @@ def pipeline_tag(shape: DataShape) -> str:
     return "token-classification" if shape.token_level else "text-classification"
 
 
-def hub_datasets(task: Any) -> list[str] | None:
+def hub_datasets(task: Task) -> list[str] | None:
     return [task.source.hub] if task.source.hub else None
 
 
-def data_source(task: Any) -> str:
+def data_source(task: Task) -> str:
     """Where the task's data came from, in words."""
     source = task.source
     if source.hub:
@@ -116,7 +116,7 @@ def scores_of(values: dict, main: str | None = None) -> dict:
     return {k: values[k] for k in sorted(names, key=lambda k: (k != main, k))}
 
 
-def eval_results(run: str, task_name: str, task: Any, split: str, scores: dict) -> list[Any]:
+def eval_results(run: str, task_name: str, task: Task, split: str, scores: dict) -> list[Any]:
     """The Hub's model-index entries for `scores` on one split."""
     from huggingface_hub import EvalResult
 
@@ -164,7 +164,7 @@ def test_rows(metrics: dict) -> list[dict]:
             for name, value in scores_of(metrics, metrics.get("main_metric")).items()]
 
 
-def finetune_card(run: str, task_name: str, task: Any, labels: list[str], params: Any, settings: Any, seed: int,
+def finetune_card(run: str, task_name: str, task: Task, labels: list[str], params: Params, settings: TrainSettings, seed: int,
                   summary: dict, validation: dict, init: str, main_metric: str) -> Any:
     """The card of one fine-tuned model (one seed of run `run`), written by the fine-tune stage: `summary` is the
     seed's training summary (no timings) and `validation` the validation scores of the kept weights."""
@@ -189,7 +189,7 @@ def finetune_card(run: str, task_name: str, task: Any, labels: list[str], params
     return ModelCard(content)
 
 
-def with_test_metrics(card: Any, run: str, task_name: str, task: Any, metrics: dict, source: str) -> Any:
+def with_test_metrics(card: Any, run: str, task_name: str, task: Task, metrics: dict, source: str) -> Any:
     """`card` with the test scores of metrics/<run>.json: in the model-index and in its test section."""
     from huggingface_hub import ModelCard
 
@@ -207,7 +207,7 @@ def with_test_metrics(card: Any, run: str, task_name: str, task: Any, metrics: d
     return updated  # its text is rendered from the updated metadata
 
 
-def setfit_card_data(model: Any, params: Any, name: str, task_name: str, task: Any) -> None:
+def setfit_card_data(model: Any, params: Params, name: str, task_name: str, task: Task) -> None:
     """SetFit writes its own card when it saves; give it the facts ours carry (license, base model, dataset,
     tags) before it does. No test scores: stage score_setfit computes them after the model is saved."""
     data = model.model_card_data

@@ -136,7 +136,7 @@ def _finite(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
-def adapt(base_dir: Path, blocks: Any, mlm: dict, seed: int, trust_remote_code: bool = False,
+def adapt(base_dir: Path, blocks: Any, mlm: Mlm, seed: int, trust_remote_code: bool = False,
           device: Any = "auto", attention: str = "auto") -> dict | None:
     """Measure, train, measure. Returns the model, tokenizer, metrics and probes (nothing written here).
 

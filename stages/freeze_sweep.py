@@ -26,7 +26,7 @@ from stages.core.errors import PipelineError, run_stage
 from stages.core.frozen_cache import FrozenStates, check_cacheable, point_depth
 from stages.core.inference import split_outputs
 from stages.core.modeling import count_encoder_blocks, init_dir
-from stages.core.params import check_freeze_value, load_params, merge_train
+from stages.core.params import Params, check_freeze_value, load_params, merge_train
 from stages.core.paths import FREEZE_CACHE_DIR, SWEEP_PREDICTIONS_DIR, SWEEP_RECORDS_DIR, SWEEP_TIMINGS_DIR
 from stages.core.task_data import load_tokenized, read_raw_split
 from stages.core.task_types import get_task_type
@@ -49,7 +49,7 @@ def check_point_fits(point: int | str, blocks: int, model_dir: Path) -> None:
                             f"{model_dir} (use 0..{blocks}, or 'head')")
 
 
-def sweep_point(params: dict, point: int | str) -> tuple[dict, dict, dict]:
+def sweep_point(params: Params, point: int | str) -> tuple[dict, dict, dict]:
     """Train one point and predict its test split; returns its record (the metrics file's facts, in order), its
     timings and its predictions document."""
     sweep = params.freeze_sweep

@@ -28,7 +28,7 @@ from stages.core.errors import PipelineError, run_stage
 from stages.core.fewshot import predict_test, sample_per_class, train_setfit
 from stages.core.model_card import CARD_FILE, append_sections, pending_test_section, setfit_card_data
 from stages.core.modeling import init_dir
-from stages.core.params import load_params
+from stages.core.params import Params, load_params
 from stages.core.paths import (
     SETFIT_METRICS_DIR,
     SETFIT_MODELS_DIR,
@@ -42,7 +42,7 @@ from stages.core.task_data import read_raw
 log = logging.getLogger("pipeline.setfit")
 
 
-def parse_args(argv: list[str] | None, params: dict) -> tuple[str, int]:
+def parse_args(argv: list[str] | None, params: Params) -> tuple[str, int]:
     parser = argparse.ArgumentParser(prog="python -m stages.setfit")
     parser.add_argument("task", help="a task name from params.yaml `tasks`")
     parser.add_argument("n", type=int, help="examples per class")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stages.core.atomic import write_metrics
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import load_params
+from stages.core.params import Params, load_params
 from stages.core.paths import METRICS_DIR, SETFIT_METRICS_DIR, TRAIN_METRICS_DIR, setfit_name
 
 log = logging.getLogger("pipeline.setfit_compare")
@@ -31,7 +31,7 @@ def _read(path: Path) -> dict:
         raise PipelineError(f"{path}: not valid JSON ({err.msg})") from None
 
 
-def compare(task_name: str, params: dict, metrics_dir: Path = METRICS_DIR) -> dict:
+def compare(task_name: str, params: Params, metrics_dir: Path = METRICS_DIR) -> dict:
     """The comparison table for one task, from the metrics files under `metrics_dir`."""
     setfit_dir = metrics_dir / SETFIT_METRICS_DIR.relative_to(METRICS_DIR)
     table: dict = {"task": task_name, "metric": "f1", "full_finetune": {}, "setfit": {}, "missing": []}

@@ -15,7 +15,7 @@ from typing import Any
 from stages.core.atomic import atomic_dir, write_json
 from stages.core.errors import PipelineError, run_stage
 from stages.core.modeling import init_dir, load_tokenizer, model_type
-from stages.core.params import load_params
+from stages.core.params import Params, load_params
 from stages.core.paths import LABELS_FILE, RAW_DIR, tokenized_dir
 from stages.core.scratch import file_digest, fingerprint, scratch_dir
 from stages.core.task_data import load_raw, task_splits
@@ -25,7 +25,7 @@ from stages.core.tokenization import SplitEncoder, encode_split, task_key
 log = logging.getLogger("pipeline.tokenize")
 
 
-def parse_args(argv: list[str] | None, params: Any) -> tuple[str, str]:
+def parse_args(argv: list[str] | None, params: Params) -> tuple[str, str]:
     parser = argparse.ArgumentParser(prog="python -m stages.tokenize")
     parser.add_argument("task", help="a task name from params.yaml `tasks`")
     parser.add_argument("model", nargs="?", help="a key of params.yaml `models` (default: the first)")

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from stages.core.atomic import round_metrics
 from stages.core.errors import PipelineError
-from stages.core.params import run_seeds
+from stages.core.params import Params, run_seeds
 from stages.core.paths import (
     SETFIT_PREDICTIONS_DIR,
     SWEEP_PREDICTIONS_DIR,
@@ -55,12 +55,12 @@ class Side:
 # Names and pairs
 
 
-def extra_test_sets(params: dict, task: str) -> list[str]:
+def extra_test_sets(params: Params, task: str) -> list[str]:
     """The task's named test sets after the first (the first is its test split, scored by every stage)."""
     return list(params.tasks[task].source.test_sets())[1:]
 
 
-def all_subjects(params: dict) -> dict[str, Subject]:
+def all_subjects(params: Params) -> dict[str, Subject]:
     """Every scored model the params define, in params order: fine-tune runs (each further named test set of
     their task as <run>:<set>), sweep points, SetFit models."""
     subjects: dict[str, Subject] = {}
@@ -83,7 +83,7 @@ def all_subjects(params: dict) -> dict[str, Subject]:
     return subjects
 
 
-def workspace_pairs(params: dict) -> list[tuple[Subject, Subject]]:
+def workspace_pairs(params: Params) -> list[tuple[Subject, Subject]]:
     """(a, b) pairs worth a verdict after a change: b is the variant, a the reference it is judged against."""
     subjects = all_subjects(params)
     first_run: dict[str, str] = {}
@@ -106,7 +106,7 @@ def workspace_pairs(params: dict) -> list[tuple[Subject, Subject]]:
     return pairs
 
 
-def find_subject(params: dict, name: str) -> Subject:
+def find_subject(params: Params, name: str) -> Subject:
     """The subject called `name`, or an error listing the names this workspace knows."""
     subjects = all_subjects(params)
     if name in subjects:
@@ -348,7 +348,7 @@ def workspace_sides(pairs: list[tuple[Subject, Subject]]) -> list[tuple[Side, Si
     return [(side(a), side(b)) for a, b in pairs]
 
 
-def revision_sides(params: dict, rev: str) -> list[tuple[Side, Side]]:
+def revision_sides(params: Params, rev: str) -> list[tuple[Side, Side]]:
     """Every workspace subject against itself at `rev`; subjects absent there are noted and skipped."""
     sides = []
     with open_revision(rev) as other:
@@ -361,7 +361,7 @@ def revision_sides(params: dict, rev: str) -> list[tuple[Side, Side]]:
     return sides
 
 
-def revision_verdicts(params: dict, rev: str) -> dict[str, dict]:
+def revision_verdicts(params: Params, rev: str) -> dict[str, dict]:
     """Each workspace model's comparison with itself at `rev`, keyed by its name (the report shows the main
     metric's verdict beside each delta), judged as one family with Holm's correction."""
     stats = params.stats

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core.errors import PipelineError
+from stages.core.params import TrainSettings
 
 log = logging.getLogger("pipeline.distributed")
 
@@ -115,7 +116,7 @@ def _params_accelerate_config() -> str | None:
     return load_params().compute.accelerate_config
 
 
-def relaunch_if_parallel(module: str, args: list[str], settings: Any, where: str,
+def relaunch_if_parallel(module: str, args: list[str], settings: TrainSettings, where: str,
                          accelerate_config: str | None | _FromParams = FROM_PARAMS) -> bool:
     """Run `python -m <module> <args>` under accelerate launch when asked for (`compute.accelerate_config`, or
     `<where>.num_processes` > 1) and not already launched; return True once all processes succeeded: the caller

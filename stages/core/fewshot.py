@@ -23,6 +23,7 @@ from stages.core import predictions
 from stages.core.attention import set_attention
 from stages.core.devices import resolve_device
 from stages.core.errors import PipelineError
+from stages.core.params import SetFit
 from stages.core.progress import progress_shown
 from stages.core.selection import class_f1
 
@@ -58,7 +59,7 @@ def metric_fn(labels: list[str], positive_label: str | None) -> Callable[[Any, A
     return compute
 
 
-def training_arguments(settings: dict, seed: int, output_dir: Path) -> Any:
+def training_arguments(settings: SetFit, seed: int, output_dir: Path) -> Any:
     """SetFit arguments: no checkpoints, no reporting integrations, no evaluation during training."""
     from setfit import TrainingArguments
 
@@ -77,7 +78,7 @@ def training_arguments(settings: dict, seed: int, output_dir: Path) -> Any:
     )
 
 
-def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], settings: dict, seed: int,
+def train_setfit(body_dir: str | Path, train: pd.DataFrame, labels: list[str], settings: SetFit, seed: int,
                  max_length: int, trust_remote_code: bool = False, device: Any = "auto",
                  attention: str = "auto") -> tuple[Any, Any, dict]:
     """Train a SetFit model on `train` (columns text/label) on `device` (`compute.device`) with the body's attention

@@ -30,6 +30,7 @@ import zstandard
 
 from stages.core.errors import PipelineError
 from stages.core.labels import to_iob2
+from stages.core.params import Source, Task
 from stages.core.paths import SPLITS
 
 CORPUS_FALLBACK = "lines"  # an MLM corpus file whose suffix no format claims is plain text, one document a line
@@ -161,7 +162,7 @@ def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
     raise PipelineError(f"{path}: the file is empty")
 
 
-def split_files(source: Any, key: str, entries: str | list[str], where: str, directories: bool = True) -> list[Path]:
+def split_files(source: Source, key: str, entries: str | list[str], where: str, directories: bool = True) -> list[Path]:
     """A split's files: each of its `entries` (`source.<key>`) is a file, glob or directory of shards, relative to
     `path`."""
     base, files = Path(source.path), []
@@ -192,7 +193,7 @@ class DataFormat:
     gives_tokens: ClassVar[bool] = False  # read_file gives a token task's `tokens`, `tags` and `line` columns
     split_dirs: ClassVar[bool] = True  # a split naming a directory reads its files (False: read_file reads it)
 
-    def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
+    def stream_source(self, source: Source, task: Task, where: str) -> dict[str, SplitStream]:
         """A task's source by split (train at least; `where` names the task's params key), named test sets
         included (test, test-<name>: Source.split_entries)."""
         _check_path(source, where)
@@ -203,7 +204,7 @@ class DataFormat:
                                                           for frame in self.read_file(file, source)), files)
         return out
 
-    def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
+    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
         """One file of a split as raw tables of at most BATCH_ROWS rows (at least one table)."""
         raise NotImplementedError(f"the {self.name!r} format reads no split files")
 
@@ -215,7 +216,7 @@ class DataFormat:
         return [value for batch in self.iter_corpus(path, corpus, BATCH_ROWS) for value in batch]
 
 
-def _check_path(source: Any, where: str) -> Path:
+def _check_path(source: Source, where: str) -> Path:
     if not Path(source.path).exists():
         raise PipelineError(f"{where}.source.path: not found: {source.path}")
     return Path(source.path)
@@ -254,7 +255,7 @@ def source_formats() -> tuple[str, ...]:
     return tuple(name for name, entry in FORMATS.items() if entry.local)
 
 
-def task_format(source: Any, where: str) -> DataFormat:
+def task_format(source: Source, where: str) -> DataFormat:
     """The format that reads a task's source: hub when it names a Hub dataset, else its source.format."""
     return FORMATS["hub"] if source.get("hub") else get_format(source.format, f"{where}.source.format",
                                                                  source_formats())
@@ -286,7 +287,7 @@ class TableFormat(DataFormat):
         """The file as tables of named columns, at most BATCH_ROWS rows each (at least one table)."""
         raise NotImplementedError
 
-    def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
+    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
         columns = None if source.header else tuple(source.columns)
         return self.read_table(path, TableOptions(source.encoding, TASK_KEY, source.delimiter, source.quoting, columns))
 
@@ -459,7 +460,7 @@ class Conll(DataFormat):
 
     name, empty_hint, gives_tokens = "conll", " (only -DOCSTART- or blank lines)", True
 
-    def words(self, path: Path, source: Any) -> Iterator[tuple[int, str, str] | None]:
+    def words(self, path: Path, source: Source) -> Iterator[tuple[int, str, str] | None]:
         """(line, word, tag) of each word, None at a sentence break."""
         width, token, tag = None, source.token_column, source.tag_column
         for number, line in enumerate(_not_blank(path, text_lines(path, source.encoding)), start=1):
@@ -478,7 +479,7 @@ class Conll(DataFormat):
                                     f"are the same column of {width}; expected a word and a tag separated by whitespace")
             yield number, fields[token], fields[tag]
 
-    def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
+    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
         """Sentences as `tokens`, `tags` (IOB2 unless scheme none) and `line` (of the first word, for messages)."""
         sentences = (list(words) for found, words in itertools.groupby(self.words(path, source), bool) if found)
         for batch in in_batches(map(functools.partial(_sentence, path, source.scheme), sentences)):
@@ -501,7 +502,7 @@ class Conllu(Conll):
 
     name = "conllu"
 
-    def words(self, path: Path, source: Any) -> Iterator[tuple[int, str, str] | None]:
+    def words(self, path: Path, source: Source) -> Iterator[tuple[int, str, str] | None]:
         from stages.core.params import CONLLU_COLUMNS
 
         token, tag = CONLLU_COLUMNS.index(source.token_column), CONLLU_COLUMNS.index(source.tag_column)
@@ -541,7 +542,7 @@ class Lines(DataFormat):
 
     name, suffixes = "lines", (".txt",)
 
-    def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
+    def stream_source(self, source: Source, task: Task, where: str) -> dict[str, SplitStream]:
         base, paths = _check_path(source, where), {}
         for label, name in source.files.items():
             paths[label] = base / name if base.is_dir() else base.parent / name
@@ -572,7 +573,7 @@ class Folders(DataFormat):
 
     name, split_dirs = "folders", False
 
-    def read_file(self, path: Path, source: Any) -> Iterator[pd.DataFrame]:
+    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
         def visible(folder: Path) -> list[Path]:
             return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
@@ -591,7 +592,7 @@ class Hub(DataFormat):
 
     name, local = "hub", False
 
-    def stream_source(self, source: Any, task: Any, where: str) -> dict[str, SplitStream]:
+    def stream_source(self, source: Source, task: Task, where: str) -> dict[str, SplitStream]:
         splits = source.splits or {name: name for name in SPLITS}
         for ours in splits:
             if ours not in SPLITS:
@@ -606,7 +607,7 @@ class Hub(DataFormat):
         return {ours: SplitStream(functools.partial(batches, ours, expression)) for ours, expression in splits.items()}
 
 
-def load_hub_split(source: Any, where: str, expression: str) -> Any:
+def load_hub_split(source: Source, where: str, expression: str) -> Any:
     """datasets.load_dataset at the source's revision; a revision the Hub does not have names the params key."""
     import datasets
     from huggingface_hub.errors import RevisionNotFoundError
@@ -625,7 +626,7 @@ def load_hub_split(source: Any, where: str, expression: str) -> Any:
                             "(Hub datasets need the network; the default profile uses local files)") from None
 
 
-def hub_commit(source: Any) -> str | None:
+def hub_commit(source: Source) -> str | None:
     """The commit the Hub resolves the source's revision to (None if it cannot), for source.json: the builder's
     `hash` is that commit for a Hub dataset; the loaded Dataset does not expose it."""
     import datasets

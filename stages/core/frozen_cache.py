@@ -32,6 +32,7 @@ from torch import nn
 
 from stages.core.errors import PipelineError
 from stages.core.modeling import embedding_modules, encoder_blocks
+from stages.core.params import TrainSettings
 
 log = logging.getLogger("pipeline.frozen_cache")
 
@@ -185,7 +186,7 @@ class FrozenStates:
     def example(self, row: int) -> np.ndarray:
         return self.states[self.offsets[row]:self.offsets[row + 1]]
 
-    def training_inputs(self, model: Any, freeze: Any, train_set: Any, collator: Any, settings: Any,
+    def training_inputs(self, model: Any, freeze: Any, train_set: Any, collator: Any, settings: TrainSettings,
                         where: str) -> tuple[Any, Any, Any, dict]:
         """The model, training set, collator and extra TrainingArguments that train the point from the states."""
         check_cacheable(settings, where)
@@ -208,7 +209,7 @@ class FrozenStates:
         return TopBlocks(model, self.depth), rows, CachedCollator(collator, self), {"remove_unused_columns": False}
 
 
-def check_cacheable(settings: Any, where: str) -> None:
+def check_cacheable(settings: TrainSettings, where: str) -> None:
     """Fail before training on settings the cached path cannot honour (it trains on stored training states only)."""
     fix = "or set freeze_sweep.cache_frozen: false"
     if settings.eval_strategy != "no":

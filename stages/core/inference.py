@@ -14,6 +14,7 @@ from typing import Any
 from stages.core.attention import load_with_attention
 from stages.core.devices import inference_dtype, model_device, place_model, resolve_device
 from stages.core.errors import PipelineError
+from stages.core.params import Task
 from stages.core.paths import TASK_FILE
 from stages.core.progress import progress
 from stages.core.task_types import SplitOutputs, TaskType, get_task_type
@@ -65,7 +66,7 @@ def batched_logits(model: Any, tokenizer: Any, features: list[dict], batch_size:
     return outputs
 
 
-def split_outputs(model: Any, tokenizer: Any, task_type: TaskType, task: Any, split: Any, labels: list[str],
+def split_outputs(model: Any, tokenizer: Any, task_type: TaskType, task: Task, split: Any, labels: list[str],
                   batch_size: int) -> SplitOutputs:
     """A model's outputs on a tokenized split, per text or sentence (the evaluate stage and the freeze sweep)."""
     model.eval()  # a model straight from the Trainer is still in train mode (dropout on)

@@ -18,6 +18,7 @@ from typing import Any
 
 from stages.core.comparison import Side, compare, extra_test_sets, rounded, workspace_sides
 from stages.core.comparison import all_subjects as comparison_subjects
+from stages.core.params import Params
 from stages.core.paths import TRAIN_METRICS_DIR, TRAIN_TIMINGS_DIR
 from stages.core.stats import confidence_intervals
 from stages.core.task_types import get_task_type
@@ -25,7 +26,7 @@ from stages.core.task_types import get_task_type
 RANK = "best"
 
 
-def model_groups(params: Any) -> list[list[str]]:
+def model_groups(params: Params) -> list[list[str]]:
     """Runs that differ only in `model` (two distinct models at least), in params order."""
     groups: dict[str, list[str]] = {}
     for run, spec in params.finetune.items():
@@ -39,7 +40,7 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def leaderboard(params: Any, runs: list[str], resamples: int, confidence: float, test_set: str | None = None) -> dict:
+def leaderboard(params: Params, runs: list[str], resamples: int, confidence: float, test_set: str | None = None) -> dict:
     """One task's leaderboard record: rows best first, each with its verdict against the best; on the task's test
     split, or on its further named test set `test_set`."""
     subjects = comparison_subjects(params)
@@ -80,7 +81,7 @@ def _sides(subjects: dict, runs: list[str]) -> list[Side]:
     return [a for a, _ in pairs]
 
 
-def leaderboards(params: Any, resamples: int, confidence: float) -> list[dict]:
+def leaderboards(params: Params, resamples: int, confidence: float) -> list[dict]:
     """One board per group of runs and test set: the task's test split, then each further named test set."""
     return [leaderboard(params, runs, resamples, confidence, test_set) for runs in model_groups(params)
             for test_set in [None, *extra_test_sets(params, params.finetune[runs[0]].task)]]

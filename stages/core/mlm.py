@@ -17,6 +17,7 @@ import numpy as np
 from stages.core.devices import model_device
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX
+from stages.core.params import Params
 from stages.core.progress import progress
 from stages.core.tokenization import NO_WORD
 
@@ -27,7 +28,7 @@ LITERAL_MASK = "[MASK]"  # probes may always write this; it becomes the tokenize
 _HEAD_NAMES = ("cls", "lm_head")  # BERT-style and RoBERTa-style MLM heads that accept any [..., hidden] input
 
 
-def mlm_seed(params: dict) -> int:
+def mlm_seed(params: Params) -> int:
     """`mlm.seed`, or the top-level seed when it is null."""
     return params.seed if params.mlm.seed is None else params.mlm.seed
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.labels import uses_bio
+from stages.core.params import Task
 
 INPUT_FIELDS = ("text", "text_pair", "tokens")
 
@@ -60,7 +61,7 @@ def test_fingerprint(rows: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def document(name: str, seed: int | None, task: dict, labels: list[str], rows: list[dict]) -> dict:
+def document(name: str, seed: int | None, task: Task, labels: list[str], rows: list[dict]) -> dict:
     """The predictions document of one model (see the module docstring)."""
     return {"name": name, "seed": seed, "kind": task.type, "labels": list(labels),
             "positive_label": task.get("positive_label"), "bio": uses_bio(task),

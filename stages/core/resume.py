@@ -34,6 +34,7 @@ from typing import Any
 from stages.core.atomic import write_json
 from stages.core.distributed import process_rank, world_size
 from stages.core.errors import PipelineError
+from stages.core.params import Task, TrainSettings
 
 log = logging.getLogger("pipeline.resume")
 
@@ -75,7 +76,7 @@ def _dataset_identity(dataset: Any, digest: Any) -> None:
     digest.update(f"rows={len(dataset)};columns={sorted(dataset.column_names)}".encode())
 
 
-def run_fingerprint(run_name: str, settings: dict, task: dict, labels: list[str], seed: int, init_path: Path,
+def run_fingerprint(run_name: str, settings: TrainSettings, task: Task, labels: list[str], seed: int, init_path: Path,
                     datasets: list[Any], world_size: int) -> str:
     """A hash of everything that decides the training trajectory; checkpoints of another hash are not resumed."""
     import torch

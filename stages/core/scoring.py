@@ -19,6 +19,7 @@ import numpy as np
 from stages.core.errors import PipelineError
 from stages.core.labels import uses_bio
 from stages.core.metrics import classification_metrics, multilabel_metrics, regression_metrics, token_metrics
+from stages.core.params import Task
 from stages.core.task_types import MultiLabel, Regression, SingleLabel, SplitOutputs, TaskType, Token, sigmoid
 
 
@@ -30,7 +31,7 @@ class Scoring(abc.ABC):
     computed from its predictions document (the sweep's and SetFit's scoring stages) are the same numbers."""
 
     @abc.abstractmethod
-    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+    def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         """The gold and predicted answers of a model's outputs, shaped as `encode_answers` gives them."""
 
     @abc.abstractmethod
@@ -38,7 +39,7 @@ class Scoring(abc.ABC):
         """The task's test metrics from answers; `document` holds the predictions document's settings
         (positive_label, bio)."""
 
-    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+    def scores(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> dict:
         """The task's test metrics from a model's outputs on a split (the evaluate stage's metrics file)."""
         settings = {"positive_label": task.get("positive_label"), "bio": uses_bio(task)}
         return self.answer_scores(*self.answers(task, outputs), labels, settings)
@@ -51,7 +52,7 @@ class Scoring(abc.ABC):
                                   self.encode_answers([row["predicted"] for row in rows], labels), labels, document)
 
     @abc.abstractmethod
-    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+    def confusion_pairs(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         """(actual, predicted) pairs for DVC's confusion plot."""
 
     @abc.abstractmethod
@@ -93,7 +94,7 @@ def scoring_of(task_type: TaskType) -> Scoring:
     raise PipelineError(f"task type {task_type.name!r} has no scoring (register one with register_scoring)")
 
 
-def score(task_type: TaskType, task: Any, outputs: SplitOutputs, labels: list[str]) -> tuple[dict, list]:
+def score(task_type: TaskType, task: Task, outputs: SplitOutputs, labels: list[str]) -> tuple[dict, list]:
     """A split's test metrics and confusion pairs."""
     scoring = scoring_of(task_type)
     return scoring.scores(task, outputs, labels), scoring.confusion_pairs(task, outputs, labels)
@@ -101,13 +102,13 @@ def score(task_type: TaskType, task: Any, outputs: SplitOutputs, labels: list[st
 
 @register_scoring(SingleLabel)
 class SingleLabelScoring(Scoring):
-    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+    def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         return np.asarray(outputs.gold), np.argmax(outputs.predicted, axis=-1)
 
     def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
         return classification_metrics(gold, predicted, labels, document.get("positive_label"))
 
-    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+    def confusion_pairs(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         predicted = np.argmax(outputs.predicted, axis=-1)
         return [(labels[g], labels[p]) for g, p in zip(outputs.gold, predicted, strict=True)]
 
@@ -124,13 +125,13 @@ class SingleLabelScoring(Scoring):
 
 @register_scoring(MultiLabel)
 class MultiLabelScoring(Scoring):
-    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+    def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         return np.asarray(outputs.gold), sigmoid(outputs.predicted) >= task.threshold
 
     def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
         return multilabel_metrics(gold, predicted, labels)
 
-    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+    def confusion_pairs(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         predicted = sigmoid(np.asarray(outputs.predicted, dtype=float)) >= task.threshold
         pairs = []
         for gold_row, predicted_row in zip(np.asarray(outputs.gold), predicted, strict=True):
@@ -155,13 +156,13 @@ class MultiLabelScoring(Scoring):
 
 @register_scoring(Regression)
 class RegressionScoring(Scoring):
-    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+    def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         return np.asarray(outputs.gold, dtype=float).reshape(-1), np.asarray(outputs.predicted).reshape(-1)
 
     def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
         return regression_metrics(gold, predicted)
 
-    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+    def confusion_pairs(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         return [(str(int(round(g))), str(int(round(p))))
                 for g, p in zip(outputs.gold, np.asarray(outputs.predicted).reshape(-1), strict=True)]
 
@@ -177,20 +178,20 @@ class RegressionScoring(Scoring):
 
 @register_scoring(Token)
 class TokenScoring(Scoring):
-    def answers(self, task: Any, outputs: SplitOutputs) -> tuple[Any, Any]:
+    def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         return outputs.gold, outputs.predicted
 
     def answer_scores(self, gold: Any, predicted: Any, labels: list[str], document: dict) -> dict:
         """Word-level scores, one sequence per sentence: entities for IOB tags, tag accuracy/macro-F1 otherwise."""
         return token_metrics(gold, predicted, bool(document.get("bio", True)))
 
-    def scores(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> dict:
+    def scores(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> dict:
         return {**super().scores(task, outputs, labels), "truncated_words": outputs.truncated}
 
     def document_scores(self, document: dict, truncated: int = 0) -> dict:
         return {**super().document_scores(document), "truncated_words": truncated}
 
-    def confusion_pairs(self, task: Any, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
+    def confusion_pairs(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> list[tuple[str, str]]:
         """(gold, predicted) word pairs."""
         return [(g, p) for gs, ps in zip(outputs.gold, outputs.predicted, strict=True)
                 for g, p in zip(gs, ps, strict=True)]

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from stages.core.errors import PipelineError
+from stages.core.params import Task
 from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS, tokenized_dir
 
 
@@ -24,7 +25,7 @@ def read_raw(name: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
     return {split: pd.read_parquet(folder / f"{split}.parquet") for split in SPLITS}, labels
 
 
-def task_splits(task: Any) -> tuple[str, ...]:
+def task_splits(task: Task) -> tuple[str, ...]:
     """The splits download writes for `task`: train, validation, test and a test-<name> per further named test
     set (README "Several test sets")."""
     return (*SPLITS, *list(task.source.test_sets().values())[1:])

@@ -22,6 +22,7 @@ import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX, MISSED_TAG, is_bio_label_set, uses_bio
+from stages.core.params import Task
 from stages.core.predictions import rounded_scores
 from stages.core.selection import class_f1, micro_f1, pearson, sequence_f1
 from stages.core.tokenization import (
@@ -124,24 +125,24 @@ class TaskType(abc.ABC):
         """A split's label column as training targets."""
 
     @abc.abstractmethod
-    def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
+    def encode(self, tokenizer: Any, frame: Any, task: Task, label2id: dict[str, int],
                training_split: bool = True) -> tuple[dict, int]:
         """A normalised split as model inputs and targets, and the number of words truncation cut off."""
 
     # -- validation and test outputs ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+    def validation_score(self, task: Task, logits: Any, gold: Any, labels: list[str]) -> float:
         """The main metric on the validation split from logits and training targets (Trainer validation: it
         picks the kept checkpoint and stops training early)."""
 
     @abc.abstractmethod
-    def split_outputs(self, task: Any, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
+    def split_outputs(self, task: Task, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
         """A tokenized split's outputs per text or sentence from its logits (one array per row, as
         `inference.batched_logits` returns them)."""
 
     @abc.abstractmethod
-    def prediction_rows(self, task: Any, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
+    def prediction_rows(self, task: Task, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
         """The rows of a predictions document (stages/core/predictions.py) from `split_outputs`."""
 
     # -- output ----------------------------------------------------------------------------------------------
@@ -198,12 +199,12 @@ class SequenceTask(TaskType):
 
         return DataCollatorWithPadding(tokenizer)
 
-    def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
+    def encode(self, tokenizer: Any, frame: Any, task: Task, label2id: dict[str, int],
                training_split: bool = True) -> tuple[dict, int]:
         return encode_sequences(tokenizer, frame, task, self.label_targets(frame["label"], label2id),
                                 training_split), 0
 
-    def split_outputs(self, task: Any, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
+    def split_outputs(self, task: Task, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
         """Logits per text: a split tokenized in windows has its window logits aggregated per text (the task's
         long_texts.aggregate) and each text's gold taken once."""
         stacked = np.stack(logits) if logits else np.zeros((0, 0))
@@ -218,7 +219,7 @@ class SequenceTask(TaskType):
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
         """A predictions-document row's gold, predicted (and `scores`) from its label cell and logits."""
 
-    def prediction_rows(self, task: Any, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
+    def prediction_rows(self, task: Task, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
         """Rows from the raw test frame (columns text[, text_pair], label) and the logits per text."""
         rows = []
         has_pair = "text_pair" in raw_test.columns
@@ -285,7 +286,7 @@ class SingleLabel(SequenceTask):
     def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
         return [label2id[v] for v in values]
 
-    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+    def validation_score(self, task: Task, logits: Any, gold: Any, labels: list[str]) -> float:
         return class_f1(np.asarray(gold), np.argmax(logits, axis=-1), labels, task.positive_label)
 
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
@@ -319,7 +320,7 @@ class MultiLabel(SequenceTask):
             targets.append(row.tolist())
         return targets
 
-    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+    def validation_score(self, task: Task, logits: Any, gold: Any, labels: list[str]) -> float:
         return micro_f1(np.asarray(gold), sigmoid(logits) >= task.threshold)
 
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
@@ -348,7 +349,7 @@ class Regression(SequenceTask):
     def label_targets(self, values: Sequence, label2id: dict[str, int]) -> list[Any]:
         return [float(v) for v in values]
 
-    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+    def validation_score(self, task: Task, logits: Any, gold: Any, labels: list[str]) -> float:
         return pearson(np.asarray(gold, dtype=float).reshape(-1), np.asarray(logits).reshape(-1))
 
     def row_answers(self, gold: Any, logits: np.ndarray, labels: list[str], threshold: float | None) -> dict:
@@ -393,11 +394,11 @@ class Token(TaskType):
         """Word-level tag ids per sentence (`encode` aligns them to sub-tokens)."""
         return [[label2id[str(tag)] for tag in tags] for tags in values]
 
-    def encode(self, tokenizer: Any, frame: Any, task: dict, label2id: dict[str, int],
+    def encode(self, tokenizer: Any, frame: Any, task: Task, label2id: dict[str, int],
                training_split: bool = True) -> tuple[dict, int]:
         return encode_token_task(tokenizer, frame, task, label2id, training_split)
 
-    def validation_score(self, task: Any, logits: Any, gold: Any, labels: list[str]) -> float:
+    def validation_score(self, task: Task, logits: Any, gold: Any, labels: list[str]) -> float:
         """Sub-token logits against aligned labels; IGNORE_INDEX positions are skipped."""
         predictions = np.argmax(logits, axis=-1)
         gold_sequences, predicted_sequences = [], []
@@ -407,7 +408,7 @@ class Token(TaskType):
             predicted_sequences.append([labels[predicted_row[i]] for i in keep])
         return sequence_f1(gold_sequences, predicted_sequences, uses_bio(task))
 
-    def split_outputs(self, task: Any, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
+    def split_outputs(self, task: Task, logits: list, split: Any, labels: list[str]) -> SplitOutputs:
         """Each sentence's word-level gold and predicted tags from its sub-token logits and the split's `word_ids`
         and `word_labels`; a word no token reaches is predicted `O` for IOB tags, MISSED_TAG otherwise."""
         names = [*labels, "O" if uses_bio(task) and "O" in labels else MISSED_TAG]
@@ -431,7 +432,7 @@ class Token(TaskType):
                  window_word_predictions([logits[i] for i in group], [word_ids[i] for i in group],
                                          len(word_labels[group[0]]), fallback)) for group in groups]
 
-    def prediction_rows(self, task: Any, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
+    def prediction_rows(self, task: Task, raw_test: Any, outputs: SplitOutputs, labels: list[str]) -> list[dict]:
         """The sentence's words with word-level gold and predicted tags."""
         return [{"index": i, "tokens": list(raw_test.iloc[i]["tokens"]), "gold": list(gold),
                  "predicted": list(predicted)}

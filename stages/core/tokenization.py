@@ -18,13 +18,14 @@ import pandas as pd
 
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX, align_word_labels, begin_to_inside, uses_bio
+from stages.core.params import Task
 
 log = logging.getLogger("pipeline.tokenization")
 
 NO_WORD = -1  # word_ids stored in Arrow: special tokens get -1 instead of None
 
 
-def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: Any, targets: Sequence[Any],
+def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: Task, targets: Sequence[Any],
                      training_split: bool = True) -> dict:
     """Single texts or real sentence pairs (tokenizer(a, b): segment ids mark the second text) with `targets`, the
     training target of each row (its task type's `label_targets`); with `long_texts: windows`, one row per window
@@ -99,7 +100,7 @@ def aggregate_windows(logits: np.ndarray, groups: list[list[int]], how: str) -> 
     return np.stack(rows).astype(logits.dtype, copy=False) if rows else logits[:0]
 
 
-def task_key(task: Any) -> Any:
+def task_key(task: Task) -> Any:
     """The task as the tokenized data's fingerprint hashes it. With `long_texts` at truncate, the data does not
     depend on that key, and it is left out, so data tokenized before the key existed keeps its fingerprint (the
     saved dataset's state.json holds it) and stays the same bytes."""
@@ -116,7 +117,7 @@ def feature_rows(encoded: Any, count: int) -> list[dict]:
     return [{key: encoded[key][i] for key in encoded} for i in range(count)]
 
 
-def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id: dict[str, int],
+def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: Task, label2id: dict[str, int],
                       training_split: bool = True) -> tuple[dict, int]:
     """Words -> sub-tokens with aligned labels; also keeps word ids and word-level gold labels for evaluation.
 
@@ -148,7 +149,7 @@ def encode_token_task(tokenizer: Any, frame: pd.DataFrame, task: dict, label2id:
     return columns, cut_words
 
 
-def encode_token_windows(tokenizer: Any, words: list[list[str]], tags: Any, task: Any, label2id: dict[str, int],
+def encode_token_windows(tokenizer: Any, words: list[list[str]], tags: Any, task: Task, label2id: dict[str, int],
                          training_split: bool) -> tuple[dict, int]:
     """`encode_token_task` in overlapping windows: one row per window with its sub-token labels, word ids and its
     sentence's word labels and row (EXAMPLE_COLUMN); returns the columns and the words no kept window reaches."""
@@ -195,7 +196,7 @@ CUT_COLUMN = "cut_words"  # removed before saving
 class Encoding(Protocol):
     """What SplitEncoder needs of a task type (stages/core/task_types.py), which encodes with this module."""
 
-    def encode(self, tokenizer: Any, frame: Any, task: Any, label2id: dict[str, int],
+    def encode(self, tokenizer: Any, frame: Any, task: Task, label2id: dict[str, int],
                training_split: bool = True) -> tuple[dict, int]: ...
 
 
@@ -206,7 +207,7 @@ class SplitEncoder:
     one: each batch's count in its first row, 0 in the others; the column's sum is the split's count.
     """
 
-    def __init__(self, task_type: Encoding, tokenizer: Any, task: Any, label2id: dict[str, int],
+    def __init__(self, task_type: Encoding, tokenizer: Any, task: Task, label2id: dict[str, int],
                  training_split: bool) -> None:
         self.task_type, self.tokenizer, self.task = task_type, tokenizer, task
         self.label2id, self.training_split = label2id, training_split

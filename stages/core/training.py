@@ -31,6 +31,7 @@ from stages.core.devices import PEAK_MEMORY_KEY, peak_memory, reset_peak_memory,
 from stages.core.distributed import is_main_process, world_size
 from stages.core.errors import PipelineError
 from stages.core.modeling import FreezeReport, freeze_model, load_tokenizer
+from stages.core.params import Task, TrainSettings
 from stages.core.paths import CHECKPOINT_ROOT, TASK_FILE
 from stages.core.subsets import subset
 from stages.core.task_types import TaskType, get_task_type
@@ -55,7 +56,7 @@ class TrainResult:
     log_history: list[dict]
 
 
-def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remote_code: bool = False,
+def build_model(init_path: str | Path, task: Task, labels: list[str], trust_remote_code: bool = False,
                 attention: str = "auto", device: Any = "auto") -> Any:
     """Load the encoder from `init_path` with a freshly initialised head for the task, with the attention
     implementation `attention` (model.attn_implementation) for `device` (compute.device)."""
@@ -63,7 +64,7 @@ def build_model(init_path: str | Path, task: dict, labels: list[str], trust_remo
                                trust_remote_code)
 
 
-def _trainer_metrics(task_type: TaskType, task: Any, label_names: list[str]) -> Any:
+def _trainer_metrics(task_type: TaskType, task: Task, label_names: list[str]) -> Any:
     """The Trainer's compute_metrics: the main metric on the validation split (what picks the kept checkpoint)."""
 
     def compute(prediction: Any) -> dict:
@@ -96,7 +97,7 @@ def trainer_device(choice: str = "auto") -> Any:
     return device
 
 
-def check_early_stopping(settings: Any, where: str) -> None:
+def check_early_stopping(settings: TrainSettings, where: str) -> None:
     """Fail before training when early stopping is asked for without what the Trainer's callback needs."""
     patience = settings.early_stopping_patience
     if patience is None:
@@ -110,7 +111,7 @@ def check_early_stopping(settings: Any, where: str) -> None:
                             "callback compares each evaluation with the best checkpoint, which must be kept)")
 
 
-def early_stopping(settings: Any, where: str) -> Any:
+def early_stopping(settings: TrainSettings, where: str) -> Any:
     """The Trainer's EarlyStoppingCallback for the settings, or None when early stopping is off.
 
     Without evaluation during training there is nothing to stop on: off (the freeze sweep measures training alone,
@@ -124,7 +125,7 @@ def early_stopping(settings: Any, where: str) -> Any:
                                  early_stopping_threshold=settings.early_stopping_threshold)
 
 
-def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric: str | None,
+def training_arguments(settings: TrainSettings, seed: int, output_dir: Path, main_metric: str | None,
                        device: str = "auto", **extra: Any) -> Any:
     """TrainingArguments from a `train`-shaped settings dict on params `compute.device` (`device`); `extra` adds
     arguments a caller alone needs (domain adaptation: remove_unused_columns=False, so its collator sees the word
@@ -175,7 +176,7 @@ def training_arguments(settings: dict, seed: int, output_dir: Path, main_metric:
     )
 
 
-def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, settings: dict, seed: int,
+def train(task: Task, tokenized: Any, labels: list[str], init_path: str | Path, settings: TrainSettings, seed: int,
           run_name: str, trust_remote_code: bool = False, device: str = "auto",
           attention: str = "auto", frozen: Any = None) -> TrainResult:
     """Fine-tune from `init_path` on the tokenized task on `device` (params `compute.device`); returns the
@@ -251,7 +252,7 @@ def train(task: dict, tokenized: Any, labels: list[str], init_path: str | Path, 
     return TrainResult(trainer.model if frozen is None else model, tokenizer, freeze, summary, history)
 
 
-def stopping_summary(state: Any, history: list[dict], settings: Any, stopper: Any) -> dict:
+def stopping_summary(state: Any, history: list[dict], settings: TrainSettings, stopper: Any) -> dict:
     """Where training stopped and which step's weights the saved model holds (runs that evaluate during training).
 
     `stopped_early`: the early-stopping callback ended training before the schedule's last step. `best_step` and
@@ -289,7 +290,7 @@ def split_timings(summary: dict) -> tuple[dict, dict]:
     return quality, {k: summary[k] for k in TIMING_KEYS if k in summary}
 
 
-def save_model_dir(result: TrainResult, target: Path, task: dict, labels: list[str], task_name: str) -> None:
+def save_model_dir(result: TrainResult, target: Path, task: Task, labels: list[str], task_name: str) -> None:
     """Write a clean model directory: safetensors + config (id2label) + tokenizer + task.json."""
     result.model.save_pretrained(str(target))
     result.tokenizer.save_pretrained(str(target))
@@ -299,7 +300,7 @@ def save_model_dir(result: TrainResult, target: Path, task: dict, labels: list[s
                                     "text_pair": bool(task.text_pair_column), **window_info(task)})
 
 
-def window_info(task: Any) -> dict:
+def window_info(task: Task) -> dict:
     """task.json's `long_texts` for a task read in windows (predict reads texts the same way); nothing for
     truncation, so the model directories of truncating tasks keep their bytes."""
     windows = task.long_texts
@@ -347,7 +348,7 @@ def write_loss_curve(history: list[dict], target: Path, main_metric: str) -> Non
 COMPILE_MIN_STEPS = {"cpu": 2640, "cuda": 10_000}
 
 
-def optimizer_steps(train_examples: int, settings: Any) -> int:
+def optimizer_steps(train_examples: int, settings: TrainSettings) -> int:
     """The optimizer steps of a run, counted as the Trainer does: batches of the global batch size per epoch,
     grouped by gradient accumulation (at least one update per epoch), times the epochs, rounded up."""
     batches = math.ceil(train_examples / settings.batch_size)
@@ -363,7 +364,7 @@ def should_compile(choice: str | bool, steps: int, device_type: str) -> bool:
     return threshold is not None and steps >= threshold
 
 
-def compile_run(settings: Any, train_examples: int, device: str, run_name: str) -> bool:
+def compile_run(settings: TrainSettings, train_examples: int, device: str, run_name: str) -> bool:
     """Whether run `run_name` trains a compiled model, logged with the figures it was decided on."""
     choice = settings.get("torch_compile", False)
     steps = optimizer_steps(train_examples, settings)

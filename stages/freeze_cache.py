@@ -34,8 +34,8 @@ log = logging.getLogger("pipeline.freeze_cache")
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
     sweep = params.freeze_sweep
-    trust = params.models[sweep.model].trust_remote_code
-    model_dir = init_dir(sweep.init, sweep.model)
+    trust = params.models[sweep.model_key].trust_remote_code
+    model_dir = init_dir(sweep.init, sweep.model_key)
     total = count_encoder_blocks(model_dir, trust)
     depths = {str(p): point_depth(p, total) for p in sweep.points}
     target = FREEZE_CACHE_DIR / sweep.task
@@ -62,10 +62,10 @@ def write_point_states(params: Params, model_dir: Path, stored: dict[str, int], 
     from transformers import AutoModel
 
     sweep = params.freeze_sweep
-    entry = params.models[sweep.model]
+    entry = params.models[sweep.model_key]
     settings = merge_train(params, sweep.train)
     check_cacheable(settings, "freeze_sweep.train")
-    tokenized, _ = load_tokenized(sweep.task, sweep.model)
+    tokenized, _ = load_tokenized(sweep.task, sweep.model_key)
     train_set = subset(tokenized["train"], settings.max_train_samples, params.tasks[sweep.task].shape, params.seed)
     device = resolve_device(params.compute.device)
     # The attention the points train with (model.attn_implementation), so the stored states are what they would see.

@@ -55,12 +55,12 @@ def sweep_point(params: Params, point: int | str) -> tuple[dict, dict, dict]:
     sweep = params.freeze_sweep
     task = params.tasks[sweep.task]
     task_type = get_task_type(task.type)
-    entry = params.models[sweep.model]
+    entry = params.models[sweep.model_key]
     trust = entry.trust_remote_code
-    model_dir = init_dir(sweep.init, sweep.model)
+    model_dir = init_dir(sweep.init, sweep.model_key)
     blocks = count_encoder_blocks(model_dir, trust)
     check_point_fits(point, blocks, model_dir)
-    tokenized, labels = load_tokenized(sweep.task, sweep.model)
+    tokenized, labels = load_tokenized(sweep.task, sweep.model_key)
     settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
     # cache_frozen: the frozen part's output was stored once by stage freeze_cache (point 0 freezes nothing).
     frozen = None

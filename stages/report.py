@@ -304,7 +304,8 @@ def comparison_section(rev: str, diff: dict) -> dict:
     """The workspace's metrics against `rev`'s, per metrics file: the changed values, then the unchanged ones."""
     files, changed_total = [], 0
     for path, entries in sorted(diff.get("diff", {}).items(), key=lambda item: _metric_file_order(item[0])):
-        changed, same = [], []
+        changed: list[list] = []
+        same: list[list] = []
         for key, entry in sorted(entries.items()):
             old, new = entry.get("old"), entry.get("new")
             row = [key, value_or_dash(old), value_or_dash(new), delta_cell(key, old, new)]
@@ -327,7 +328,7 @@ def params_section(params: Params) -> dict:
         extra = (f"label_all_tokens={task.label_all_tokens}" if task.shape.token_level
                  else f"threshold={task.threshold}" if task.shape.multi_label else "")
         settings = train_settings(params, run)
-        columns[run] = {"task": spec.task, "type": task.type, "model": f"{spec.model} ({params.models[spec.model].name})",
+        columns[run] = {"task": spec.task, "type": task.type, "model": f"{spec.model} ({params.models[spec.model_key].name})",
                         "init": spec.init, "source": where,
                         "labels": ", ".join(labels) if labels else "from the data",
                         "max_length": fmt(task.max_length), "task options": extra or DASH,

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     name = setfit_name(task_name, n)
     log.info("setfit %s: %d examples per class (%d), %d iterations -> %d pairs, %d epoch(s)", name, n,
              len(train), settings.num_iterations, 2 * settings.num_iterations * len(train), settings.epochs)
-    entry = params.models[settings.model]
-    model, _, summary = train_setfit(init_dir(settings.init, settings.model), train, labels, settings, seed,
+    entry = params.models[settings.model_key]
+    model, _, summary = train_setfit(init_dir(settings.init, settings.model_key), train, labels, settings, seed,
                                      settings.max_length or task.max_length, entry.trust_remote_code,
                                      params.compute.device, entry.attn_implementation)
     rows = predict_test(model, splits["test"], labels)  # one pass over the test set

@@ -334,7 +334,7 @@ def class_distribution_figure(target: Path, dpi: int) -> None:
     folders = sorted(p for p in RAW_DIR.iterdir() if (p / "train.parquet").exists()) if RAW_DIR.is_dir() else []
     for folder in folders:
         info = json.loads((folder / "labels.json").read_text()) if (folder / "labels.json").exists() else {}
-        shape = TASK_SHAPES.get(info.get("type"))
+        shape = TASK_SHAPES.get(info.get("type", ""))
         if shape is None or shape.token_level:  # a tag per word: no class distribution of texts
             continue
         train = pd.read_parquet(folder / "train.parquet", columns=["label"])

@@ -56,7 +56,7 @@ def leaderboard(params: Params, runs: list[str], resamples: int, confidence: flo
     rows = []
     for run in order:
         spec = params.finetune[run]
-        row = {"run": run, "model": spec.model, "name": params.models[spec.model].name,
+        row = {"run": run, "model": spec.model, "name": params.models[spec.model_key].name,
                "parameters": _read(TRAIN_METRICS_DIR / f"{run}.json").get("total_params"),
                main: values[run]["value"], "low": values[run]["low"], "high": values[run]["high"]}
         if run == best:

@@ -33,7 +33,7 @@ def _averaged(y_true: Any, y_pred: Any, averages: Sequence[str], **options: Any)
     return out
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str],
+def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, labels: list[str],
                            positive_label: str | None = None) -> dict:
     """Accuracy, macro/micro/weighted F1, per-class report; `f1` is the positive class's F1 for binary tasks."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -54,7 +54,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     return out
 
 
-def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
+def regression_metrics(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> dict:
     """MSE, RMSE, MAE, Pearson and Spearman correlations."""
     from scipy.stats import spearmanr
 

@@ -170,7 +170,7 @@ def finetune_card(run: str, task_name: str, task: Task, labels: list[str], param
     seed's training summary (no timings) and `validation` the validation scores of the kept weights."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    model = params.models[params.finetune[run].model]  # the run's encoder (`models` entry)
+    model = params.models[params.finetune[run].model_key]  # the run's encoder (`models` entry)
     base = hub_base_model(model.name)
     data = ModelCardData(
         base_model=base, pipeline_tag=pipeline_tag(task.shape), library_name="transformers",
@@ -211,7 +211,7 @@ def setfit_card_data(model: Any, params: Params, name: str, task_name: str, task
     """SetFit writes its own card when it saves; give it the facts ours carry (license, base model, dataset,
     tags) before it does. No test scores: stage score_setfit computes them after the model is saved."""
     data = model.model_card_data
-    model_entry = params.models[params.setfit.model]  # SetFit's body (`models` entry)
+    model_entry = params.models[params.setfit.model_key]  # SetFit's body (`models` entry)
     data.license = model_entry.license
     base = hub_base_model(model_entry.name)
     if base:

@@ -162,7 +162,7 @@ def embedding_modules(model: Any, blocks: Any) -> list[Any]:
     and RoBERTa, plus `embeddings_project` for ELECTRA, whose embeddings are narrower than its blocks.
     """
     base = getattr(model, "base_model", model)
-    before = []
+    before: list[Any] = []  # torch modules
     for child in base.children():
         if child is blocks or any(module is blocks for module in child.modules()):
             return before

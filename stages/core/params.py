@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -377,7 +377,21 @@ TrainOverrides = create_model(
 )
 
 
-class FinetuneRun(Section):
+class ModelChoice:
+    """The sections that train on a `models` entry: `model` is null in params.yaml for the first entry, and
+    load_params writes the key in (_check_model_key); `model_key` is that key, typed as resolved."""
+
+    if TYPE_CHECKING:
+        model: str | None
+
+    @property
+    def model_key(self) -> str:
+        if self.model is None:
+            raise PipelineError(f"{type(self).__name__}.model was not resolved: read params with load_params")
+        return self.model
+
+
+class FinetuneRun(ModelChoice, Section):
     task: str
     init: Init = "base"  # which checkpoint to start from
     model: str | None = None  # a key of `models` (null: the first); dvc.yaml reads it, so params.yaml writes it
@@ -392,7 +406,7 @@ class FinetuneRun(Section):
         return self
 
 
-class FreezeSweep(Section):
+class FreezeSweep(ModelChoice, Section):
     task: str = "sentiment"
     init: Init = "base"
     model: str | None = None  # a key of `models` (null: the first)
@@ -415,7 +429,7 @@ class FreezeSweep(Section):
         return self
 
 
-class SetFit(Section):
+class SetFit(ModelChoice, Section):
     tasks: list[str] = Field(default_factory=lambda: ["sentiment"])  # single-label tasks to run few-shot
     samples_per_class: list[Count] = Field(default_factory=lambda: [8, 16, 32, 64])  # N per class
     init: Init = "base"  # the sentence-transformers body to start from

@@ -126,7 +126,8 @@ def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
 def _write_split(stream: SplitStream, task: Task, where: str, split: str, target: Path) -> SplitSummary:
     """One split's batches, normalised and appended to `target`; row errors count rows in their file."""
     place, drop, entry = f"{where}.source ({split} split)", task.source.empty_texts == "drop", task_format(task.source, where)
-    summary, writer, empty, shown = SplitSummary(), None, 0, []  # empty texts: how many, the first rows
+    summary, writer, empty = SplitSummary(), None, 0
+    shown: list[int] = []  # empty texts: how many, the first rows
     read, in_file, current = 0, 0, None
     with contextlib.ExitStack() as stack:
         for file, raw in stream.batches():
@@ -157,14 +158,14 @@ def _write_split(stream: SplitStream, task: Task, where: str, split: str, target
         column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
         what = (f"{empty} of {read} examples have " + ("no words or an empty word" if task.shape.token_level
                 else "an empty or whitespace-only text") + f" (column {column!r})")
-        in_file = f" [file {stream.files[0]}]" if entry.file_rows and len(stream.files) == 1 else ""
+        file_note = f" [file {stream.files[0]}]" if entry.file_rows and len(stream.files) == 1 else ""
         if not drop:
             rows = ", ".join(map(str, shown[:ROWS_SHOWN])) + (" ..." if empty > ROWS_SHOWN else "")
-            raise PipelineError(f"{place}, rows {rows}: {what}{in_file}; expected text in every example: "
+            raise PipelineError(f"{place}, rows {rows}: {what}{file_note}; expected text in every example: "
                                 f"fix the data, or set {where}.source.empty_texts: drop to leave them out")
         log.info("%s: dropped %s (source.empty_texts: drop)", place, what.replace(" have ", " that have "))
         if summary.rows == 0:
-            raise PipelineError(f"{place}: {what}{in_file}: after dropping them the {split} split is empty")
+            raise PipelineError(f"{place}: {what}{file_note}: after dropping them the {split} split is empty")
     return summary
 
 

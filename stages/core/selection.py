@@ -18,7 +18,7 @@ from stages.core.labels import MISSED_TAG
 
 def positive_index(labels: Sequence[str], positive_label: str | None) -> int:
     """The class whose F1 is `f1` for a binary task: `positive_label`, else the second label."""
-    return list(labels).index(positive_label) if positive_label in labels else 1
+    return list(labels).index(positive_label) if positive_label is not None and positive_label in labels else 1
 
 
 def class_f1(y_true: Any, y_pred: Any, labels: Sequence[str], positive_label: str | None) -> float:

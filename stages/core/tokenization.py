@@ -34,7 +34,7 @@ def encode_sequences(tokenizer: Any, frame: pd.DataFrame, task: Task, targets: S
         windows = task.long_texts
         encoded, keep = encode_windows(tokenizer, frame["text"].tolist(), task.max_length,
                                        windows.stride_for(task.max_length), windows.window_cap(training_split))
-        columns = window_columns(encoded, keep)
+        columns: dict[str, Any] = window_columns(encoded, keep)
         columns["labels"] = [targets[i] for i in columns[EXAMPLE_COLUMN]]
     else:
         pair = frame["text_pair"].tolist() if "text_pair" in frame.columns else None

@@ -44,7 +44,7 @@ def parse_point(text: str) -> int | str:
 
 def check_point_fits(point: int | str, blocks: int, model_dir: Path) -> None:
     """Fail before any training when k is beyond the model's blocks (the params schema cannot know the model)."""
-    if point != "head" and point > blocks:
+    if isinstance(point, int) and point > blocks:  # a number of blocks, or "head"
         raise PipelineError(f"freeze_sweep.points: {point} frozen blocks is beyond the {blocks} encoder blocks of "
                             f"{model_dir} (use 0..{blocks}, or 'head')")
 

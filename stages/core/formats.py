@@ -36,7 +36,7 @@ from stages.core.paths import SPLITS
 CORPUS_FALLBACK = "lines"  # an MLM corpus file whose suffix no format claims is plain text, one document a line
 BATCH_ROWS, BATCH_CHARS = 20_000, 16_000_000  # a batch's Python objects stay in the tens of MB, whatever the file
 TASK_KEY = "task's source"
-COMPRESSION = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": zstandard.open}  # as pandas infers
+COMPRESSION: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": zstandard.open}  # as pandas infers
 # Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
@@ -122,7 +122,7 @@ def text_lines(path: Path, encoding: str | None, key: str = f"{TASK_KEY}.encodin
     """Lines as an editor counts them (\\n, \\r\\n, \\r), decoded a block at a time; `ends` keeps each \\n."""
     name = text_encoding(path, encoding, key)
     with reading(path, name, key), io.TextIOWrapper(open_binary(path), encoding=name) as handle:
-        handle._CHUNK_SIZE = block_size  # noqa: SLF001 (how much the wrapper decodes at a time)
+        handle._CHUNK_SIZE = block_size  # type: ignore[attr-defined]  # noqa: SLF001 (how much the wrapper decodes at a time; private, so not in typeshed)
         for line in handle:
             yield line if ends or not line.endswith("\n") else line[:-1]
 
@@ -257,7 +257,7 @@ def source_formats() -> tuple[str, ...]:
 
 def task_format(source: Source, where: str) -> DataFormat:
     """The format that reads a task's source: hub when it names a Hub dataset, else its source.format."""
-    return FORMATS["hub"] if source.get("hub") else get_format(source.format, f"{where}.source.format",
+    return FORMATS["hub"] if source.hub else get_format(source.format, f"{where}.source.format",
                                                                  source_formats())
 
 
@@ -288,7 +288,7 @@ class TableFormat(DataFormat):
         raise NotImplementedError
 
     def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
-        columns = None if source.header else tuple(source.columns)
+        columns = None if source.header else tuple(source.columns or ())  # the schema requires columns then
         return self.read_table(path, TableOptions(source.encoding, TASK_KEY, source.delimiter, source.quoting, columns))
 
     def iter_corpus(self, path: Path, corpus: Any, batch_size: int) -> Iterator[list[Any]]:
@@ -597,8 +597,8 @@ class Hub(DataFormat):
         for ours in splits:
             if ours not in SPLITS:
                 raise PipelineError(f"{where}.source.splits: unknown split {ours!r}, expected {list(SPLITS)}")
-        name = source.hub + (f"/{source['config']}" if source.config else "")
-        labels = task.get("label_columns") or [task.label_column]
+        name = source.hub + (f"/{source.config}" if source.config else "")
+        labels = task.label_columns or [task.label_column]
 
         def batches(ours: str, expression: str) -> Iterator[tuple[Path | None, pd.DataFrame]]:
             place = f"{where}.source.splits.{ours} ({name} split {expression!r})"

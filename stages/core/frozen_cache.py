@@ -125,7 +125,7 @@ def write_states(model: Any, tokenizer: Any, dataset: Any, depths: dict[str, int
     model = model.to(device).eval()
     pad = DataCollatorWithPadding(tokenizer)
     names = [n for n in tokenizer.model_input_names if n in dataset.column_names]
-    files: dict[int, np.ndarray] = {}
+    files: dict[int, np.memmap] = {}
     with torch.no_grad(), _swapped(_slots(model), blocks[:deepest], None):
         for start in range(0, len(order), batch_size):
             picked = [int(i) for i in order[start:start + batch_size]]

@@ -82,10 +82,10 @@ def code_digest(package: str = "stages") -> dict:
     """The pipeline's version and a sha256 over the source of every `package` module this process imported (the
     stage's code deps in dvc.yaml), in name order: the same code gives the same digest on any machine."""
     digest = hashlib.sha256()
-    modules = sorted(name for name, module in sys.modules.items()
-                     if (name == package or name.startswith(package + ".")) and getattr(module, "__file__", None))
-    for name in modules:
-        digest.update(name.encode() + b"\0" + Path(sys.modules[name].__file__).read_bytes() + b"\0")
+    modules = sorted((name, file) for name, module in sys.modules.items()
+                     if (name == package or name.startswith(package + ".")) and (file := getattr(module, "__file__", None)))
+    for name, file in modules:
+        digest.update(name.encode() + b"\0" + Path(file).read_bytes() + b"\0")
     try:
         version = metadata.version(PIPELINE)
     except metadata.PackageNotFoundError:
@@ -202,8 +202,9 @@ def with_test_metrics(card: Any, run: str, task_name: str, task: Task, metrics: 
     head, rest = text.split(TEST_BEGIN, 1)
     tail = rest.split(TEST_END, 1)[1]
     updated = ModelCard(head + test_metrics_section(run, metrics, source).rstrip("\n") + tail)
-    results = [r for r in (updated.data.eval_results or []) if r.dataset_split != "test"]
-    updated.data.eval_results = results + eval_results(run, task_name, task, "test", metrics)
+    data: Any = updated.data  # a ModelCardData, typed as its base CardData by huggingface_hub
+    results = [r for r in (data.eval_results or []) if r.dataset_split != "test"]
+    data.eval_results = results + eval_results(run, task_name, task, "test", metrics)
     return updated  # its text is rendered from the updated metadata
 
 

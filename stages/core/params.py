@@ -369,7 +369,7 @@ class TrainSettings(Section):
 
 
 # A run's (or the sweep's) overrides: the same keys and bounds, every one optional and unset by default.
-TrainOverrides = create_model(
+TrainOverrides = create_model(  # type: ignore[call-overload]  # pydantic's overloads cannot type fields built at runtime
     "TrainOverrides", __base__=Section,
     **{name: (Union[Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation, None],  # noqa: UP007
               None)
@@ -410,7 +410,7 @@ class FreezeSweep(ModelChoice, Section):
     task: str = "sentiment"
     init: Init = "base"
     model: str | None = None  # a key of `models` (null: the first)
-    points: list[Freeze] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, "head"])  # frozen blocks, or "head"
+    points: list[Freeze] = Field(default_factory=lambda: list[int | str]([0, 1, 2, 3, 4, 5, 6, "head"]))  # frozen blocks, or "head"
     tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # within this of the best counts as as good as the best
     # Train each point's top blocks from the stored output of its frozen ones (stage freeze_cache): frozen blocks
     # then run once, in eval mode (no dropout); false: every point runs them at every step in train mode (the book).
@@ -424,7 +424,7 @@ class FreezeSweep(ModelChoice, Section):
         repeated = sorted({str(p) for p in self.points if self.points.count(p) > 1})
         if repeated:
             raise KeyProblem("points", f"{', '.join(repeated)} listed more than once (one stage per point)")
-        if self.train.freeze is not None:
+        if self.train.freeze is not None:  # type: ignore[attr-defined]  # TrainOverrides is built at runtime
             raise KeyProblem("train.freeze", "each point sets its own freeze; list the values in points")
         return self
 
@@ -665,11 +665,12 @@ def _resolve_models(params: Params) -> None:
     params.mlm.models = [_check_model_key(params, key, f"mlm.models[{i}]") for i, key in enumerate(adapted)]
     if len(set(params.mlm.models)) != len(params.mlm.models):
         raise PipelineError(f"mlm.models: {params.mlm.models} lists a model more than once (one stage each)")
+    starts: list[tuple[str, FinetuneRun | FreezeSweep | SetFit]]
     starts = [(f"finetune.{run}", spec) for run, spec in params.finetune.items()]
     starts += [("freeze_sweep", params.freeze_sweep), ("setfit", params.setfit)]
-    for where, spec in starts:
-        if spec.init == "adapted" and spec.model not in params.mlm.models:
-            raise PipelineError(f"{where}.init: adapted, but its model {spec.model!r} is not adapted (add it to "
+    for where, start in starts:
+        if start.init == "adapted" and start.model not in params.mlm.models:
+            raise PipelineError(f"{where}.init: adapted, but its model {start.model!r} is not adapted (add it to "
                                 f"mlm.models: {params.mlm.models})")
 
 
@@ -762,8 +763,9 @@ def mlm_model_from_args(argv: list[str] | None, params: Params, stage: str) -> s
 
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
     parser.add_argument("model", nargs="?", help="a key of params.yaml `models` listed in mlm.models")
-    key = parser.parse_args(argv).model or params.mlm.models[0]
-    if key not in params.mlm.models:
+    models = params.mlm.models or []  # load_params lists the first model for null
+    key = parser.parse_args(argv).model or models[0]
+    if key not in models:
         raise PipelineError(f"mlm.models: {key!r} is not listed ({params.mlm.models}); add it to adapt that model")
     return key
 

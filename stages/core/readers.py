@@ -94,13 +94,13 @@ def read_split_table(path: Path) -> pd.DataFrame:
 
 def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str | None) -> pd.DataFrame:
     """A whole CoNLL file as one table (small files, tests)."""
-    how = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
+    how: Any = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
     return pd.concat(list(FORMATS["conll"].read_file(path, how)), ignore_index=True)
 
 
 def task_labels(task: Task, where: str) -> list[str] | None:
     """The label list the params give: `labels`, or the names in `source.labels_file` (one a line)."""
-    if task.labels or not task.source.get("labels_file"):
+    if task.labels or not task.source.labels_file:
         return task.labels
     base = Path(task.source.path)
     path = (base if base.is_dir() else base.parent) / task.source.labels_file
@@ -219,7 +219,7 @@ def normalise(frame: pd.DataFrame, task: Task, where: str, first_row: int = 0) -
                            for row, labels in enumerate(out["tags"], start=first_row + 1)]
         return out
     # Object columns: Python strings stay as they are (Arrow-backed str columns are slow cell by cell).
-    columns = {"text": _text_values(_column(frame, task.text_column, "text_column", where), where, first_row)}
+    columns: dict[str, list] = {"text": _text_values(_column(frame, task.text_column, "text_column", where), where, first_row)}
     if task.text_pair_column:
         pair = _column(frame, task.text_pair_column, "text_pair_column", where)
         columns["text_pair"] = _text_values(pair, where, first_row)

@@ -50,11 +50,11 @@ def check_split_labels(folder: Path, split: str, written: WrittenSplits, labels:
     for batch in file.iter_batches(batch_size=parquet_batch_rows(file), columns=[key] + (["line"] if path else [])):
         lines = batch.column("line").to_pylist() if path else []
         if path:
-            def locate(row: int, word: int, lines: list[int] = lines) -> str:
+            def locate(row: int, word: int, lines: list[int] = lines, first: int = first) -> str:
                 return (f"{path}, sentence at line {lines[row]}, word {word + 1}" if in_sentence else
                         f"{path}, line {lines[row] + word}")
         else:
-            def locate(row: int, word: int, first: int = first) -> str:
+            def locate(row: int, word: int, lines: list[int] = lines, first: int = first) -> str:
                 return f"row {first + row + 1}"
         check_labels_known(batch.column(key).to_pylist(), labels, f"{where} ({split} split)",
                            from_training=not task_labels(task, where), locate=locate)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     task_type = get_task_type(task.type)
     tokenized, labels = load_tokenized(run.task, run.model)
     # Each test set's split: the `test` split (a plain `test:`, or a mapping's first set), then test-<name>.
-    sets = task.source.test_sets() or {None: "test"}
+    sets: dict[str | None, str] = dict(task.source.test_sets().items()) or {None: "test"}  # None: the one test set
     main_set = next(iter(sets))
     for split in sets.values():
         if split not in tokenized:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                                 for test_set in sets if test_set != main_set}
     with atomic_dir(FINETUNE_PREDICTIONS_DIR / name) as tmp:
         for test_set, results in scored.items():
-            folder = tmp if test_set == main_set else tmp / TEST_SETS_FOLDER / test_set
+            folder = tmp if test_set == main_set else tmp / TEST_SETS_FOLDER / str(test_set)  # a named set
             folder.mkdir(parents=True, exist_ok=True)
             for seed, doc in zip(seeds, results.documents, strict=True):
                 write_json(folder / f"seed-{seed}.json", doc)

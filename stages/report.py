@@ -523,7 +523,7 @@ def domain_adapt_part(model: str) -> dict:
 
 def examples_section(params: Params, count: int, seed: int) -> dict:
     """A seeded handful of training examples per task with decoded labels, beside the label distribution."""
-    tasks = []
+    tasks: list[dict] = []
     for name in params.tasks:
         folder = RAW_DIR / name
         if not (folder / "train.parquet").exists():
@@ -589,10 +589,10 @@ def gather(params: Params, compare_rev: str | None) -> dict:
     verdicts, problem = revision_verdicts_or_problem(params, compare_rev) if compare_rev else ({}, "")
     sections = [overview_section(metrics, old, compare_rev, verdicts, problem), verdicts_section(),
                 leaderboard_section()]
-    if diff is not None:
+    if compare_rev and diff is not None:
         sections.append(comparison_section(compare_rev, diff))
     sections += [params_section(params), runs_section(metrics, settings.predictions_per_run, old, compare_rev),
-                 loss_section(), freeze_sweep_section(params), setfit_section(), domain_adapt_section(params.mlm.models),
+                 loss_section(), freeze_sweep_section(params), setfit_section(), domain_adapt_section(params.mlm.models or []),
                  examples_section(params, settings.examples_per_task, params.seed)]
     return {"compare_rev": compare_rev, "sections": sections}
 

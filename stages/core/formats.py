@@ -200,7 +200,7 @@ class DataFormat:
         out = {}
         for split, (key, entries) in source.split_entries().items():
             files = tuple(split_files(source, key, entries, where, self.split_dirs))
-            out[split] = SplitStream(lambda files=files: ((file, frame) for file in files
+            out[split] = SplitStream(lambda files=files: ((file, frame) for file in files  # type: ignore[misc]  # mypy infers no lambda with a default
                                                           for frame in self.read_file(file, source)), files)
         return out
 
@@ -257,8 +257,8 @@ def source_formats() -> tuple[str, ...]:
 
 def task_format(source: Source, where: str) -> DataFormat:
     """The format that reads a task's source: hub when it names a Hub dataset, else its source.format."""
-    return FORMATS["hub"] if source.hub else get_format(source.format, f"{where}.source.format",
-                                                                 source_formats())
+    return FORMATS["hub"] if source.hub else get_format(source.format or "", f"{where}.source.format",
+                                                         source_formats())
 
 
 def corpus_format(path: Path) -> DataFormat:
@@ -463,6 +463,9 @@ class Conll(DataFormat):
     def words(self, path: Path, source: Source) -> Iterator[tuple[int, str, str] | None]:
         """(line, word, tag) of each word, None at a sentence break."""
         width, token, tag = None, source.token_column, source.tag_column
+        if not isinstance(token, int) or not isinstance(tag, int):
+            raise PipelineError(f"{path}: source.token_column and source.tag_column of a conll file are column numbers, "
+                                f"got {token!r} and {tag!r}")
         for number, line in enumerate(_not_blank(path, text_lines(path, source.encoding)), start=1):
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":
@@ -544,7 +547,7 @@ class Lines(DataFormat):
 
     def stream_source(self, source: Source, task: Task, where: str) -> dict[str, SplitStream]:
         base, paths = _check_path(source, where), {}
-        for label, name in source.files.items():
+        for label, name in (source.files or {}).items():  # the schema requires files for lines
             paths[label] = base / name if base.is_dir() else base.parent / name
             if task.labels and str(label) not in task.labels:
                 raise PipelineError(f"{where}.source.files.{label}: label {str(label)!r} is not a known label (the "
@@ -597,7 +600,7 @@ class Hub(DataFormat):
         for ours in splits:
             if ours not in SPLITS:
                 raise PipelineError(f"{where}.source.splits: unknown split {ours!r}, expected {list(SPLITS)}")
-        name = source.hub + (f"/{source.config}" if source.config else "")
+        name = (source.hub or "") + (f"/{source.config}" if source.config else "")  # Hub: hub is set
         labels = task.label_columns or [task.label_column]
 
         def batches(ours: str, expression: str) -> Iterator[tuple[Path | None, pd.DataFrame]]:

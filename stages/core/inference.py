@@ -92,7 +92,8 @@ class Predictor:
         """transformers' pipeline for `task` over this model, on the model's device (no second copy)."""
         from transformers import pipeline
 
-        return pipeline(task, model=self.model, tokenizer=self.tokenizer, device=model_device(self.model))
+        # transformers types `task` by overloads on each literal task name; ours is one of two, chosen at run time
+        return pipeline(task, model=self.model, tokenizer=self.tokenizer, device=model_device(self.model))  # type: ignore[call-overload]
 
     def run(self, pipe: Any, inputs: list, **kwargs: Any) -> list:
         """`pipe` over `inputs` in batches, longest first (less padding per batch, as `batched_logits` sorts),

@@ -69,7 +69,7 @@ def leaderboard(params: Params, runs: list[str], resamples: int, confidence: flo
     winner = rows[0]["model"] if others and all(v == "worse" for v in others) else None
     tied = [row["model"] for row in rows[1:] if row["verdict"] != "worse"]
     summary = (f"{winner} wins: every other encoder is significantly worse on {main}" if winner else
-               f"no clear winner on {main}: {rows[0]['model']} leads, within noise of {', '.join(tied)}")
+               f"no clear winner on {main}: {rows[0]['model']} leads, within noise of {', '.join(map(str, tied))}")
     board = {"task": params.finetune[best].task, "init": params.finetune[best].init, "main_metric": main,
              "confidence": confidence, "test_examples": len(sides[best].test.gold), "rows": rows,
              "winner": winner, "summary": summary}

@@ -205,4 +205,4 @@ def fill_mask(model: Any, tokenizer: Any, sentences: list[str], top_k: int) -> l
     pipe = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=model_device(model))
     # A generator: the pipeline unwraps a one-item list's result, so the shape would depend on the number of probes.
     return [[{"token": filler["token_str"].strip(), "score": round(float(filler["score"]), 5)} for filler in fillers]
-            for fillers in pipe((text for text in texts), top_k=top_k)]
+            for fillers in pipe((text for text in texts), top_k=top_k)]  # type: ignore[call-overload]  # a generator runs (transformers types str | list)

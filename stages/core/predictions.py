@@ -68,7 +68,7 @@ def document(name: str, seed: int | None, task: Task, labels: list[str], rows: l
             "threshold": task.get("threshold"), "test_sha256": test_fingerprint(rows), "rows": rows}
 
 
-def rounded_scores(labels: Sequence[str], scores: Sequence[float], digits: int) -> dict[str, float]:
+def rounded_scores(labels: Sequence[str], scores: Sequence[float] | np.ndarray, digits: int) -> dict[str, float]:
     """{label: score} with each score rounded, for prediction rows and the predict output."""
     return {label: round(float(score), digits) for label, score in zip(labels, scores, strict=True)}
 

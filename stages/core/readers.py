@@ -215,7 +215,7 @@ def normalise(frame: pd.DataFrame, task: Task, where: str, first_row: int = 0) -
             if len(words) != len(labels):
                 raise PipelineError(f"{where}, row {row}: {len(words)} tokens but {len(labels)} tags")
         if scheme != "none":
-            out["tags"] = [to_iob2(labels, scheme, lambda i, row=row: f"{where}, row {row}, word {i + 1}")
+            out["tags"] = [to_iob2(labels, scheme, lambda i, row=row: f"{where}, row {row}, word {i + 1}")  # type: ignore[misc]  # mypy infers no lambda with a default
                            for row, labels in enumerate(out["tags"], start=first_row + 1)]
         return out
     # Object columns: Python strings stay as they are (Arrow-backed str columns are slow cell by cell).

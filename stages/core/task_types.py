@@ -13,7 +13,7 @@ and passes the object on; a new task type is one subclass registered with `@regi
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,7 +69,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-SCORE_FUNCTIONS = {"softmax": softmax, "sigmoid": sigmoid, "none": np.asarray}  # the pipeline's function_to_apply
+SCORE_FUNCTIONS: dict[str, Callable[[Any], np.ndarray]] = {"softmax": softmax, "sigmoid": sigmoid, "none": np.asarray}  # the pipeline's function_to_apply
 
 
 @dataclass(frozen=True)
@@ -259,6 +259,7 @@ class SequenceTask(TaskType):
         columns = window_columns(encoded, keep)
         logits = predictor.logits(feature_rows({k: v for k, v in columns.items() if k != EXAMPLE_COLUMN}, len(keep)))
         groups = window_groups(columns)
+        assert groups is not None  # window_columns writes EXAMPLE_COLUMN
         per_text = aggregate_windows(np.stack(logits).astype(float), groups, windows["aggregate"])
         names = [predictor.model.config.id2label[i] for i in range(per_text.shape[1])]
         scores = SCORE_FUNCTIONS[self.score_function](per_text)

@@ -51,8 +51,8 @@ def make_task(kind: str, **overrides) -> dict:
 
 
 def test_regression_labels_are_floats():
-    assert parse_label("3.4", "regression", "w") == 3.4
-    assert parse_label(2, "regression", "w") == 2.0 and isinstance(parse_label(2, "regression", "w"), float)
+    assert parse_label("3.4", TASK_SHAPES["regression"], "w") == 3.4
+    assert parse_label(2, TASK_SHAPES["regression"], "w") == 2.0 and isinstance(parse_label(2, TASK_SHAPES["regression"], "w"), float)
     frame = pd.DataFrame({"s1": ["a", "b"], "s2": ["c", "d"], "score": ["0.5", "4"]})
     out = normalise(frame, make_task("regression", text_column="s1", text_pair_column="s2", label_column="score"), "w")
     assert out["label"].tolist() == [0.5, 4.0]
@@ -71,7 +71,7 @@ def test_regression_labels_are_floats():
     ("[]", []),
 ])
 def test_multi_label_cells(cell, expected):
-    assert parse_label(cell, "multi_label", "w") == expected
+    assert parse_label(cell, TASK_SHAPES["multi_label"], "w") == expected
 
 
 def test_label_targets_per_type():

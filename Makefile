@@ -24,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stages tests bench
+	$(VENV)/bin/mypy stages
 
 clean-venv:
 	rm -rf $(VENV)

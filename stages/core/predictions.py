@@ -64,8 +64,8 @@ def test_fingerprint(rows: list[dict]) -> str:
 def document(name: str, seed: int | None, task: Task, labels: list[str], rows: list[dict]) -> dict:
     """The predictions document of one model (see the module docstring)."""
     return {"name": name, "seed": seed, "kind": task.type, "labels": list(labels),
-            "positive_label": task.get("positive_label"), "bio": uses_bio(task),
-            "threshold": task.get("threshold"), "test_sha256": test_fingerprint(rows), "rows": rows}
+            "positive_label": task.positive_label, "bio": uses_bio(task),
+            "threshold": task.threshold, "test_sha256": test_fingerprint(rows), "rows": rows}
 
 
 def rounded_scores(labels: Sequence[str], scores: Sequence[float] | np.ndarray, digits: int) -> dict[str, float]:

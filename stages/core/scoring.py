@@ -41,7 +41,7 @@ class Scoring(abc.ABC):
 
     def scores(self, task: Task, outputs: SplitOutputs, labels: list[str]) -> dict:
         """The task's test metrics from a model's outputs on a split (the evaluate stage's metrics file)."""
-        settings = {"positive_label": task.get("positive_label"), "bio": uses_bio(task)}
+        settings = {"positive_label": task.positive_label, "bio": uses_bio(task)}
         return self.answer_scores(*self.answers(task, outputs), labels, settings)
 
     def document_scores(self, document: dict, truncated: int = 0) -> dict:

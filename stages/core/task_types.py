@@ -228,7 +228,7 @@ class SequenceTask(TaskType):
             row: dict = {"index": i, "text": record["text"]}
             if has_pair:
                 row["text_pair"] = record["text_pair"]
-            row.update(self.row_answers(record["label"], outputs.predicted[i], labels, task.get("threshold")))
+            row.update(self.row_answers(record["label"], outputs.predicted[i], labels, task.threshold))
             rows.append(row)
         return rows
 

@@ -191,7 +191,7 @@ def test_cached_path_refuses_what_it_cannot_honour(repo, tmp_path, monkeypatch):
 
 
 def test_stages_store_per_point_and_train_from_it(repo, monkeypatch):
-    from stages import freeze_cache, freeze_sweep
+    from stages import freeze_cache, freeze_sweep, score_sweep
 
     monkeypatch.chdir(repo)
     freeze_cache.main([])
@@ -210,6 +210,7 @@ def test_stages_store_per_point_and_train_from_it(repo, monkeypatch):
     assert np.load(root / "2" / OFFSETS_FILE)[-1] == np.load(root / "1" / STATES_FILE, mmap_mode="r").shape[0]
     for point in ("0", "2"):
         freeze_sweep.main([point])
+        score_sweep.main([point])  # the sweep trains and writes predictions; its scoring stage writes the metrics
     rows = {p: json.loads((repo / "metrics" / "freeze_sweep" / f"{p}.json").read_text()) for p in ("0", "2")}
     assert rows["0"]["frozen_states"] == "recomputed" and rows["2"]["frozen_states"] == "cached"
     assert rows["2"]["trainable_blocks"] == 1 and 0.0 <= rows["2"]["f1"] <= 1.0

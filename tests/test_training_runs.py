@@ -89,6 +89,7 @@ def test_same_params_and_seed_give_the_same_model_directory(two_runs):
 
 def test_freeze_sweep_point_runs_data_parallel(two_runs):
     run_module(two_runs, "stages.freeze_sweep", "1")
+    run_module(two_runs, "stages.score_sweep", "1")  # the point's metrics come from its scoring stage
     row = json.loads((two_runs / "metrics" / "freeze_sweep" / "1.json").read_text())
     assert row["num_processes"] == 2 and row["train_samples"] == 64
     assert row["frozen_blocks"] == 1 and row["test_examples"] > 0

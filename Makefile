@@ -20,7 +20,7 @@ repro: $(STAMP)
 	. $(VENV)/bin/activate && $(if $(PROFILE),python -m stages.cli.profiles profiles/$(PROFILE).yaml &&) dvc repro
 
 test: $(STAMP)
-	. $(VENV)/bin/activate && python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	. $(VENV)/bin/activate && python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stages tests bench

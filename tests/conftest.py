@@ -17,9 +17,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # The files that take minutes (a whole `dvc repro` each) run first. Under `make test` (pytest-xdist, one file per
-# worker) each lands on its own worker at the start while the other workers share the short files, instead of
-# both arriving last on one worker and setting the suite's wall time alone.
-LONGEST_FIRST = ("test_e2e.py", "test_families.py", "test_training_runs.py", "test_resume.py")
+# worker, collection order kept by --no-loadscope-reorder) each starts on its own worker while the other files
+# follow on whichever worker is free, instead of both arriving last on one worker and setting the wall time alone.
+# Only the two whole-pipeline files lead: xdist hands each worker a second file at the start, and a long one queued
+# behind the default profile's repro would wait for it.
+LONGEST_FIRST = ("test_e2e.py", "test_families.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -39,7 +39,9 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sh(repo, "git", "init", "-q")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
-    sh(repo, "dvc", "repro")
+    # about 13 minutes alone on 2 cores, up to twice that beside another pytest-xdist worker: the limit only
+    # catches a hang
+    sh(repo, "dvc", "repro", timeout=3000)
     return repo
 
 

@@ -14,6 +14,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist every worker trains at the same time as the others: one thread each (for the worker and the
+# stages it starts) keeps N workers on N cores, where torch's default of one thread per core would put N x N
+# threads on them and spend the difference waiting on each other.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # The files that take minutes (a whole `dvc repro` each) run first. Under `make test` (pytest-xdist, one file per

@@ -6,6 +6,7 @@ progress bars of long inference passes. The project never needs a GPU: `cuda` is
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -220,7 +221,9 @@ def test_long_inference_shows_progress(classifier_dir, tiny_model_dir, monkeypat
     mlm = AutoModelForMaskedLM.from_pretrained(str(tiny_model_dir))
     masked = {"input_ids": np.array([[101, 103, 102]] * 5), "attention_mask": np.ones((5, 3), dtype=np.int64),
               "labels": np.array([[-100, 2307, -100]] * 5)}
-    mean_masked_loss(mlm, masked, 2)
+    with monkeypatch.context() as terminal:  # the perplexity pass asks tqdm itself whether stderr is a terminal
+        terminal.setattr(sys.stderr, "isatty", lambda: True)
+        mean_masked_loss(mlm, masked, 2)
     err = capsys.readouterr().err
     assert "scoring: 100%" in err and "4/4" in err
     assert "perplexity: 100%" in err and "5/5" in err

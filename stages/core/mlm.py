@@ -18,7 +18,6 @@ from stages.core.devices import model_device
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX
 from stages.core.params import Params
-from stages.core.progress import progress
 from stages.core.tokenization import NO_WORD
 
 log = logging.getLogger("pipeline.mlm")
@@ -161,7 +160,11 @@ def mean_masked_loss(model: Any, masked: dict, batch_size: int) -> float:
     device = model_device(model)
     total, count = 0.0, 0
     blocks = len(masked["input_ids"])
-    with torch.no_grad(), progress(total=blocks, desc="perplexity") as bar:
+    # transformers' tqdm, not stages/core/progress.py: a display helper as a code dep would rerun chunk_mlm and
+    # domain_adapt when it changes. disable=None: shown on a terminal only, as progress.progress_shown decides.
+    from transformers.utils.logging import tqdm
+
+    with torch.no_grad(), tqdm(total=blocks, desc="perplexity", disable=None) as bar:
         for start in range(0, blocks, batch_size):
             batch = {k: torch.as_tensor(v[start:start + batch_size]).to(device) for k, v in masked.items()}
             loss, n = masked_loss_sum(model, batch["input_ids"], batch["attention_mask"], batch["labels"])

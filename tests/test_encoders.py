@@ -270,7 +270,7 @@ def test_leaderboard_names_a_winner_only_when_every_other_is_worse(three_encoder
 
 def test_report_shows_the_leaderboard(three_encoders: Path) -> None:
     from stages import compare
-    from stages.report import leaderboard_section, render
+    from stages.core.report_page import leaderboard_section, render
 
     compare.main(["--json", "metrics/compare.json"])
     page = render({"compare_rev": None, "sections": [leaderboard_section()]})

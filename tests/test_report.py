@@ -17,8 +17,10 @@ import pytest
 
 from conftest import make_stage_repo
 from stages import report
+from stages.core import report_page
 from stages.core.errors import PipelineError
 from stages.core.figures import render_all
+from stages.core.params import load_params
 
 URL = "http:" + "//evil.example/x.js"  # data text that must not come out as a URL
 
@@ -244,9 +246,9 @@ def test_the_template_escapes_every_value_and_shows_none_as_a_url(tmp_path: Path
     # table cell, note, attribute.
     nasty = f'<img src="x"> {URL}'
     monkeypatch.chdir(tmp_path)  # no plots/figures here: the figure is a note
-    page = report.render({"compare_rev": nasty, "sections": [report.section(
-        "overview", nasty, table=report.table([nasty], [[nasty, report.cell("bold", text=nasty)]], ["err"]),
-        rev=nasty, verdict_problem=nasty, figure=report.figure("scores.png", nasty))]})
+    page = report_page.render({"compare_rev": nasty, "sections": [report_page.section(
+        "overview", nasty, table=report_page.table([nasty], [[nasty, report_page.cell("bold", text=nasty)]], ["err"]),
+        rev=nasty, verdict_problem=nasty, figure=report_page.figure("scores.png", nasty))]})
     assert not parse(page).images and "<img" not in page
     assert page.count("&lt;img src=&#34;x&#34;&gt; http:&#47;&#47;evil.example/x.js") == 9  # header, contents, h2, th, 2 td, 2 in the note, figure
     assert_offline(page)
@@ -259,7 +261,7 @@ def test_report_training_examples_are_seeded_and_decoded(tiny_page: str, tiny_ru
     assert re.search(r"(neg|pos) <small>\([01]\)</small>", examples)  # label name with its class id
     assert '<small class="ent">B-PER</small>' in examples  # token task: words with their tags
     monkeypatch.chdir(tiny_run)
-    again = report.render({"compare_rev": None, "sections": [report.examples_section(report.load_params(), 5, 42)]})
+    again = report_page.render({"compare_rev": None, "sections": [report_page.examples_section(load_params(), 5, 42)]})
     assert section(again, "examples") == examples  # same seed, same rows
 
 

@@ -34,8 +34,9 @@ def test_a_metric_or_statistics_edit_reruns_scoring_only(module):
     assert {"evaluate", "score_sweep", "score_setfit", "compare"} <= stages
 
 
-def test_the_report_template_reruns_the_report_only():
+def test_the_report_template_and_sections_rerun_the_report_only():
     assert invalidated_by("stages/core/templates/report.html.j2") == {"report"}
+    assert invalidated_by("stages/core/report_page.py") == {"report"}
 
 
 def test_a_figure_reruns_plot_only():
@@ -56,11 +57,12 @@ def test_training_code_reruns_the_training_stages_that_use_it():
 
 def test_inference_and_the_progress_bar_are_apart():
     """inference.py (loading a fine-tuned model, batched logits) reruns the stages that predict with one; the
-    progress bar is a module of its own that imports nothing of the pipeline, so chunking a corpus does not depend
-    on inference (domain_adapt shows a progress bar over its perplexity pass: that one it runs)."""
+    progress helper is a module of its own that imports nothing of the pipeline, and no MLM stage lists it (the
+    perplexity pass uses transformers' tqdm directly), so a display change reruns no domain adaptation."""
     assert not invalidated_by("stages/core/inference.py") & MLM
     assert invalidated_by("stages/core/inference.py") == {"evaluate", "freeze_sweep"}
     assert not imported_modules(ROOT / "stages/core/progress.py")
+    assert invalidated_by("stages/core/progress.py") and not invalidated_by("stages/core/progress.py") & MLM
 
 
 def test_task_types_leave_chunking_and_setfit_alone():

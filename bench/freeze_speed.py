@@ -45,14 +45,14 @@ def main() -> None:
 
     import torch
 
-    from stages.core.params import load_params, merge_train
+    from stages.core.params import load_params
     from stages.core.paths import model_dir
     from stages.core.task_data import load_tokenized
     from stages.core.training import train
 
     params = load_params()
     base_dir = model_dir("base", params.freeze_sweep.model)
-    task = params["tasks"]["sentiment"]
+    task = params.tasks["sentiment"]
     if args.tokenized:
         import datasets
 
@@ -60,8 +60,9 @@ def main() -> None:
         labels = json.loads((args.tokenized / "labels.json").read_text())["labels"]
     else:
         tokenized, labels = load_tokenized("sentiment", params.freeze_sweep.model)
-    base = {**merge_train(params, {}), "epochs": 1.0, "eval_strategy": "no", "batch_size": args.batch_size,
-            "max_train_samples": args.samples, "logging_steps": 1000}
+    bench_settings = {"epochs": 1.0, "eval_strategy": "no", "batch_size": args.batch_size,
+                      "max_train_samples": args.samples, "logging_steps": 1000}
+    base = params.train.model_copy(update={k: v for k, v in bench_settings.items() if v is not None})
     runs = [(p, True) for p in args.points]
     numbered = [p for p in args.points if p != "head" and p > 0]
     if numbered:
@@ -70,13 +71,14 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; model {base_dir}; "
           f"{min(len(tokenized['train']), args.samples or 10**9)} training examples, batch {args.batch_size}")
     # Warm-up: the first Trainer run in a process pays one-off costs (thread pools, allocator) that are not the k's.
-    train(task, tokenized, labels, base_dir, {**base, "max_train_samples": 32}, params["seed"], "bench-warm")
+    train(task, tokenized, labels, base_dir, base.model_copy(update={"max_train_samples": 32}), params.seed,
+          "bench-warm")
     print(f"{'freeze':>8} {'embeddings':>10} {'trainable':>12} {'samples/s':>10} {'train s':>8}")
     for _ in range(args.repeats):
         for freeze, freeze_embeddings in runs:
-            settings = {**base, "freeze": freeze, "freeze_embeddings": freeze_embeddings}
+            settings = base.model_copy(update={"freeze": freeze, "freeze_embeddings": freeze_embeddings})
             started = time.perf_counter()
-            result = train(task, tokenized, labels, base_dir, settings, params["seed"], "bench-freeze")
+            result = train(task, tokenized, labels, base_dir, settings, params.seed, "bench-freeze")
             summary = result.summary
             print(f"{freeze!s:>8} {'frozen' if freeze_embeddings and freeze else 'trainable':>10} "
                   f"{summary['trainable_params']:>12,} {summary['train_samples_per_second']:>10.1f} "

@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from stages.core import predictions
 from stages.core.atomic import atomic_dir, atomic_file, write_json, write_metrics
 from stages.core.devices import resolve_device
 from stages.core.errors import PipelineError, run_stage
 from stages.core.inference import load_finetuned, split_outputs
-from stages.core.params import entry_from_args, load_params, run_seeds, train_settings
+from stages.core.params import Stats, entry_from_args, load_params, run_seeds, train_settings
 from stages.core.paths import (
     CONFUSION_DIR,
     EXAMPLES_DIR,
@@ -65,7 +64,7 @@ class ScoredSet:
         self.scores.append(scores)
 
 
-def set_metrics(scored: ScoredSet, seeds: list[int], stats: Any, seed: int) -> dict:
+def set_metrics(scored: ScoredSet, seeds: list[int], stats: Stats, seed: int) -> dict:
     """One test set's figures: the first seed's scores with their intervals and, for several seeds, each seed's
     scores, their mean/std/min/max and the pooled intervals."""
     documents = scored.documents

@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None, params: Params) -> tuple[str, int]:
     parser.add_argument("n", type=int, help="examples per class")
     args = parser.parse_args(argv)
     if args.task not in params.tasks:
-        raise PipelineError(f"setfit: unknown task {args.task!r} (tasks: {', '.join(params['tasks'])})")
+        raise PipelineError(f"setfit: unknown task {args.task!r} (tasks: {', '.join(params.tasks)})")
     if args.n < 1:
         raise PipelineError(f"setfit: examples per class must be at least 1, got {args.n}")
     return args.task, args.n

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     task_name = parser.parse_args(argv).task
     params = load_params()
     if task_name not in params.setfit.tasks:
-        raise PipelineError(f"setfit_compare: {task_name!r} is not in setfit.tasks {params['setfit']['tasks']}")
+        raise PipelineError(f"setfit_compare: {task_name!r} is not in setfit.tasks {params.setfit.tasks}")
     table = compare(task_name, params)
     write_metrics(METRICS_DIR / f"setfit_{task_name}.json", table)
     summary = ", ".join([f"{run} {e['f1']:.3f}" for run, e in table["full_finetune"].items()]

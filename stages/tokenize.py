@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         label2id = {label: i for i, label in enumerate(labels)}
         limit = tokenizer.model_max_length
         if task.max_length > limit:
-            raise PipelineError(f"tasks.{name}.max_length: {task['max_length']} is above the limit {limit} of "
+            raise PipelineError(f"tasks.{name}.max_length: {task.max_length} is above the limit {limit} of "
                                 f"model {model} ({model_type(base)})")
         encoded = {}
         tokenizer_key = fingerprint(tokenizer)  # hashing a tokenizer takes a while: once

@@ -290,7 +290,7 @@ def test_bad_probability_and_missing_mask_token(tokenizer):
 def test_params_schema_rejects_bad_mlm_values():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     checked = validate(params)
-    assert checked["mlm"]["mlm_probability"] == 0.15 and checked["mlm"]["chunk_size"] == 128
+    assert checked.mlm.mlm_probability == 0.15 and checked.mlm.chunk_size == 128
     for key, value, message in (("mlm_probability", 1.0, r"mlm.mlm_probability: 1.0 is out of range"),
                                 ("mlm_probability", 0, r"mlm.mlm_probability"),
                                 ("chunk_size", 4, r"mlm.chunk_size: 4 is out of range"),

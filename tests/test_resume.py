@@ -177,7 +177,7 @@ def finished_run(repo: Path, run: str = RUN) -> dict:
         params = load_params()
         tokenized, labels = load_tokenized("sentiment", "minilm")
         model, tokenizer, _ = load_finetuned(Path("models/finetuned") / run)
-        scores, pairs, outputs = score_model(model, tokenizer, params["tasks"]["sentiment"], tokenized["test"],
+        scores, pairs, outputs = score_model(model, tokenizer, params.tasks["sentiment"], tokenized["test"],
                                              labels, 64)
     finally:
         os.chdir(cwd)
@@ -252,14 +252,17 @@ def test_checkpoint_of_other_params_is_discarded(killed, tmp_path):
 def test_fingerprint_tracks_training_inputs_not_checkpoint_frequency(tmp_path, tiny_model_dir):
     from datasets import Dataset
 
+    from stages.core.params import load_params
     from stages.core.resume import run_fingerprint
 
     data = [Dataset.from_dict({"input_ids": [[1, 2], [3]], "labels": [0, 1]})]
-    settings = {"learning_rate": 1e-3, "epochs": 3, "checkpoint_steps": 4}
-    task = {"type": "single_label"}
+    params = load_params(REPO / "params.yaml")
+    settings = params.train.model_copy(update={"learning_rate": 1e-3, "epochs": 3.0, "checkpoint_steps": 4})
+    task = params.tasks["sentiment"]
 
     def fingerprint(**changes):
-        return run_fingerprint(RUN, {**settings, **changes}, task, ["neg", "pos"], 42, tiny_model_dir, data, 1)
+        return run_fingerprint(RUN, settings.model_copy(update=changes), task, ["neg", "pos"], 42, tiny_model_dir,
+                               data, 1)
 
     base = fingerprint()
     assert fingerprint(checkpoint_steps=10) == base  # how often we save does not change what is trained

@@ -67,7 +67,7 @@ def _params(**setfit) -> dict:
 
 def test_params_defaults_and_cross_checks():
     params = validate(_params())
-    assert params["setfit"]["samples_per_class"] and params["setfit"]["num_iterations"] >= 1
+    assert params.setfit.samples_per_class and params.setfit.num_iterations >= 1
     with pytest.raises(PipelineError, match=r"setfit.tasks\[0\]: unknown task 'nope'"):
         validate(_params(tasks=["nope"]))
     with pytest.raises(PipelineError, match=r"setfit.samples_per_class: 8 listed more than once"):

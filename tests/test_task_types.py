@@ -102,7 +102,7 @@ def test_several_0_1_columns_as_multi_label():
 
 
 def test_label_columns_params_rules():
-    assert make_task("multi_label", label_columns=["a", "b"])["label_columns"] == ["a", "b"]
+    assert make_task("multi_label", label_columns=["a", "b"]).label_columns == ["a", "b"]
     with pytest.raises(PipelineError, match="tasks.t.label_columns: only a multi_label task"):
         make_task("single_label", label_columns=["a", "b"])
     with pytest.raises(PipelineError, match="tasks.t.labels: with label_columns"):

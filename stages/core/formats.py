@@ -297,7 +297,7 @@ class TableFormat(DataFormat):
             if columns is None:  # the mlm.corpus.columns the table has, in the params' order
                 columns = [c for c in corpus.columns if c in frame.columns]
                 if not columns:
-                    raise PipelineError(f"{path}: none of the columns {corpus['columns']} (params key mlm.corpus."
+                    raise PipelineError(f"{path}: none of the columns {corpus.columns} (params key mlm.corpus."
                                         f"columns); the columns are {list(map(str, frame.columns))}")
             yield from in_batches([v for row in frame[columns].itertuples(index=False) for v in row], most=batch_size)
 
@@ -551,7 +551,7 @@ class Lines(DataFormat):
             paths[label] = base / name if base.is_dir() else base.parent / name
             if task.labels and str(label) not in task.labels:
                 raise PipelineError(f"{where}.source.files.{label}: label {str(label)!r} is not a known label (the "
-                                    f"label list is {task['labels']})")
+                                    f"label list is {task.labels})")
             if not paths[label].exists():
                 raise PipelineError(f"{where}.source.files.{label}: file not found: {paths[label]}")
 
@@ -622,10 +622,10 @@ def load_hub_split(source: Source, where: str, expression: str) -> Any:
         while source.revision and seen is not None:
             if isinstance(seen, RevisionNotFoundError) or re.search(r"\bRevision '.*' doesn't exist", str(seen)):
                 raise PipelineError(
-                    f"{where}.source.revision: the Hub dataset {source['hub']!r} has no revision "
-                    f"{source['revision']!r} ({err}); expected one of its branches, tags or commit shas") from None
+                    f"{where}.source.revision: the Hub dataset {source.hub!r} has no revision "
+                    f"{source.revision!r} ({err}); expected one of its branches, tags or commit shas") from None
             seen = seen.__cause__ or seen.__context__
-        raise PipelineError(f"{where}.source.hub: could not load {source['hub']!r} split {expression!r}: {err} "
+        raise PipelineError(f"{where}.source.hub: could not load {source.hub!r} split {expression!r}: {err} "
                             "(Hub datasets need the network; the default profile uses local files)") from None
 
 

@@ -214,7 +214,7 @@ def check_cacheable(settings: TrainSettings, where: str) -> None:
     fix = "or set freeze_sweep.cache_frozen: false"
     if settings.eval_strategy != "no":
         raise PipelineError(f"{where}: cache_frozen stores training states only; set eval_strategy: 'no' {fix}")
-    if settings.get("checkpoint_steps"):
+    if settings.checkpoint_steps:
         raise PipelineError(f"{where}: cache_frozen does not resume from checkpoints; set checkpoint_steps: null "
                             f"{fix}")
     if not settings.freeze_embeddings and settings.freeze != "head":

@@ -183,7 +183,7 @@ def finetune_card(run: str, task_name: str, task: Task, labels: list[str], param
         card_data=data.to_yaml(), run=run, task_name=task_name, task=task, labels=labels, seed=seed,
         base=base, model_name=model.name, revision=model.revision, init=init,
         tag=pipeline_tag(task.shape), license=model.license, source=data_source(task),
-        settings={k: settings.get(k) for k in CARD_SETTINGS}, summary=summary,
+        settings={k: getattr(settings, k) for k in CARD_SETTINGS}, summary=summary,
         validation=scores_of(validation, main_metric), main_metric=main_metric, code=code,
         versions=versions, test_source=(METRICS_DIR / f"{run}.json").as_posix(), begin=TEST_BEGIN, end=TEST_END)
     return ModelCard(content)

@@ -6,6 +6,11 @@ fills in defaults, and raises `PipelineError` naming the key path, the bad value
 closest known key for a typo. Stages then read attributes (`params.tasks[name].max_length`). Each bound lives here
 once. Keeping the schema in one place is what lets a misspelled key fail in the first second of `dvc repro`
 instead of being silently ignored after an hour of training.
+
+Every stage lists this module as a code dependency, on purpose: the schema's defaults fill keys that params.yaml
+leaves out, and DVC tracks only the values written in params.yaml, so a changed default must rerun what reads it.
+Not split by section either: a stage reads several sections, and the cross-reference checks (a run's task, a
+sweep's model) need the whole file, so a split would save few reruns for a schema that rarely changes.
 """
 
 from __future__ import annotations
@@ -72,11 +77,8 @@ class KeyProblem(ValueError):
 
 
 class Section(BaseModel):
-    """A params section: strict types (no "16" for 16, no true for 1), unknown keys rejected.
-
-    Read access by key (`section["name"]`, `.get`, `.items()`) mirrors the YAML for scripts and tests written
-    against plain mappings; the stages use attributes.
-    """
+    """A params section: strict types (no "16" for 16, no true for 1), unknown keys rejected. Read by attribute
+    only (`task.max_length`): one access style, which a type checker follows."""
 
     model_config = ConfigDict(strict=True, extra="forbid", validate_default=True)
 
@@ -90,23 +92,6 @@ class Section(BaseModel):
                 hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(cls.model_fields)}"
                 raise KeyProblem(str(key), f"unknown key; {hint}")
         return data
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in type(self).model_fields:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        setattr(self, key, value)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default) if key in type(self).model_fields else default
-
-    def keys(self) -> list[str]:
-        return list(type(self).model_fields)
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(key, getattr(self, key)) for key in type(self).model_fields]
 
 
 def check_freeze_value(value: Any, where: str) -> None:
@@ -213,9 +198,9 @@ class Source(Section):
                 if key not in self.model_fields_set:
                     setattr(self, key, value)
             for key in ("token_column", "tag_column"):
-                if self[key] not in CONLLU_COLUMNS:
+                if getattr(self, key) not in CONLLU_COLUMNS:
                     raise KeyProblem(key, f"expected a CoNLL-U column name, one of {list(CONLLU_COLUMNS)}, got "
-                                          f"{self[key]!r}")
+                                          f"{getattr(self, key)!r}")
         elif isinstance(self.token_column, str) or isinstance(self.tag_column, str):
             raise KeyProblem("tag_column" if isinstance(self.tag_column, str) else "token_column",
                              "columns are numbered (0 the first, -1 the last) except in format conllu")
@@ -236,7 +221,7 @@ class Source(Section):
 
     def split_entries(self) -> dict[str, tuple[str, SPLIT_FILES]]:
         """The splits given as files: split -> (its key under `source`, e.g. test.ood, and the files)."""
-        entries = {split: (split, self[split]) for split in ("train", "validation") if self[split]}
+        entries = {split: (split, getattr(self, split)) for split in ("train", "validation") if getattr(self, split)}
         if isinstance(self.test, dict):
             return {**entries, **{split: (f"test.{name}", self.test[name]) for name, split in self.test_sets().items()}}
         return {**entries, "test": ("test", self.test)} if self.test else entries
@@ -780,6 +765,7 @@ def train_settings(params: Params, run: str) -> TrainSettings:
     return merge_train(params, params.finetune[run].train)
 
 
-def merge_train(params: Params, overrides: Any) -> TrainSettings:
-    """The shared `train` section with a partial override (a fine-tune run's or the freeze sweep's) applied."""
-    return params.train.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+def merge_train(params: Params, overrides: Section) -> TrainSettings:
+    """The shared `train` section with a partial override (a fine-tune run's or the freeze sweep's) applied:
+    the override's keys left null keep the shared value."""
+    return params.train.model_copy(update={k: v for k, v in overrides if v is not None})

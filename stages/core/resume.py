@@ -85,7 +85,7 @@ def run_fingerprint(run_name: str, settings: TrainSettings, task: Task, labels: 
     digest = hashlib.sha256()
     described = {
         "run": run_name,
-        "settings": {k: v for k, v in sorted(settings.items()) if k not in _IGNORED_SETTINGS},
+        "settings": {k: v for k, v in sorted(dict(settings).items()) if k not in _IGNORED_SETTINGS},
         "task": task,
         "labels": labels,
         "seed": seed,

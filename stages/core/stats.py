@@ -22,12 +22,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.labels import MISSED_TAG
+from stages.core.params import Stats
 from stages.core.predictions import ScoredTest
 from stages.core.scoring import Scoring, scoring_of
 from stages.core.task_types import get_task_type
@@ -524,16 +524,16 @@ def detectable_difference(standard_error: float, alpha: float = 0.05, power: flo
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * standard_error)
 
 
-def interval_summary(documents: list[dict], stats_params: dict, seed: int) -> dict[str, dict[str, float]]:
+def interval_summary(documents: list[dict], stats_params: Stats, seed: int) -> dict[str, dict[str, float]]:
     """The intervals a metrics file carries: each headline metric's value, low and high for the predictions in
     `documents` (one model, or several seeds pooled), rounded so the file is stable across reruns."""
-    intervals = confidence_intervals(scored_test(documents), stats_params["resamples"], stats_params["confidence"],
+    intervals = confidence_intervals(scored_test(documents), stats_params.resamples, stats_params.confidence,
                                      seed)
     return {metric: {key: round(float(value), 6) for key, value in bounds.items()}
             for metric, bounds in intervals.items()}
 
 
-def score_record(record_path: Path, document_path: Path, target: Path, stats_params: Any, seed: int,
+def score_record(record_path: Path, document_path: Path, target: Path, stats_params: Stats, seed: int,
                  scalars_only: bool = False) -> dict:
     """A training stage's record (its facts for the metrics file; `truncated_words` for a token task) completed
     with the test metrics of its predictions document and their intervals, written to `target`: the metrics file of

@@ -127,7 +127,7 @@ def early_stopping(settings: TrainSettings, where: str) -> Any:
 
 def training_arguments(settings: TrainSettings, seed: int, output_dir: Path, main_metric: str | None,
                        device: str = "auto", **extra: Any) -> Any:
-    """TrainingArguments from a `train`-shaped settings dict on params `compute.device` (`device`); `extra` adds
+    """TrainingArguments from the run's `train` settings on params `compute.device` (`device`); `extra` adds
     arguments a caller alone needs (domain adaptation: remove_unused_columns=False, so its collator sees the word
     ids)."""
     from transformers import TrainingArguments
@@ -136,7 +136,7 @@ def training_arguments(settings: TrainSettings, seed: int, output_dir: Path, mai
     on_gpu = target.type == "cuda"
     precision = settings.mixed_precision
     evaluating = settings.eval_strategy != "no"
-    stopping = evaluating and settings.get("early_stopping_patience") is not None
+    stopping = evaluating and settings.early_stopping_patience is not None
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=settings.learning_rate,
@@ -155,7 +155,7 @@ def training_arguments(settings: TrainSettings, seed: int, output_dir: Path, mai
         save_strategy=settings.eval_strategy if evaluating and settings.load_best_model_at_end else "no",
         save_total_limit=1,
         # Resumable checkpoints (train.checkpoint_steps) need the optimizer, scheduler and RNG states too.
-        save_only_model=not settings.get("checkpoint_steps"),
+        save_only_model=not settings.checkpoint_steps,
         load_best_model_at_end=evaluating and settings.load_best_model_at_end,
         metric_for_best_model=main_metric,
         greater_is_better=True,
@@ -170,7 +170,7 @@ def training_arguments(settings: TrainSettings, seed: int, output_dir: Path, mai
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         # Sum-of-tokens averaging multiplies the loss by the world size under CPU DDP; per-process means are right.
         average_tokens_across_devices=False,
-        report_to=settings.get("report_to", "none"),  # train.report_to: none, or the user's own loggers
+        report_to=settings.report_to,  # train.report_to: none, or the user's own loggers
         disable_tqdm=False,
         **extra,
     )
@@ -196,13 +196,13 @@ def train(task: Task, tokenized: Any, labels: list[str], init_path: str | Path, 
                                     seed).remove_columns(drop))
     main_metric = task_type.main_metric
     output_dir = CHECKPOINT_ROOT / run_name
-    every = settings.get("checkpoint_steps")
+    every = settings.checkpoint_steps
     fingerprint = None if not every else resume.run_fingerprint(
         run_name, settings, task, labels, seed, Path(init_path), [train_set, eval_set], world_size())
     resume_point = resume.prepare(output_dir, run_name, fingerprint, is_main_process())
     callbacks = [resume.checkpoint_callback(every, resume_point)] if every else []
     stopper = early_stopping(settings, run_name)
-    spec = settings.get("class_weights")
+    spec = settings.class_weights
     weights = None if spec is None else resolve_class_weights(spec, task.shape, labels, train_set["labels"],
                                                               f"{run_name}.train")
     trained, collator, extra = model, task_type.collator(tokenizer), {}
@@ -366,7 +366,7 @@ def should_compile(choice: str | bool, steps: int, device_type: str) -> bool:
 
 def compile_run(settings: TrainSettings, train_examples: int, device: str, run_name: str) -> bool:
     """Whether run `run_name` trains a compiled model, logged with the figures it was decided on."""
-    choice = settings.get("torch_compile", False)
+    choice = settings.torch_compile
     steps = optimizer_steps(train_examples, settings)
     device_type = trainer_device(device).type
     decision = should_compile(choice, steps, device_type)

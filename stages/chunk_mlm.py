@@ -53,11 +53,6 @@ def iter_documents(corpus: Corpus, batch_size: int = BATCH) -> Iterator[list[str
         raise PipelineError(f"mlm.corpus.path: {path} holds no text (empty corpus): nothing to adapt the model to")
 
 
-def read_corpus(corpus: Corpus) -> list[str]:
-    """The whole corpus as a list of documents (iter_documents, joined)."""
-    return [doc for batch in iter_documents(corpus) for doc in batch]
-
-
 def _document(value: Any) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):  # a token task's words
         return " ".join(map(str, value)).strip()

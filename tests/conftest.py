@@ -209,7 +209,7 @@ def chunk_documents(tokenizer, documents: list[str], chunk_size: int, remainder:
     `word_ids`, each [blocks, chunk_size]) and counts; the stage streams the same steps through Arrow files."""
     import numpy as np
 
-    from stages.core.chunking import BlockCutter, DocumentEncoder, check_chunking, full_blocks, token_batch
+    from stages.core.chunking import BlockCutter, DocumentEncoder, check_chunking, full_blocks
 
     check_chunking(tokenizer, chunk_size, remainder)
     encoder, cutter = DocumentEncoder(tokenizer), BlockCutter(chunk_size)
@@ -220,3 +220,59 @@ def chunk_documents(tokenizer, documents: list[str], chunk_size: int, remainder:
     empty = np.zeros((0, chunk_size), dtype=np.int64)
     return {key: np.concatenate([part[key] for part in parts]) if parts else empty
             for key in ("input_ids", "attention_mask", "word_ids")}, info
+
+
+def read_task_splits(task, seed: int, where: str) -> dict:
+    """A task's normalised splits as whole pandas tables (list columns as Python lists, as the readers give them):
+    the download stage's writer into a temporary folder, read back. For small test data."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.core.readers import write_task_splits
+
+    def as_frame(path: Path):
+        table = pq.read_table(path)
+        lists = [name for name in table.column_names if pa.types.is_list(table.schema.field(name).type)]
+        return table.to_pandas().assign(**{name: table.column(name).to_pylist() for name in lists})
+
+    with tempfile.TemporaryDirectory(prefix="splits-") as folder:
+        written = write_task_splits(task, seed, where, Path(folder))
+        return {split: as_frame(Path(folder) / f"{split}.parquet") for split in written.names}
+
+
+def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str | None):
+    """A whole CoNLL file as one table, through the conll format's own reader."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from stages.core.formats import FORMATS
+
+    how = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
+    return pd.concat(list(FORMATS["conll"].read_file(path, how)), ignore_index=True)
+
+
+def read_corpus(corpus) -> list[str]:
+    """chunk_mlm's whole MLM corpus as one list of documents (its batches joined)."""
+    from stages.chunk_mlm import iter_documents
+
+    return [document for batch in iter_documents(corpus) for document in batch]
+
+
+def corpus_values(data_format, path: Path, corpus) -> list:
+    """A format's corpus values for one file, its batches joined."""
+    from stages.core.formats import BATCH_ROWS
+
+    return [value for batch in data_format.iter_corpus(path, corpus, BATCH_ROWS) for value in batch]
+
+
+def token_batch(encoded: dict):
+    """DocumentEncoder's output (Python lists) as chunking's TokenBatch, as arrow_token_batch gives it."""
+    import numpy as np
+
+    lengths = np.fromiter(map(len, encoded["input_ids"]), dtype=np.int64, count=len(encoded["input_ids"]))
+    return (np.fromiter((i for row in encoded["input_ids"] for i in row), dtype=np.int64, count=int(lengths.sum())),
+            np.fromiter((w for row in encoded["word_ids"] for w in row), dtype=np.int64, count=int(lengths.sum())),
+            lengths, np.asarray(encoded["words"], dtype=np.int64))

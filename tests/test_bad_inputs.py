@@ -387,7 +387,7 @@ MLM_CASES = [
 
 @pytest.mark.parametrize("name, filename, data, error, documents", MLM_CASES, ids=[c[0] for c in MLM_CASES])
 def test_bad_mlm_corpus(name, filename, data, error, documents, tmp_path: Path) -> None:
-    from stages.chunk_mlm import read_corpus
+    from conftest import read_corpus
     from stages.core.params import Corpus
 
     path = tmp_path / filename

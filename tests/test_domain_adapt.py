@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.chunk_mlm import model_limit, read_corpus
+from conftest import read_corpus
+from stages.chunk_mlm import model_limit
 from stages.core.chunking import check_chunk_size, split_blocks
 from stages.core.errors import PipelineError
 from stages.core.labels import IGNORE_INDEX

@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_stage_repo, validate_task
+from conftest import make_stage_repo, read_task_splits, validate_task
 from stages.core import formats, readers
 from stages.core.errors import PipelineError
-from stages.core.readers import read_task_splits
 
 WORDS = ["fine", "dull", "warm", "slow", "smart", "long"]
 

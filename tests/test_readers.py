@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import shared_data, validate_task
+from conftest import corpus_values, read_corpus, read_task_splits, shared_data, validate_task
 from stages.core.errors import PipelineError
 from stages.core.formats import (
     FORMATS,
@@ -25,7 +25,6 @@ from stages.core.formats import (
 )
 from stages.core.labels import build_label_list, check_labels_known
 from stages.core.params import SOURCE_FORMATS, TASK_SHAPES, Corpus
-from stages.core.readers import read_task_splits
 
 
 def make_task(source: dict, **extra) -> dict:
@@ -262,8 +261,6 @@ def toy_format(request):
 
 
 def test_a_registered_format_reads_as_task_source_and_mlm_corpus(toy_format, tmp_path):
-    from stages.chunk_mlm import read_corpus
-
     path = write(tmp_path / f"d{toy_format.suffixes[0]}", TOY_FILES[toy_format.name])
     task = make_task({"path": str(path), "format": "csv", "train": "."})
     task.source.format = toy_format.name  # params.yaml's choices were taken when params.py was imported
@@ -304,7 +301,7 @@ def test_a_corpus_format_that_reads_no_corpus_says_so(tmp_path):
     try:
         path = write(tmp_path / "c.conllx", "EU B-ORG\n")
         with pytest.raises(PipelineError, match=r"c\.conllx: the 'conllx' format is not read as a corpus"):
-            corpus_format(path).read_corpus(path, {"encoding": "utf-8", "columns": ["text"]})
+            corpus_values(corpus_format(path), path, {"encoding": "utf-8", "columns": ["text"]})
     finally:
         FORMATS.pop("conllx")
 

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import corpus_values, read_corpus, token_batch
 from stages.core import scratch
-from stages.core.chunking import BlockCutter, split_blocks, token_batch
+from stages.core.chunking import BlockCutter, split_blocks
 from stages.core.errors import PipelineError
 from stages.core.formats import corpus_format, iter_lines, read_text
 from stages.core.params import Corpus
@@ -138,7 +139,7 @@ def test_chunk_mlm_is_the_in_memory_chunking_and_the_same_bytes_for_one_or_two_p
         assert outputs[1] == outputs[2]
 
         info = json.loads((root / "data/mlm/minilm/chunks.json").read_text())
-        documents = chunk_mlm.read_corpus(Corpus(path="corpus.txt", columns=["text"]))
+        documents = read_corpus(Corpus(path="corpus.txt", columns=["text"]))
         blocks, expected = chunk_documents(load_tokenizer("models/base/minilm"), documents, 16, remainder)
         assert {k: info[k] for k in expected} == expected and info["documents"] == 400
         train, held_out = split_blocks(expected["blocks"], 0.1, info["seed"])
@@ -231,7 +232,7 @@ def test_streamed_parquet_corpus_is_the_whole_table_corpus(tmp_path):
     entry = corpus_format(path)
     batches = list(entry.iter_corpus(path, corpus, 5))
     assert all(len(batch) <= 10 for batch in batches)  # 5 rows, 2 columns each
-    assert [value for batch in batches for value in batch] == entry.read_corpus(path, corpus)
+    assert [value for batch in batches for value in batch] == corpus_values(entry, path, corpus)
     with pytest.raises(PipelineError, match=r"mlm.corpus.columns.*'label'"):
         next(entry.iter_corpus(path, Corpus(path=str(path), columns=["review"]), 5))
     broken = tmp_path / "b.parquet"
@@ -253,5 +254,5 @@ def test_streamed_table_corpus_is_the_whole_table_corpus(tmp_path, suffix):
     entry = corpus_format(path)
     batches = list(entry.iter_corpus(path, corpus, 7))
     assert [len(batch) for batch in batches[:-1]] == [7] * (len(batches) - 1)
-    assert [value for batch in batches for value in batch] == entry.read_corpus(path, corpus)
+    assert [value for batch in batches for value in batch] == corpus_values(entry, path, corpus)
     assert batches[0][:2] == ["pair 0", "text 0"]  # row by row, in the params' column order

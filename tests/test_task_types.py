@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, make_stage_repo, validate_task
+from conftest import REPO, make_stage_repo, read_task_splits, validate_task
 from stages.core.errors import PipelineError
 from stages.core.labels import build_label_list
 from stages.core.metrics import (
@@ -25,7 +25,7 @@ from stages.core.metrics import (
     regression_metrics,
 )
 from stages.core.params import TASK_SHAPES
-from stages.core.readers import normalise, parse_label, read_task_splits
+from stages.core.readers import normalise, parse_label
 from stages.core.scoring import scoring_of
 from stages.core.task_types import SplitOutputs, get_task_type
 

@@ -11,12 +11,20 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, build_tiny_model, score_logits, shared_data, validate_task
+from conftest import (
+    REPO,
+    build_tiny_model,
+    read_conll,
+    read_task_splits,
+    score_logits,
+    shared_data,
+    validate_task,
+)
 from stages.core.errors import PipelineError
+from stages.core.formats import _hub_to_frame
 from stages.core.labels import IGNORE_INDEX, MISSED_TAG, build_label_list, convert_iob1_to_iob2
 from stages.core.metrics import entity_metrics, tag_metrics
 from stages.core.params import TASK_SHAPES
-from stages.core.readers import _hub_to_frame, read_conll, read_task_splits
 from stages.core.task_types import get_task_type
 from stages.core.tokenization import NO_WORD, encode_token_task, split_words
 

@@ -94,14 +94,6 @@ class DocumentEncoder:
 TokenBatch = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def token_batch(encoded: dict) -> TokenBatch:
-    """DocumentEncoder's output (Python lists) as a TokenBatch."""
-    lengths = np.fromiter(map(len, encoded["input_ids"]), dtype=np.int64, count=len(encoded["input_ids"]))
-    return (np.fromiter((i for row in encoded["input_ids"] for i in row), dtype=np.int64, count=int(lengths.sum())),
-            np.fromiter((w for row in encoded["word_ids"] for w in row), dtype=np.int64, count=int(lengths.sum())),
-            lengths, np.asarray(encoded["words"], dtype=np.int64))
-
-
 def arrow_token_batch(table: Any) -> TokenBatch:
     """A batch of the tokenized dataset (a pyarrow Table with token_features) as a TokenBatch, without Python
     lists."""

@@ -212,9 +212,6 @@ class DataFormat:
         """The MLM corpus file's documents (before stripping) in lists of at most `batch_size`."""
         raise PipelineError(f"mlm.corpus.path: {path}: the {self.name!r} format is not read as a corpus")
 
-    def read_corpus(self, path: Path, corpus: Any) -> list[Any]:
-        return [value for batch in self.iter_corpus(path, corpus, BATCH_ROWS) for value in batch]
-
 
 def _check_path(source: Source, where: str) -> Path:
     if not Path(source.path).exists():

@@ -34,11 +34,6 @@ def check_bio_tag(tag: str, where: str) -> None:
                             "for tags that are not IOB, such as POS, set source.scheme: none)")
 
 
-def validate_bio_tags(tags: Sequence[str], where: str) -> None:
-    for position, tag in enumerate(tags, start=1):
-        check_bio_tag(tag, f"{where}, word {position}")
-
-
 def convert_iob1_to_iob2(tags: Sequence[str]) -> list[str]:
     """IOB1 (original CoNLL-2003) starts entities with I-; IOB2 starts every entity with B-."""
     out: list[str] = []

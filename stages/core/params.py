@@ -659,11 +659,6 @@ def _resolve_models(params: Params) -> None:
                                 f"mlm.models: {params.mlm.models})")
 
 
-def model_of(params: Params, key: str) -> Model:
-    """The `models` entry `key` (already checked by validation)."""
-    return params.models[key]
-
-
 def _check_cross_references(params: Params) -> None:
     for section in ("models", "tasks", "finetune"):
         for name in getattr(params, section):

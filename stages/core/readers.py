@@ -15,11 +15,9 @@ import functools
 import json
 import logging
 import math
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,8 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.core.errors import PipelineError
-from stages.core.formats import FORMATS, SplitStream, parquet_batch_rows, task_format, text_lines
-from stages.core.formats import _hub_to_frame as _hub_to_frame  # noqa: F401 (tests read Hub tables through it)
+from stages.core.formats import SplitStream, parquet_batch_rows, task_format, text_lines
 from stages.core.labels import check_labels_known, to_iob2
 from stages.core.params import DataShape, Task
 from stages.core.paths import SPLITS
@@ -76,26 +73,6 @@ def write_task_splits(task: Task, seed: int, where: str, folder: Path) -> Writte
     if missing:
         summaries.update(_carve(folder, task.shape, fractions, seed, where, missing))
     return WrittenSplits(summaries, {split: stream.files for split, stream in streams.items()}, missing)
-
-
-def read_task_splits(task: Task, seed: int, where: str) -> dict[str, pd.DataFrame]:
-    """A task's normalised splits as whole tables (small data, tests), written to a temporary folder and read back."""
-    with tempfile.TemporaryDirectory(prefix="splits-") as folder:
-        written = write_task_splits(task, seed, where, Path(folder))
-        return {split: read_split_table(Path(folder) / f"{split}.parquet") for split in written.names}
-
-
-def read_split_table(path: Path) -> pd.DataFrame:
-    """A written split as pandas, with list columns as Python lists, as the readers give them."""
-    table = pq.read_table(path)
-    lists = [name for name in table.column_names if pa.types.is_list(table.schema.field(name).type)]
-    return table.to_pandas().assign(**{name: table.column(name).to_pylist() for name in lists})
-
-
-def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str | None) -> pd.DataFrame:
-    """A whole CoNLL file as one table (small files, tests)."""
-    how: Any = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
-    return pd.concat(list(FORMATS["conll"].read_file(path, how)), ignore_index=True)
 
 
 def task_labels(task: Task, where: str) -> list[str] | None:

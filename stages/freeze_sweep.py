@@ -23,7 +23,7 @@ from stages.core.atomic import write_json
 from stages.core.devices import inference_dtype, place_model, resolve_device
 from stages.core.distributed import is_main_process, relaunch_if_parallel
 from stages.core.errors import PipelineError, run_stage
-from stages.core.frozen_cache import FrozenStates, check_cacheable, point_depth
+from stages.core.frozen_cache import FrozenStates, point_depth, point_settings, uncacheable
 from stages.core.inference import split_outputs
 from stages.core.modeling import count_encoder_blocks, init_dir
 from stages.core.params import Params, check_freeze_value, load_params, merge_train
@@ -61,12 +61,15 @@ def sweep_point(params: Params, point: int | str) -> tuple[dict, dict, dict]:
     blocks = count_encoder_blocks(model_dir, trust)
     check_point_fits(point, blocks, model_dir)
     tokenized, labels = load_tokenized(sweep.task, sweep.model_key)
-    settings = merge_train(params, sweep.train).model_copy(update={"freeze": point})
-    # cache_frozen: the frozen part's output was stored once by stage freeze_cache (point 0 freezes nothing).
-    frozen = None
+    settings = point_settings(params, point)
+    # cache_frozen: the frozen part's output was stored once by stage freeze_cache (point 0 freezes nothing), unless
+    # these settings rule the cached path out (the same decision freeze_cache made: then it stored nothing here).
+    frozen, why_not = None, uncacheable(settings)
     if sweep.cache_frozen and point_depth(point, blocks) > 0:
-        check_cacheable(settings, "freeze_sweep.train")
-        frozen = FrozenStates(FREEZE_CACHE_DIR / sweep.task / str(point))
+        if why_not:
+            log.warning("freeze_sweep@%s: frozen blocks recomputed at every step (%s)", point, why_not)
+        else:
+            frozen = FrozenStates(FREEZE_CACHE_DIR / sweep.task / str(point))
     result = train(task, tokenized, labels, model_dir, settings, params.seed, f"freeze_sweep-{point}", trust,
                    params.compute.device, entry.attn_implementation, frozen)
     # Predicted like evaluate@<run>: on compute.device, in half precision there when the sweep trains in it (the

@@ -175,7 +175,7 @@ def test_cached_path_refuses_what_it_cannot_honour(repo, tmp_path, monkeypatch):
 
     params = load_params()
     tokenized, labels = load_tokenized("sentiment", DEFAULT_MODEL)
-    for change, message in (({"eval_strategy": "epoch"}, "stores training states only"),
+    for change, message in (({"eval_strategy": "epoch"}, "cannot train from stored states .eval_strategy 'epoch'"),
                             ({"freeze": 1}, "states after block 2, but r freezes 1 blocks"),
                             ({"max_train_samples": 20}, "states for 40 examples, but r trains on 20")):
         settings = TrainSettings(**{**SETTINGS, "freeze": 2, **change})
@@ -218,6 +218,33 @@ def test_stages_store_per_point_and_train_from_it(repo, monkeypatch):
     Path("params.yaml").write_text(yaml.safe_dump(params))
     freeze_cache.main([])
     assert all(sorted(p.name for p in folder.iterdir()) == [META_FILE] for folder in root.iterdir())
+    assert json.loads((root / "2" / META_FILE).read_text())["why"] == "cache_frozen is false"
+
+
+def test_settings_the_cached_path_cannot_honour_fall_back_to_the_books_loop(repo, monkeypatch, caplog):
+    """cache_frozen is on by default: a sweep that validates each epoch stores no states, says why in each point's
+    meta file and a warning, and trains its points with the frozen blocks recomputed instead of failing."""
+    from stages import freeze_cache, freeze_sweep, score_sweep
+
+    monkeypatch.chdir(repo)
+    original = Path("params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["freeze_sweep"].update(points=[0, 1], cache_frozen=True,
+                                  train={**params["freeze_sweep"]["train"], "eval_strategy": "epoch"})
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        with caplog.at_level("WARNING"):
+            freeze_cache.main([])
+            freeze_sweep.main(["1"])
+        score_sweep.main(["1"])
+        meta = json.loads((repo / "data" / "freeze_cache" / "sentiment" / "1" / META_FILE).read_text())
+        assert meta["cached"] is False and meta["why"].startswith("eval_strategy 'epoch'")
+        assert "point 1 will recompute its frozen blocks at every step (eval_strategy 'epoch'" in caplog.text
+        assert "freeze_sweep@1: frozen blocks recomputed at every step" in caplog.text
+        row = json.loads((repo / "metrics" / "freeze_sweep" / "1.json").read_text())
+        assert row["frozen_states"] == "recomputed" and row["trainable_blocks"] == 2
+    finally:
+        Path("params.yaml").write_text(original)
 
 
 def _sweep_params(points):

@@ -32,7 +32,7 @@ from torch import nn
 
 from stages.core.errors import PipelineError
 from stages.core.modeling import embedding_modules, encoder_blocks
-from stages.core.params import TrainSettings
+from stages.core.params import Params, TrainSettings, merge_train
 
 log = logging.getLogger("pipeline.frozen_cache")
 
@@ -189,7 +189,8 @@ class FrozenStates:
     def training_inputs(self, model: Any, freeze: Any, train_set: Any, collator: Any, settings: TrainSettings,
                         where: str) -> tuple[Any, Any, Any, dict]:
         """The model, training set, collator and extra TrainingArguments that train the point from the states."""
-        check_cacheable(settings, where)
+        if reason := uncacheable(settings):  # freeze_sweep decides with the same function: a guard, not a check
+            raise PipelineError(f"{where}: cannot train from stored states ({reason})")
         if freeze.frozen_blocks != self.depth:
             raise PipelineError(f"{self.folder}: states after block {self.depth}, but {where} freezes "
                                 f"{freeze.frozen_blocks} blocks (run `dvc repro freeze_cache`)")
@@ -209,20 +210,23 @@ class FrozenStates:
         return TopBlocks(model, self.depth), rows, CachedCollator(collator, self), {"remove_unused_columns": False}
 
 
-def check_cacheable(settings: TrainSettings, where: str) -> None:
-    """Fail before training on settings the cached path cannot honour (it trains on stored training states only)."""
-    fix = "or set freeze_sweep.cache_frozen: false"
+def uncacheable(settings: TrainSettings) -> str | None:
+    """Why a point with these settings cannot train from stored states, or None when it can. Stage freeze_cache
+    stores no states for such a point and freeze_sweep trains it in the book's loop (frozen blocks recomputed)."""
     if settings.eval_strategy != "no":
-        raise PipelineError(f"{where}: cache_frozen stores training states only; set eval_strategy: 'no' {fix}")
+        return f"eval_strategy {settings.eval_strategy!r}: the stored states are the training examples' only"
     if settings.checkpoint_steps:
-        raise PipelineError(f"{where}: cache_frozen does not resume from checkpoints; set checkpoint_steps: null "
-                            f"{fix}")
+        return "checkpoint_steps is set: the cached path does not resume from checkpoints"
     if not settings.freeze_embeddings and settings.freeze != "head":
-        raise PipelineError(f"{where}: cache_frozen needs frozen embeddings (their output is what is stored); set "
-                            f"freeze_embeddings: true {fix}")
+        return "freeze_embeddings is false: the embeddings' output is what is stored"
     if settings.num_processes > 1:
-        raise PipelineError(f"{where}: cache_frozen is not tested with data-parallel training; set num_processes: 1 "
-                            f"{fix}")
+        return f"num_processes {settings.num_processes}: the cached path is not tested with data-parallel training"
+    return None
+
+
+def point_settings(params: Params, point: int | str) -> TrainSettings:
+    """A sweep point's training settings: `train`, the sweep's overrides, and the point's own freeze."""
+    return merge_train(params, params.freeze_sweep.train).model_copy(update={"freeze": point})
 
 
 class CachedCollator:

@@ -399,7 +399,8 @@ class FreezeSweep(ModelChoice, Section):
     tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # within this of the best counts as as good as the best
     # Train each point's top blocks from the stored output of its frozen ones (stage freeze_cache): frozen blocks
     # then run once, in eval mode (no dropout); false: every point runs them at every step in train mode (the book).
-    cache_frozen: bool = False
+    # A point whose settings the cached path cannot honour falls back to the book's loop (frozen_cache.uncacheable).
+    cache_frozen: bool = True
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
 
     @model_validator(mode="after")

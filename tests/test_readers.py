@@ -176,13 +176,16 @@ def test_real_rotten_tomatoes_files_read_in_cp1252():
 
 
 def test_the_registry_lists_exactly_the_formats():
-    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders", "hub"]
-    assert source_formats() == ("csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders")
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines", "folders",
+                             "hub"]
+    assert source_formats() == ("csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines",
+                                "folders")
     assert set(SOURCE_FORMATS) == set(source_formats()), "params.py's source.format choices must be the registry's"
     by_suffix = {name: corpus_format(Path(name)).name for name in
                  ("a.csv", "a.TSV", "a.jsonl", "a.parquet", "a.txt", "a.conll", "eng.testb", "README", "a.csv.gz",
-                  "a.jsonl.zst", "a.txt.xz", "b.gz")}
-    assert by_suffix == {"a.csv": "csv", "a.TSV": "tsv", "a.jsonl": "jsonl", "a.parquet": "parquet",
+                  "a.jsonl.zst", "a.txt.xz", "b.gz", "a.json", "a.arrow", "a.feather")}
+    assert by_suffix == {"a.csv": "csv", "a.TSV": "tsv", "a.jsonl": "jsonl", "a.parquet": "parquet", "a.json": "json",
+                         "a.arrow": "arrow", "a.feather": "arrow",
                          "a.txt": "lines", "a.conll": "lines", "eng.testb": "lines", "README": "lines",
                          "a.csv.gz": "csv", "a.jsonl.zst": "jsonl", "a.txt.xz": "lines", "b.gz": "lines"}
 
@@ -197,8 +200,8 @@ def test_unknown_format_names_the_known_ones():
     for name in ("xlsx", "hub"):  # params.yaml rejects both first; the registry, read without it, too
         task.source.format = name
         with pytest.raises(PipelineError, match=rf"^tasks\.t\.source\.format: unknown data format '{name}'; the "
-                                                r"known formats are \['csv', 'tsv', 'jsonl', 'parquet', 'conll', "
-                                                r"'conllu', 'lines', 'folders'\]$"):
+                                                r"known formats are \['csv', 'tsv', 'jsonl', 'json', 'parquet', "
+                                                r"'arrow', 'conll', 'conllu', 'lines', 'folders'\]$"):
             read_task_splits(task, seed=0, where="tasks.t")
 
 
@@ -218,7 +221,8 @@ def test_registering_checks_names_and_suffixes():
                          (Upper, "must be lower case")):
         with pytest.raises(ValueError, match=problem):
             register_format(cls)
-    assert list(FORMATS) == ["csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders", "hub"]
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines", "folders",
+                             "hub"]
 
 
 class Psv(DelimitedFormat):
@@ -230,10 +234,10 @@ class Psv(DelimitedFormat):
 
 
 class JsonArray(TableFormat):
-    """A toy format from scratch: one JSON array of objects."""
+    """A toy format from scratch: one JSON array of objects (as format json reads one, written apart)."""
 
     name = "jsonarray"
-    suffixes = (".json",)
+    suffixes = (".jsonarray",)
 
     def read_table(self, path: Path, how: TableOptions):
         rows = json.loads(read_text(path, how.encoding, f"{how.params}.encoding"))

@@ -1,6 +1,7 @@
 """Files as their authors publish them, each option read through `python -m stages.download` on a small file
-written here: compression, split file lists/globs/shard directories, headerless tables, byte-order marks, label
-separators and integer ids (with a labels file), one file per document in label folders, CoNLL-U, IOBES and BILOU.
+written here: compression, split file lists/globs/shard directories, JSON documents, Arrow files, headerless
+tables, byte-order marks, label separators and integer ids (with a labels file), one file per document in label
+folders, CoNLL-U, IOBES and BILOU.
 Each misuse exits 2 with one line naming the file, line or params key, and leaves no data/raw/<task> behind."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import lzma
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_stage_repo, run_module, shared_data
@@ -122,6 +125,102 @@ def test_a_row_error_in_the_second_shard_names_that_file_and_its_row(tmp_path):
                                                                          "train": ["a.csv", "b.csv"]}},
                          {"a.csv": CSV, "b.csv": bad})
     refused(result, "row 2, column 'label': label 'meh' is not a known label", "[file in/b.csv]")
+
+
+def test_a_directory_of_shards_reads_the_formats_files_beside_a_readme(tmp_path):
+    files = {"shards/train-00000-of-00001.csv": CSV, "shards/README.md": "# a dataset card\n", "dev.csv": CSV}
+    task = {"source": {"path": "in", "format": "csv", "train": "shards", "validation": "dev.csv", "test": "dev.csv"}}
+    result, raw = download(tmp_path, task, files)
+    assert raw is not None and texts(raw) == ROWS, result.stderr[-2000:]
+
+
+# --- JSON documents and Arrow files ------------------------------------------------------------------------------
+
+
+RECORDS = [{"text": t, "label": y} for t, y in ROWS]
+
+
+@pytest.mark.parametrize("document, field", [
+    (json.dumps(RECORDS, indent=2), None),  # an array of objects
+    (json.dumps({"version": "1.1", "data": RECORDS}, indent=2), "data"),  # SQuAD-style: the array under a key
+    ("".join(json.dumps(r) + "\n" for r in RECORDS), None),  # JSON Lines in a .json file, as `datasets` reads it
+])
+def test_json_documents_an_array_an_objects_field_or_json_lines(document, field, tmp_path):
+    source = {"path": "in/d.json", "format": "json", **ALL, **({"field": field} if field else {})}
+    result, raw = download(tmp_path, {"source": source}, {"d.json": document})
+    assert raw is not None and texts(raw) == ROWS, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("document, field, message", [
+    ('[{"text": "a", "label": "pos"},\n {"text": "b" "label": "neg"}]', None,
+     "in/d.json, line 2, column 15: not valid JSON (Expecting ',' delimiter)"),
+    (json.dumps({"data": RECORDS}, indent=2), None, "in/d.json: a JSON object spanning lines; set the task's "
+     "source.field param to the key that holds the array of examples"),
+    (json.dumps({"data": RECORDS}), "rows", "in/d.json: no key 'rows' at the top level (the task's source.field "
+     "'rows'); it holds ['data']"),
+    (json.dumps({"data": {"text": "a"}}), "data", "in/d.json: expected an array of objects under the task's "
+     "source.field 'data', one an example; got a dict"),
+    (json.dumps([RECORDS[0], "a bare string"]), None, "in/d.json: expected an array of objects, one an example; "
+     "item 2 is a str"),
+])
+def test_json_misuse_names_the_file_line_or_key(document, field, message, tmp_path):
+    source = {"path": "in/d.json", "format": "json", **ALL, **({"field": field} if field else {})}
+    result, _ = download(tmp_path, {"source": source}, {"d.json": document})
+    refused(result, message)
+
+
+def test_field_is_refused_outside_format_json(tmp_path):
+    result, _ = download(tmp_path, {"source": {"path": "in/d.csv", "format": "csv", "field": "data", **ALL}},
+                         {"d.csv": CSV})
+    refused(result, "tasks.x.source.field: only with format json")
+
+
+def test_arrow_files_save_to_disk_shards_with_class_names_and_feather(tmp_path):
+    import datasets
+    import pyarrow.feather as feather
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    saved = datasets.Dataset.from_dict({"text": [t for t, _ in ROWS], "label": [int(y == "pos") for _, y in ROWS]},
+                                       features=features)
+    saved.save_to_disk(str(tmp_path / "saved"))  # data-00000-of-00001.arrow beside state.json and dataset_info.json
+    files = {f"saved/{p.name}": p.read_bytes() for p in (tmp_path / "saved").iterdir()}
+    result, raw = download(tmp_path / "a", {"source": {"path": "in", "format": "arrow", "train": "saved",
+                                                      "validation": "saved", "test": "saved"}}, files)
+    assert raw is not None and texts(raw) == ROWS, result.stderr[-2000:]  # ClassLabel ids read as their names
+    feather.write_feather(pd.DataFrame(RECORDS), tmp_path / "d.feather")
+    result, raw = download(tmp_path / "f", {"source": {"path": "in/d.feather", "format": "arrow", **ALL}},
+                           {"d.feather": (tmp_path / "d.feather").read_bytes()})
+    assert raw is not None and texts(raw) == ROWS, result.stderr[-2000:]
+    result, _ = download(tmp_path / "bad", {"source": {"path": "in/d.arrow", "format": "arrow", **ALL}},
+                         {"d.arrow": b"not arrow at all"})
+    refused(result, "in/d.arrow: not a readable Arrow file (IPC stream or Feather v2")
+
+
+def test_parquet_written_by_datasets_reads_class_ids_as_their_names(tmp_path):
+    """The Hub's Parquet exports (and Dataset.to_parquet) record the features: ClassLabel ids, and lists of them in
+    a token task, come back as names with no `labels` param; an id beyond the names is an error naming the column."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    datasets.Dataset.from_dict({"text": [t for t, _ in ROWS], "label": [int(y == "pos") for _, y in ROWS]},
+                               features=features).to_parquet(str(tmp_path / "d.parquet"))
+    result, raw = download(tmp_path / "a", {"source": {"path": "in/d.parquet", "format": "parquet", **ALL}},
+                           {"d.parquet": (tmp_path / "d.parquet").read_bytes()})
+    assert raw is not None and texts(raw) == ROWS and raw["labels"] == ["neg", "pos"], result.stderr[-2000:]
+    tags = datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))
+    sentences = {"tokens": [["Peter", "Blackburn", "spoke"], ["hello"]] * 6, "ner_tags": [[1, 2, 0], [0]] * 6}
+    datasets.Dataset.from_dict(sentences, features=datasets.Features(
+        {"tokens": datasets.Sequence(datasets.Value("string")), "ner_tags": tags})).to_parquet(str(tmp_path / "t.parquet"))
+    task = {"type": "token", "text_column": "tokens", "label_column": "ner_tags",
+            "source": {"path": "in/t.parquet", "format": "parquet", **ALL}}
+    result, raw = download(tmp_path / "t", task, {"t.parquet": (tmp_path / "t.parquet").read_bytes()})
+    assert raw is not None, result.stderr[-2000:]
+    assert raw["train"]["tags"].tolist()[0].tolist() == ["B-PER", "I-PER", "O"]
+    meta = pq.read_schema(tmp_path / "d.parquet").metadata  # label: ClassLabel(names=[neg, pos])
+    pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 5]}).replace_schema_metadata(meta), tmp_path / "b.parquet")
+    result, _ = download(tmp_path / "b", {"source": {"path": "in/b.parquet", "format": "parquet", **ALL}},
+                         {"b.parquet": (tmp_path / "b.parquet").read_bytes()})
+    refused(result, "column 'label' holds the class id 5, beyond the 2 names of its ClassLabel feature")
 
 
 # --- headerless tables, label separators, integer ids and a labels file ----------------------------------------

@@ -162,9 +162,11 @@ def _not_blank(path: Path, lines: Iterator[str]) -> Iterator[str]:
     raise PipelineError(f"{path}: the file is empty")
 
 
-def split_files(source: Source, key: str, entries: str | list[str], where: str, directories: bool = True) -> list[Path]:
+def split_files(source: Source, key: str, entries: str | list[str], where: str, directories: bool = True,
+                suffixes: tuple[str, ...] = ()) -> list[Path]:
     """A split's files: each of its `entries` (`source.<key>`) is a file, glob or directory of shards, relative to
-    `path`."""
+    `path`. A directory's files are those with one of the format's `suffixes` when it has any (a published folder
+    holds README.md or dataset_info.json beside the shards), else all."""
     base, files = Path(source.path), []
     for value in [entries] if isinstance(entries, str) else entries:
         path = base if value == "." else (base / value if base.is_dir() or not base.exists() else base.parent / value)
@@ -173,6 +175,7 @@ def split_files(source: Source, key: str, entries: str | list[str], where: str, 
             problem = f"the pattern {value!r} matches no file in {path.parent}"
         elif directories and path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+            found = [p for p in found if data_suffix(p) in suffixes] or found
             problem = f"{path} is a directory holding no files"
         else:
             found, problem = [path] if path.exists() else [], f"file not found: {path}"
@@ -199,7 +202,7 @@ class DataFormat:
         _check_path(source, where)
         out = {}
         for split, (key, entries) in source.split_entries().items():
-            files = tuple(split_files(source, key, entries, where, self.split_dirs))
+            files = tuple(split_files(source, key, entries, where, self.split_dirs, self.suffixes))
             out[split] = SplitStream(lambda files=files: ((file, frame) for file in files  # type: ignore[misc]  # mypy infers no lambda with a default
                                                           for frame in self.read_file(file, source)), files)
         return out
@@ -273,6 +276,7 @@ class TableOptions:
     delimiter: str | None = None
     quoting: str = "csv"
     columns: tuple[str, ...] | None = None
+    field: str | None = None  # json: the top-level key holding the examples
 
 
 class TableFormat(DataFormat):
@@ -286,7 +290,8 @@ class TableFormat(DataFormat):
 
     def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
         columns = None if source.header else tuple(source.columns or ())  # the schema requires columns then
-        return self.read_table(path, TableOptions(source.encoding, TASK_KEY, source.delimiter, source.quoting, columns))
+        return self.read_table(path, TableOptions(source.encoding, TASK_KEY, source.delimiter, source.quoting, columns,
+                                                  source.field))
 
     def iter_corpus(self, path: Path, corpus: Any, batch_size: int) -> Iterator[list[Any]]:
         columns = None
@@ -404,10 +409,7 @@ class Jsonl(TableFormat):
     name, suffixes = "jsonl", (".jsonl",)
 
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
-        columns: dict[str, None] = {}  # every key so far, in order: a batch without a key gets empty cells for it
-        for batch in in_batches(self.objects(path, how), lambda row: row[1]):
-            columns.update(dict.fromkeys(key for row, _ in batch for key in row))
-            yield pd.DataFrame([row for row, _ in batch], columns=list(columns))
+        return object_tables(self.objects(path, how))
 
     @staticmethod
     def objects(path: Path, how: TableOptions) -> Iterator[tuple[dict, int]]:
@@ -419,11 +421,63 @@ class Jsonl(TableFormat):
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise PipelineError(f"{path}, line {number}: not valid JSON ({err.msg}; expected one JSON object "
-                                    "per line, complete on that line)") from None
+                                    "per line, complete on that line; a JSON array, or an object holding one, "
+                                    "reads as format json)") from None
             if not isinstance(row, dict):
                 raise PipelineError(f"{path}, line {number}: expected a JSON object per line, got "
                                     f"{type(row).__name__} {line.strip()[:40]!r}")
             yield row, len(line)
+
+
+def object_tables(objects: Iterable[tuple[dict, int]]) -> Iterator[pd.DataFrame]:
+    """(object, size) pairs as tables: a batch lacking a key seen before gets empty cells for it."""
+    columns: dict[str, None] = {}  # every key so far, in order
+    for batch in in_batches(objects, lambda row: row[1]):
+        columns.update(dict.fromkeys(key for row, _ in batch for key in row))
+        yield pd.DataFrame([row for row, _ in batch], columns=list(columns))
+
+
+@register_format
+class Json(Jsonl):
+    """A JSON document: an array of objects, or an object holding one under source.field (SQuAD-style; `datasets`'
+    `field`). A file of one object a line reads as jsonl, as `datasets` reads both from .json. The document is parsed
+    whole with `json`, as `datasets` does (no streaming parser in the stack): memory grows with the file."""
+
+    name, suffixes = "json", (".json",)
+
+    def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
+        key = f"{how.params}.encoding"
+        head = next((line.lstrip() for line in text_lines(path, how.encoding, key) if line.strip()), "")
+        if not how.field and head.startswith("{") and not _is_json(head):
+            raise PipelineError(f"{path}: a JSON object spanning lines; set the {how.params}.field param to the key "
+                                "that holds the array of examples")
+        if not how.field and not head.startswith("["):
+            return super().read_table(path, how)
+        try:
+            document = json.loads(read_text(path, how.encoding, key))
+        except json.JSONDecodeError as err:
+            raise PipelineError(f"{path}, line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})") from None
+        field = f"{how.params}.field {how.field!r}"
+        if how.field and not (isinstance(document, dict) and how.field in document):
+            keys = list(document)[:10] if isinstance(document, dict) else f"a {type(document).__name__}, not an object"
+            raise PipelineError(f"{path}: no key {how.field!r} at the top level (the {field}); it holds {keys}")
+        items, under = (document[how.field], f" under the {field}") if how.field else (document, "")
+        problem = "" if isinstance(items, list) else f"got a {type(items).__name__}"
+        for number, item in enumerate(items if not problem else [], 1):
+            if not isinstance(item, dict):
+                problem = f"item {number} is a {type(item).__name__}"
+                break
+        if problem:
+            raise PipelineError(f"{path}: expected an array of objects{under}, one an example; {problem}")
+        return object_tables((item, sum(len(str(v)) for v in item.values())) for item in items)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 @register_format
@@ -435,11 +489,24 @@ class Parquet(TableFormat):
 
         try:
             file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered chunks stay cached: memory grows with rows
+            features = written_features(file.schema_arrow)
             yield file.schema_arrow.empty_table().to_pandas()
             for batch in file.iter_batches(batch_size=parquet_batch_rows(file)):
-                yield batch.to_pandas()
+                yield with_class_names(batch.to_pandas(), features, path)
+        except PipelineError:
+            raise
         except Exception as err:  # pyarrow raises several types for a broken file
             raise PipelineError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def written_features(schema: Any) -> dict[str, Any]:
+    """The `datasets` features a file's schema records, if `datasets` wrote it (the Hub's Parquet exports, to_parquet):
+    their ClassLabel names turn label ids back into names. Empty for any other file."""
+    if b"huggingface" not in (schema.metadata or {}):
+        return {}
+    import datasets
+
+    return dict(datasets.Features.from_arrow_schema(schema))
 
 
 def parquet_batch_rows(file: Any) -> int:
@@ -447,6 +514,27 @@ def parquet_batch_rows(file: Any) -> int:
     meta = file.metadata
     size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     return max(1, min(BATCH_ROWS, BATCH_CHARS * meta.num_rows // max(size, 1)))
+
+
+@register_format
+class Arrow(TableFormat):
+    """Arrow IPC files, memory-mapped: the shards `datasets`' save_to_disk writes (data-00000-of-00001.arrow; a
+    ClassLabel id reads as its name, as from the Hub) and Feather v2 files."""
+
+    name, suffixes = "arrow", (".arrow", ".feather")
+
+    def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
+        import datasets
+        import pyarrow as pa
+
+        try:
+            dataset = datasets.Dataset.from_file(str(path))  # the IPC stream format of save_to_disk
+        except Exception:
+            try:  # the IPC file format (Feather v2); the features come from its schema's metadata either way
+                dataset = datasets.Dataset(pa.ipc.open_file(pa.memory_map(str(path))).read_all())
+            except Exception as err:
+                raise PipelineError(f"{path}: not a readable Arrow file (IPC stream or Feather v2: {err})") from None
+        return hub_batches(dataset, where=str(path))
 
 
 @register_format
@@ -656,13 +744,28 @@ def hub_batches(dataset: Any, label_columns: Iterable[str] = (), where: str = ""
                     "benchmarks hide their test labels). Score on the labelled validation split instead, e.g. "
                     "source.splits: {train: 'train[:90%]', validation: 'train[90%:]', test: validation}")
     for frame in dataset.to_pandas(batch_size=BATCH_ROWS, batched=True) if len(dataset) else [dataset.to_pandas()]:
-        for name, feature in dataset.features.items():
-            inner = getattr(feature, "feature", None)
-            if isinstance(feature, datasets.ClassLabel):
-                frame[name] = [feature.int2str(int(v)) if v is not None and v >= 0 else None for v in frame[name]]
-            elif isinstance(feature, (datasets.Sequence, datasets.List)) and isinstance(inner, datasets.ClassLabel):
-                frame[name] = [[inner.names[int(i)] for i in seq] for seq in frame[name]]
-        yield frame
+        yield with_class_names(frame, dataset.features, where)
+
+
+def with_class_names(frame: pd.DataFrame, features: Any, where: Any) -> pd.DataFrame:
+    """ClassLabel ids (and lists of them) as their names, by the data's `datasets` features; -1 (no label) as None."""
+    import datasets
+
+    def name(feature: Any, column: str, value: Any) -> str | None:
+        if value is None or pd.isna(value) or value < 0:
+            return None
+        if value >= feature.num_classes:
+            raise PipelineError(f"{where}: column {column!r} holds the class id {value}, beyond the "
+                                f"{feature.num_classes} names of its ClassLabel feature {feature.names}")
+        return str(feature.names[int(value)])
+
+    for column, feature in features.items():
+        inner = getattr(feature, "feature", None)
+        if isinstance(feature, datasets.ClassLabel):
+            frame[column] = [name(feature, column, v) for v in frame[column]]
+        elif isinstance(feature, (datasets.Sequence, datasets.List)) and isinstance(inner, datasets.ClassLabel):
+            frame[column] = [[name(inner, column, i) for i in seq] for seq in frame[column]]
+    return frame
 
 
 def _hub_to_frame(dataset: Any, label_columns: Iterable[str] = (), where: str = "") -> pd.DataFrame:

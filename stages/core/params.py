@@ -63,7 +63,7 @@ class DataShape:
 TASK_SHAPES = {"single_label": DataShape(), "multi_label": DataShape(multi_label=True),
                "regression": DataShape(numeric=True), "token": DataShape(token_level=True)}
 TASK_TYPES = tuple(TASK_SHAPES)
-SOURCE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll", "conllu", "lines", "folders")
+SOURCE_FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines", "folders")
 INIT_CHOICES = ("base", "adapted")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -161,6 +161,7 @@ class Source(Section):
     quoting: Literal["csv", "none"] = "csv"
     header: bool = True  # csv/tsv: false for files without a header line; then `columns` names the columns
     columns: list[str] | None = None
+    field: str | None = None  # json: the top-level key whose array holds the examples (SQuAD-style files)
     label_separator: str = "|"  # multi-label cells: names (or integer ids) separated by this
     labels_file: str | None = None  # one label name per line (relative to `path`): integer ids index it
     split: dict | None = None  # fractions carved from train when a split is missing: {validation: 0.1, test: 0.1}
@@ -190,6 +191,8 @@ class Source(Section):
             raise KeyProblem("columns", "only with header: false (a header line names the columns itself)")
         if self.columns is not None and (not self.columns or len(set(self.columns)) != len(self.columns)):
             raise KeyProblem("columns", f"expected a list of distinct column names, got {self.columns}")
+        if self.field is not None and self.format != "json":
+            raise KeyProblem("field", "only with format json (the key of a JSON document's array of examples)")
         if not self.label_separator:
             raise KeyProblem("label_separator", "expected a non-empty separator, e.g. '|' or ','")
         if self.format == "conllu":  # its columns have names, its tags are not IOB unless asked

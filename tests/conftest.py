@@ -251,7 +251,7 @@ def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, enco
     from stages.core.formats import FORMATS
 
     how = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
-    return pd.concat(list(FORMATS["conll"].read_file(path, how)), ignore_index=True)
+    return pd.concat(list(FORMATS["conll"].read_file(path, SimpleNamespace(source=how))), ignore_index=True)
 
 
 def read_corpus(corpus) -> list[str]:

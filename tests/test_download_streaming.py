@@ -340,7 +340,7 @@ def test_a_format_that_reads_each_file_whole_is_read(tmp_path):
     class Pairs(DataFormat):  # text=label, one a line
         name = "pairs"
 
-        def read_file(self, path, source):
+        def read_file(self, path, task):
             yield pd.DataFrame([line.split("=") for line in path.read_text().splitlines()], columns=["text", "label"])
 
     (tmp_path / "d.pairs").write_text("".join(f"{t}={y}\n" for t, y in rows(30, ("neg", "pos"))))

@@ -304,6 +304,21 @@ def test_label_folders_one_file_per_document(tmp_path):
     refused(result, "in/train: expected a directory holding one folder per label")
 
 
+def test_label_folders_beyond_the_labels_are_skipped_as_in_aclimdb(tmp_path):
+    """aclImdb/train holds pos/, neg/ and unsup/ (unlabelled reviews) beside files: with `labels` given, only
+    those folders are read."""
+    files = {f"train/{y}/{i}_7.txt": t for i, (t, y) in enumerate(ROWS)}
+    files.update({"train/unsup/0_0.txt": "an unlabelled review", "train/labeledBow.feat": "0:1 1:2\n"})
+    task = {"labels": ["neg", "pos"], "source": {"path": "in", "format": "folders", "train": "train"}}
+    result, raw = download(tmp_path, task, files)
+    assert raw is not None, result.stderr[-2000:]
+    got = pd.concat([raw[s] for s in ("train", "validation", "test")])
+    assert sorted(zip(got["text"], got["label"], strict=True)) == sorted(ROWS) and raw["labels"] == ["neg", "pos"]
+    result, _ = download(tmp_path / "all", {"source": task["source"]}, files)  # no labels: unsup is a class
+    assert raw is not None and "unsup" in json.loads((tmp_path / "all" / "repo" / "data" / "raw" / "x" /
+                                                       "labels.json").read_text())["labels"], result.stderr[-2000:]
+
+
 def test_real_20_newsgroups_folders(tmp_path):
     folder = shared_data("20news-bydate")
     task = {"source": {"path": str(folder), "format": "folders", "train": "20news-bydate-train",

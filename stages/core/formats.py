@@ -17,6 +17,7 @@ import gzip
 import io
 import itertools
 import json
+import logging
 import lzma
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,8 @@ from stages.core.errors import PipelineError
 from stages.core.labels import to_iob2
 from stages.core.params import Source, Task
 from stages.core.paths import SPLITS
+
+log = logging.getLogger("pipeline.formats")
 
 CORPUS_FALLBACK = "lines"  # an MLM corpus file whose suffix no format claims is plain text, one document a line
 BATCH_ROWS, BATCH_CHARS = 20_000, 16_000_000  # a batch's Python objects stay in the tens of MB, whatever the file
@@ -204,11 +207,11 @@ class DataFormat:
         for split, (key, entries) in source.split_entries().items():
             files = tuple(split_files(source, key, entries, where, self.split_dirs, self.suffixes))
             out[split] = SplitStream(lambda files=files: ((file, frame) for file in files  # type: ignore[misc]  # mypy infers no lambda with a default
-                                                          for frame in self.read_file(file, source)), files)
+                                                          for frame in self.read_file(file, task)), files)
         return out
 
-    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
-        """One file of a split as raw tables of at most BATCH_ROWS rows (at least one table)."""
+    def read_file(self, path: Path, task: Task) -> Iterator[pd.DataFrame]:
+        """One file of a split of `task` as raw tables of at most BATCH_ROWS rows (at least one table)."""
         raise NotImplementedError(f"the {self.name!r} format reads no split files")
 
     def iter_corpus(self, path: Path, corpus: Any, batch_size: int) -> Iterator[list[Any]]:
@@ -288,7 +291,8 @@ class TableFormat(DataFormat):
         """The file as tables of named columns, at most BATCH_ROWS rows each (at least one table)."""
         raise NotImplementedError
 
-    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
+    def read_file(self, path: Path, task: Task) -> Iterator[pd.DataFrame]:
+        source = task.source
         columns = None if source.header else tuple(source.columns or ())  # the schema requires columns then
         return self.read_table(path, TableOptions(source.encoding, TASK_KEY, source.delimiter, source.quoting, columns,
                                                   source.field))
@@ -567,8 +571,9 @@ class Conll(DataFormat):
                                     f"are the same column of {width}; expected a word and a tag separated by whitespace")
             yield number, fields[token], fields[tag]
 
-    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
+    def read_file(self, path: Path, task: Task) -> Iterator[pd.DataFrame]:
         """Sentences as `tokens`, `tags` (IOB2 unless scheme none) and `line` (of the first word, for messages)."""
+        source = task.source
         sentences = (list(words) for found, words in itertools.groupby(self.words(path, source), bool) if found)
         for batch in in_batches(map(functools.partial(_sentence, path, source.scheme), sentences)):
             yield pd.DataFrame(batch, columns=["tokens", "tags", "line"]).astype({"line": "int64"})
@@ -661,14 +666,19 @@ class Folders(DataFormat):
 
     name, split_dirs = "folders", False
 
-    def read_file(self, path: Path, source: Source) -> Iterator[pd.DataFrame]:
+    def read_file(self, path: Path, task: Task) -> Iterator[pd.DataFrame]:
         def visible(folder: Path) -> list[Path]:
             return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
         if not path.is_dir() or not any(p.is_dir() for p in visible(path)):
             raise PipelineError(f"{path}: expected a directory holding one folder per label (e.g. train/pos/, "
                                 "train/neg/), each holding one file per document")
-        documents = ((read_text(doc, source.encoding), folder.name) for folder in visible(path) if folder.is_dir()
+        folders = [folder for folder in visible(path) if folder.is_dir()]
+        if task.labels:  # published layouts hold more than the labels: aclImdb/train/unsup/ (unlabelled reviews)
+            if skipped := [folder.name for folder in folders if folder.name not in task.labels]:
+                log.info("%s: folders %s skipped: not in the task's labels %s", path, skipped, task.labels)
+            folders = [folder for folder in folders if folder.name in task.labels]
+        documents = ((read_text(doc, task.source.encoding), folder.name) for folder in folders
                      for doc in visible(folder) if doc.is_file())
         for batch in in_batches(documents, lambda document: len(document[0])):
             yield pd.DataFrame(batch, columns=["text", "label"], dtype=object)

@@ -148,8 +148,9 @@ def sweep_repo(tmp_path, monkeypatch, tiny_model_dir):
 def test_sweep_points_table_and_figures(sweep_repo):
     from transformers import AutoModelForSequenceClassification
 
-    from stages import freeze_sweep, freeze_sweep_table, plot, score_sweep
+    from stages import freeze_cache, freeze_sweep, freeze_sweep_table, plot, score_sweep
 
+    freeze_cache.main([])  # cache_frozen is on by default: the freezing points train from the stored states
     for point in ("0", "1", "2", "head"):
         freeze_sweep.main([point])
         assert not (sweep_repo / "metrics" / "freeze_sweep" / f"{point}.json").exists()  # training scores nothing
@@ -167,6 +168,7 @@ def test_sweep_points_table_and_figures(sweep_repo):
     assert rows["2"]["trainable_params"] == size(pooler, head)
     assert rows["head"]["trainable_params"] == size(head)
     assert [rows[p]["trainable_blocks"] for p in ("0", "1", "2", "head")] == [2, 1, 0, 0]
+    assert [rows[p]["frozen_states"] for p in ("0", "1", "2", "head")] == ["recomputed", "cached", "cached", "cached"]
     for point, row in rows.items():
         assert row["task"] == "sentiment" and row["main_metric"] == "f1" and 0.0 <= row["f1"] <= 1.0
         assert row["test_examples"] == 12 and row["train_samples"] == 96

@@ -336,3 +336,14 @@ def test_streamed_lines_are_the_editor_lines_for_any_block_size_encoding_and_com
             expected.pop()
         declared = None if trial % 2 == 0 or encoding == "utf-8-sig" else encoding
         assert list(text_lines(path, declared, block_size=rng.randint(1, 9))) == expected, (text, encoding)
+
+
+def test_json_documents_and_arrow_files_read_as_an_mlm_corpus(tmp_path):
+    """chunk_mlm picks the format by suffix: a .json array and a save_to_disk .arrow shard give their text column."""
+    import datasets
+
+    (tmp_path / "c.json").write_text(json.dumps([{"text": "one doc", "label": "a"}, {"text": "two doc"}]))
+    datasets.Dataset.from_dict({"text": ["a doc", "b doc"]}).save_to_disk(str(tmp_path / "saved"))
+    for path, expected in ((tmp_path / "c.json", ["one doc", "two doc"]),
+                           (next((tmp_path / "saved").glob("*.arrow")), ["a doc", "b doc"])):
+        assert read_corpus(Corpus(path=str(path), columns=["text"])) == expected

@@ -121,13 +121,17 @@ def test_windows_need_a_fast_tokenizer():
 
 
 def test_truncate_keeps_the_tokenized_fingerprint_and_columns(tokenizer):
-    """The tokenized data's fingerprint (saved in its state.json) is the one the code before `long_texts` gave:
-    f2f73d536686e6fb was computed at commit 8289ab1 for this task; stating `long_texts: truncate` changes nothing."""
+    """The tokenized data's fingerprint (saved in its state.json) ignores `long_texts` at truncate, and the source
+    (the raw split's digest stands for it): 3bfa96b760877366 was computed for this task when task_key dropped the
+    source; stating `long_texts: truncate`, or reading the same rows with another source option, changes nothing."""
     plain = validate_task({"type": "single_label", "max_length": 32, "source": SOURCE})
-    stated = validate_task({"type": "single_label", "max_length": 32, "source": SOURCE,
+    stated = validate_task({"type": "single_label", "max_length": 32, "source": {**SOURCE, "encoding": "latin-1"},
                             "long_texts": {"mode": "truncate", "stride": 4}})
-    assert fingerprint(task_key(plain)) == fingerprint(task_key(stated)) == "f2f73d536686e6fb"
-    assert plain.long_texts.mode == "truncate"  # the key is dropped from the hashed copy only
+    windows = validate_task({"type": "single_label", "max_length": 32, "source": SOURCE,
+                             "long_texts": {"mode": "windows", "stride": 4}})
+    assert fingerprint(task_key(plain)) == fingerprint(task_key(stated)) == "3bfa96b760877366"
+    assert fingerprint(task_key(windows)) != fingerprint(task_key(plain))
+    assert plain.long_texts.mode == "truncate" and plain.source.path  # the keys are dropped from the hashed copy only
     columns = encode_sequences(tokenizer, texts_frame(), task(), {"neg": 0, "pos": 1})
     expected = tokenizer([LONG, SHORT], truncation=True, max_length=24)
     assert list(columns) == [*expected.keys(), "labels", "length"]  # no example column

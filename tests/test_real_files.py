@@ -380,6 +380,30 @@ def test_conllu_misuse(text, source, message, tmp_path):
     refused(result, message)
 
 
+# GermEval 2014's layout: a `#` line naming the sentence's source, then index, word, outer and inner tag.
+GERMEVAL = ("#\thttp://de.wikipedia.org/wiki/Ort [2009-10-17]\n1\tAna\tB-PER\tO\n2\tin\tO\tO\n3\tBonn\tB-LOC\tO\n"
+            "\n#\thttp://de.wikipedia.org/wiki/Stadt [2009-10-17]\n1\tSo\tO\tO\n2\t#1\tO\tO\n")
+
+
+def test_conll_comment_lines_are_skipped_with_source_comment(tmp_path):
+    """With source.comment, lines starting with it are skipped wherever they are; a token that merely starts with
+    '#' ('#1' in column 1) is kept. Without it the first mismatched line is refused with the param to set."""
+    source = {"path": "in/d.tsv", "format": "conll", "token_column": 1, "tag_column": 2, **ALL}
+    result, raw = download(tmp_path, {"type": "token", "source": {**source, "comment": "#"}}, {"d.tsv": GERMEVAL})
+    assert raw is not None, result.stderr[-2000:]
+    assert [list(t) for t in raw["train"]["tokens"]] == [["Ana", "in", "Bonn"], ["So", "#1"]]
+    assert [list(t) for t in raw["train"]["tags"]] == [["B-PER", "O", "B-LOC"], ["O", "O"]]
+    assert raw["train"]["line"].tolist() == [2, 7]
+    result, _ = download(tmp_path / "plain", {"type": "token", "source": source}, {"d.tsv": GERMEVAL})
+    refused(result, "in/d.tsv, line 2: 4 columns, expected 3 like the first line",
+            "set the task's source.comment param to '#'")
+    for bad, message in (({**source, "comment": "  "}, "tasks.x.source.comment: expected a non-empty prefix"),
+                         ({**source, "format": "conllu", "token_column": "form", "tag_column": "upos",
+                           "comment": "#"}, "tasks.x.source.comment: only with format conll")):
+        result, _ = download(tmp_path / bad["format"], {"type": "token", "source": bad}, {"d.tsv": GERMEVAL})
+        refused(result, message)
+
+
 # --- IOBES and BILOU ----------------------------------------------------------------------------------------------
 
 

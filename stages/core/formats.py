@@ -451,11 +451,11 @@ class Json(Jsonl):
 
     def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
         key = f"{how.params}.encoding"
-        head = next((line.lstrip() for line in text_lines(path, how.encoding, key) if line.strip()), "")
-        if not how.field and head.startswith("{") and not _is_json(head):
-            raise PipelineError(f"{path}: a JSON object spanning lines; set the {how.params}.field param to the key "
-                                "that holds the array of examples")
-        if not how.field and not head.startswith("["):
+        if not how.field and _first_char(path, how.encoding, key) != "[":  # JSON Lines, or an object needing field
+            head = next((line for line in text_lines(path, how.encoding, key) if line.strip()), "")
+            if head.lstrip().startswith("{") and not _is_json(head):
+                raise PipelineError(f"{path}: a JSON object spanning lines; set the {how.params}.field param to the "
+                                    "key that holds the array of examples")
             return super().read_table(path, how)
         try:
             document = json.loads(read_text(path, how.encoding, key))
@@ -474,6 +474,17 @@ class Json(Jsonl):
         if problem:
             raise PipelineError(f"{path}: expected an array of objects{under}, one an example; {problem}")
         return object_tables((item, sum(len(str(v)) for v in item.values())) for item in items)
+
+
+def _first_char(path: Path, encoding: str | None, key: str) -> str:
+    """The first character that is not whitespace ("" for none), read a block at a time: a minified document is
+    one line, which reading a line would read whole once more."""
+    name = text_encoding(path, encoding, key)
+    with reading(path, name, key), io.TextIOWrapper(open_binary(path), encoding=name) as handle:
+        while block := handle.read(1 << 16):
+            if block.strip():
+                return block.lstrip()[0]
+    return ""
 
 
 def _is_json(text: str) -> bool:
@@ -544,8 +555,8 @@ class Arrow(TableFormat):
 @register_format
 class Conll(DataFormat):
     """Token tasks: a word a line with its tag in another whitespace-separated column, blank lines between
-    sentences, -DOCSTART- skipped. No library reads it with the line of each sentence (for messages). As a corpus
-    file it has no suffix of its own: it reads as text."""
+    sentences, -DOCSTART- and (with source.comment) comment lines skipped. No library reads it with the line of
+    each sentence (for messages). As a corpus file it has no suffix of its own: it reads as text."""
 
     name, empty_hint, gives_tokens = "conll", " (only -DOCSTART- or blank lines)", True
 
@@ -555,14 +566,20 @@ class Conll(DataFormat):
         if not isinstance(token, int) or not isinstance(tag, int):
             raise PipelineError(f"{path}: source.token_column and source.tag_column of a conll file are column numbers, "
                                 f"got {token!r} and {tag!r}")
+        first = ""  # the line that set the width
         for number, line in enumerate(_not_blank(path, text_lines(path, source.encoding)), start=1):
+            if source.comment and line.startswith(source.comment):
+                continue
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":
                 yield None
                 continue
-            width = width or len(fields)
+            width, first = (width, first) if width else (len(fields), line)
             if len(fields) != width:
-                raise PipelineError(f"{path}, line {number}: {len(fields)} columns, expected {width} like the first line")
+                hint = ("; if lines starting with '#' are comments, set the task's source.comment param to '#'"
+                        if "#" in (first[:1], line[:1]) and not source.comment else "")
+                raise PipelineError(f"{path}, line {number}: {len(fields)} columns, expected {width} like the first "
+                                    f"line{hint}")
             if max(token, tag) >= width or min(token, tag) < -width:
                 raise PipelineError(f"{path}, line {number}: no column {max(token, tag)} (the line has {width}); "
                                     "check source.token_column / source.tag_column")

@@ -169,6 +169,7 @@ class Source(Section):
     tag_column: int | str = -1  # conll: NER -1, POS 1, chunk 2 in CoNLL-2003; conllu: a name (default upos)
     # IOB1, IOBES and BILOU are converted to IOB2 on reading; none: plain tags (POS; the conllu default)
     scheme: Literal["iob1", "iob2", "iobes", "bilou", "none"] = "iob2"
+    comment: str | None = None  # conll: lines starting with this are comments, e.g. "#" (GermEval), "# id" (MultiCoNER)
     # empty or whitespace-only texts: "error" names the rows; "drop" removes them and logs how many
     empty_texts: Literal["error", "drop"] = "error"
 
@@ -193,6 +194,10 @@ class Source(Section):
             raise KeyProblem("columns", f"expected a list of distinct column names, got {self.columns}")
         if self.field is not None and self.format != "json":
             raise KeyProblem("field", "only with format json (the key of a JSON document's array of examples)")
+        if self.comment is not None and (self.format != "conll" or not self.comment.strip()):
+            raise KeyProblem("comment", "only with format conll, a non-empty prefix like '#' (conllu skips its "
+                                        "'#' lines itself)" if self.comment.strip() else "expected a non-empty prefix, "
+                                        "e.g. '#'")
         if not self.label_separator:
             raise KeyProblem("label_separator", "expected a non-empty separator, e.g. '|' or ','")
         if self.format == "conllu":  # its columns have names, its tags are not IOB unless asked

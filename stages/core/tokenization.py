@@ -101,17 +101,15 @@ def aggregate_windows(logits: np.ndarray, groups: list[list[int]], how: str) -> 
 
 
 def task_key(task: Task) -> Any:
-    """The task as the tokenized data's fingerprint hashes it. With `long_texts` at truncate, the data does not
-    depend on that key, and it is left out, so data tokenized before the key existed keeps its fingerprint (the
-    saved dataset's state.json holds it) and stays the same bytes. So with `source.field` (format json) unset."""
+    """The task as the tokenized data's fingerprint hashes it, beside the raw split's digest. The source is left
+    out: the raw data's digest already stands for what it read, so a reader option (a new one, or one that reads
+    the same rows) leaves the tokenized bytes alone. `long_texts` is left out at truncate, where the data does not
+    depend on it."""
     key = task.model_copy()
-    if task.long_texts.mode != "windows":
-        del key.__dict__["long_texts"]
-        key.__pydantic_fields_set__.discard("long_texts")
-    if task.source.field is None:
-        source = key.source.model_copy()
-        del source.__dict__["field"]
-        key.__dict__["source"] = source
+    dropped = ["source"] + (["long_texts"] if task.long_texts.mode != "windows" else [])
+    for name in dropped:
+        del key.__dict__[name]
+        key.__pydantic_fields_set__.discard(name)
     return key
 
 

@@ -249,9 +249,11 @@ def read_conll(path: Path, token_column: int, tag_column: int, scheme: str, enco
     import pandas as pd
 
     from stages.core.formats import FORMATS
+    from stages.core.params import Source
 
-    how = SimpleNamespace(token_column=token_column, tag_column=tag_column, scheme=scheme, encoding=encoding)
-    return pd.concat(list(FORMATS["conll"].read_file(path, SimpleNamespace(source=how))), ignore_index=True)
+    source = Source(path=str(path), format="conll", train=".", token_column=token_column, tag_column=tag_column,
+                    scheme=scheme, encoding=encoding)
+    return pd.concat(list(FORMATS["conll"].read_file(path, SimpleNamespace(source=source))), ignore_index=True)
 
 
 def read_corpus(corpus) -> list[str]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.core.attention import attention_in_use, attention_kwargs, load_with_attention, set_attention
+from stages.core.attention import attention_kwargs, load_with_attention, set_attention
 from stages.core.errors import PipelineError
 from stages.core.params import Params
 from stages.core.task_types import get_task_type
 from stages.core.training import build_model
 
 LABELS = ["neg", "pos"]
+
+
+def attention_in_use(model: object) -> str:
+    """The implementation a loaded model runs (what auto resolved to)."""
+    return str(getattr(model.config, "_attn_implementation", None) or "eager")
 
 
 def _task() -> object:

@@ -21,7 +21,7 @@ from conftest import (
     validate_task,
 )
 from stages.core.errors import PipelineError
-from stages.core.formats import _hub_to_frame
+from stages.core.formats import hub_batches
 from stages.core.labels import IGNORE_INDEX, MISSED_TAG, build_label_list, convert_iob1_to_iob2
 from stages.core.metrics import entity_metrics, tag_metrics
 from stages.core.params import TASK_SHAPES
@@ -149,7 +149,7 @@ def fake_hub_conll2003():
 def test_hub_class_labels_give_the_same_ids_as_local_conll(tmp_path, monkeypatch):
     import datasets
 
-    frame = _hub_to_frame(fake_hub_conll2003())
+    frame = pd.concat(list(hub_batches(fake_hub_conll2003())), ignore_index=True)
     assert frame["ner_tags"].tolist() == [["B-ORG", "O", "B-MISC", "O", "O", "B-LOC"], ["B-PER", "I-PER"]]
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: fake_hub_conll2003())
     hub = token_task({"path": "unused", "hub": "conll2003"}, text_column="tokens", label_column="ner_tags")

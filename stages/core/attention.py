@@ -64,8 +64,3 @@ def set_attention(model: Any, choice: str = "auto", device: Any = "auto") -> Non
         model.set_attn_implementation(extra["attn_implementation"])
     except ValueError as err:
         raise _unsupported(choice, type(model).__name__, err) from None
-
-
-def attention_in_use(model: Any) -> str:
-    """The implementation a loaded model runs (what auto resolved to), for logs and benchmarks."""
-    return str(getattr(model.config, "_attn_implementation", None) or "eager")

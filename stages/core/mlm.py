@@ -22,7 +22,6 @@ from stages.core.tokenization import NO_WORD
 
 log = logging.getLogger("pipeline.mlm")
 
-MASKING_MODES = ("token", "whole_word")
 LITERAL_MASK = "[MASK]"  # probes may always write this; it becomes the tokenizer's own mask token
 _HEAD_NAMES = ("cls", "lm_head")  # BERT-style and RoBERTa-style MLM heads that accept any [..., hidden] input
 

@@ -176,9 +176,9 @@ def test_real_rotten_tomatoes_files_read_in_cp1252():
 
 
 def test_the_registry_lists_exactly_the_formats():
-    assert list(FORMATS) == ["csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines", "folders",
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "json", "parquet", "arrow", "excel", "conll", "conllu", "lines", "folders",
                              "hub"]
-    assert source_formats() == ("csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines",
+    assert source_formats() == ("csv", "tsv", "jsonl", "json", "parquet", "arrow", "excel", "conll", "conllu", "lines",
                                 "folders")
     assert set(SOURCE_FORMATS) == set(source_formats()), "params.py's source.format choices must be the registry's"
     by_suffix = {name: corpus_format(Path(name)).name for name in
@@ -194,14 +194,14 @@ def test_unknown_format_names_the_known_ones():
     with pytest.raises(PipelineError, match=r"^format: unknown data format 'cvs'; the known formats are "
                                             r"\['csv', .*'hub'\] \(did you mean 'csv'\?\)$"):
         get_format("cvs")
-    with pytest.raises(PipelineError, match=r"unknown data format 'xlsx'; the known formats are \[.*'hub'\]$"):
-        get_format("xlsx")  # nothing close: no hint
+    with pytest.raises(PipelineError, match=r"unknown data format 'xml'; the known formats are \[.*'hub'\]$"):
+        get_format("xml")  # nothing close: no hint
     task = make_task({"path": ".", "format": "csv", "train": "."})
-    for name in ("xlsx", "hub"):  # params.yaml rejects both first; the registry, read without it, too
+    for name in ("xml", "hub"):  # params.yaml rejects both first; the registry, read without it, too
         task.source.format = name
         with pytest.raises(PipelineError, match=rf"^tasks\.t\.source\.format: unknown data format '{name}'; the "
                                                 r"known formats are \['csv', 'tsv', 'jsonl', 'json', 'parquet', "
-                                                r"'arrow', 'conll', 'conllu', 'lines', 'folders'\]$"):
+                                                r"'arrow', 'excel', 'conll', 'conllu', 'lines', 'folders'\]$"):
             read_task_splits(task, seed=0, where="tasks.t")
 
 
@@ -221,7 +221,7 @@ def test_registering_checks_names_and_suffixes():
                          (Upper, "must be lower case")):
         with pytest.raises(ValueError, match=problem):
             register_format(cls)
-    assert list(FORMATS) == ["csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines", "folders",
+    assert list(FORMATS) == ["csv", "tsv", "jsonl", "json", "parquet", "arrow", "excel", "conll", "conllu", "lines", "folders",
                              "hub"]
 
 

@@ -257,7 +257,28 @@ def test_single_label_integer_ids_map_through_labels_by_position(tmp_path):
     files["d.csv"] += "an unknown id,2\n"
     result, _ = download(tmp_path / "beyond", {"labels": ["neg", "pos"],
                                                "source": {"path": "in/d.csv", "format": "csv", **ALL}}, files)
-    refused(result, "row 25, column 'label': label '2' is not a known label (the label list is ['neg', 'pos'])")
+    refused(result, "row 25, column 'label': label '2' is not a known label (the label list is ['neg', 'pos']; "
+            "integer ids index it from source.first_label_id (0): ids 1..2 need first_label_id: 1)")
+
+
+def test_ids_counting_from_one_with_a_classes_file_the_ag_news_layout(tmp_path):
+    """AG News as published: headerless quoted CSV "class index","title","description", classes.txt naming the
+    ids from 1; the title and description read as a text pair."""
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    rows = [(1 + i % 4, f"Headline {i}", f"What happened, in \"{i}\" words") for i in range(24)]
+    files = {"train.csv": "".join(f'"{y}","{t}","{d.replace(chr(34), chr(34) * 2)}"\n' for y, t, d in rows),
+             "classes.txt": "\n".join(names) + "\n"}
+    source = {"path": "in", "format": "csv", "header": False, "columns": ["label", "title", "description"],
+              "labels_file": "classes.txt", **{k: "train.csv" for k in ALL}}
+    task = {"text_column": "title", "text_pair_column": "description", "source": {**source, "first_label_id": 1}}
+    result, raw = download(tmp_path, task, files)
+    assert raw is not None, result.stderr[-2000:]
+    assert raw["labels"] == names
+    assert list(raw["train"]["label"][:4]) == names and raw["train"]["text_pair"][0] == 'What happened, in "0" words'
+    result, _ = download(tmp_path / "from-zero", {**task, "source": source}, files)
+    refused(result, "row 4, column 'label': label '4' is not a known label", "need first_label_id: 1")
+    result, _ = download(tmp_path / "two", {**task, "source": {**source, "first_label_id": 2}}, files)
+    refused(result, "tasks.x.source.first_label_id")
 
 
 @pytest.mark.parametrize("task, message", [
@@ -274,6 +295,54 @@ def test_label_and_column_misuse_names_the_key(task, message, tmp_path):
     source = {"path": "in/d.csv", "format": "csv", **ALL, **task.pop("source", {})}
     result, _ = download(tmp_path, {**task, "source": source}, {"d.csv": CSV})
     refused(result, message)
+
+
+# --- Excel workbooks ----------------------------------------------------------------------------------------------
+
+
+def workbook(sheets: dict[str, list[tuple]]) -> bytes:
+    """An .xlsx file holding `sheets` (name -> rows), the first sheet first."""
+    import io
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def test_excel_workbooks_by_sheet_with_integer_labels_and_numbers_as_text(tmp_path):
+    rows = [("text", "label", None), *((t if i else 1984, int(y == "pos"), None) for i, (t, y) in enumerate(ROWS))]
+    data = workbook({"notes": [("annotated by", "team a"), ("on", "2026-12-07")], "data": [*rows, (None, None, None)]})
+    task = {"labels": ["neg", "pos"], "source": {"path": "in/d.xlsx", "format": "excel", "sheet": "data", **ALL}}
+    result, raw = download(tmp_path, task, {"d.xlsx": data})
+    assert raw is not None, result.stderr[-2000:]
+    assert texts(raw) == [("1984", "neg"), *ROWS[1:]]
+    for name, bad, message in (
+            ("sheet", {"sheet": "Data"}, "in/d.xlsx: no worksheet 'Data' (the task's source.sheet param); the sheets "
+                                         "are ['notes', 'data']"),
+            ("first", {"sheet": None}, "no column 'text' (params key text_column); the columns are ['annotated by', "
+                                       "'team a'] [file in/d.xlsx]"),
+            ("csv", {"format": "csv"}, "tasks.x.source.sheet: only with format excel")):
+        result, _ = download(tmp_path / name, {**task, "source": {**task["source"], **bad}}, {"d.xlsx": data})
+        refused(result, message)
+    for name, sheet, message in (
+            ("beyond", [("text", "label"), ("ok", 1), ("a", 0, "stray")], "in/d.xlsx, row 3: a value ('stray') beyond "
+                                                                           "the 2 columns the header has"),
+            ("unnamed", [("text", None, "label"), ("ok", None, 1)], "in/d.xlsx, row 1: column 2 of the header has no "
+                                                                    "name"),
+            ("no-label", [("text", "label"), ("ok", 1), ("what", None)], "row 2, column 'label': the label is missing")):
+        result, _ = download(tmp_path / name, {**task, "source": {**task["source"], "sheet": None}},
+                             {"d.xlsx": workbook({"s": sheet})})
+        refused(result, message)
+    result, _ = download(tmp_path / "not-a-workbook", task, {"d.xlsx": CSV})
+    refused(result, "in/d.xlsx: not a readable .xlsx workbook")
 
 
 # --- encodings ---------------------------------------------------------------------------------------------------

@@ -280,6 +280,7 @@ class TableOptions:
     quoting: str = "csv"
     columns: tuple[str, ...] | None = None
     field: str | None = None  # json: the top-level key holding the examples
+    sheet: str | None = None  # excel: the worksheet (None: the first)
 
 
 class TableFormat(DataFormat):
@@ -295,7 +296,7 @@ class TableFormat(DataFormat):
         source = task.source
         columns = None if source.header else tuple(source.columns or ())  # the schema requires columns then
         return self.read_table(path, TableOptions(source.encoding, TASK_KEY, source.delimiter, source.quoting, columns,
-                                                  source.field))
+                                                  source.field, source.sheet))
 
     def iter_corpus(self, path: Path, corpus: Any, batch_size: int) -> Iterator[list[Any]]:
         columns = None
@@ -553,6 +554,54 @@ class Arrow(TableFormat):
 
 
 @register_format
+class Excel(TableFormat):
+    """Excel workbooks (.xlsx), as annotation tools and spreadsheets export them: a header row (or source.columns),
+    then an example a row, on the first worksheet or source.sheet. Streamed by openpyxl in read-only mode
+    (pandas.read_excel loads the whole sheet). The reader's own errors give Excel's row numbers; a label or text
+    error counts examples (row 1 the first under the header), as for every table format."""
+
+    name, suffixes, empty_hint = "excel", (".xlsx",), " (only a header)"
+
+    def read_table(self, path: Path, how: TableOptions) -> Iterator[pd.DataFrame]:
+        import openpyxl
+
+        try:
+            book = openpyxl.load_workbook(path, read_only=True, data_only=True)  # data_only: formulas' values
+        except Exception as err:  # zipfile, KeyError, openpyxl's own: a file that is not a workbook
+            raise PipelineError(f"{path}: not a readable .xlsx workbook ({err or type(err).__name__})") from None
+        try:
+            if how.sheet is not None and how.sheet not in book.sheetnames:
+                raise PipelineError(f"{path}: no worksheet {how.sheet!r} (the {how.params}.sheet param); the "
+                                    f"sheets are {book.sheetnames}")
+            rows = enumerate((book[how.sheet] if how.sheet else book.worksheets[0]).iter_rows(values_only=True), 1)
+            header = list(how.columns or [])
+            if not header:
+                first = list(next(rows, (0, ()))[1])
+                while first and first[-1] is None:  # formatted but empty cells to the right
+                    first.pop()
+                if not first or None in first:
+                    raise PipelineError(f"{path}, row 1: " + (f"column {first.index(None) + 1} of the header has no "
+                                        "name" if first else "no header") + "; expected a name in every column")
+                header = _check_header(path, [str(name) for name in first], ",", None)
+            cells = (_sheet_row(path, number, row, header, how.columns is not None) for number, row in rows)
+            for batch in in_batches(filter(None, cells), lambda row: sum(len(str(v)) for v in row)):
+                yield pd.DataFrame(batch, columns=header, dtype=object)
+        finally:
+            book.close()
+
+
+def _sheet_row(path: Path, number: int, row: tuple, header: list[str], named: bool) -> list[Any] | None:
+    """A sheet row cut to the header's width (None for an empty row); a value beyond the header is an error."""
+    extra = [value for value in row[len(header):] if value is not None]
+    if extra:
+        names = "source.columns names" if named else "the header has"
+        raise PipelineError(f"{path}, row {number}: a value ({str(extra[0])[:40]!r}) beyond the {len(header)} "
+                            f"columns {names}: {header}")
+    cells = list(row[:len(header)]) + [None] * (len(header) - len(row))
+    return None if all(value is None for value in cells) else cells
+
+
+@register_format
 class Conll(DataFormat):
     """Token tasks: a word a line with its tag in another whitespace-separated column, blank lines between
     sentences, -DOCSTART- and (with source.comment) comment lines skipped. No library reads it with the line of
@@ -793,7 +842,3 @@ def with_class_names(frame: pd.DataFrame, features: Any, where: Any) -> pd.DataF
         elif isinstance(feature, (datasets.Sequence, datasets.List)) and isinstance(inner, datasets.ClassLabel):
             frame[column] = [[name(inner, column, i) for i in seq] for seq in frame[column]]
     return frame
-
-
-def _hub_to_frame(dataset: Any, label_columns: Iterable[str] = (), where: str = "") -> pd.DataFrame:
-    return pd.concat(list(hub_batches(dataset, label_columns, where)), ignore_index=True)

@@ -116,10 +116,11 @@ def unseen_labels(counts: Mapping[str, int], labels: list[str], bio: bool) -> li
 
 
 def check_labels_known(values: Iterable, labels: list[str], where: str, from_training: bool,
-                       locate: Callable[[int, int], str] | None = None) -> None:
+                       locate: Callable[[int, int], str] | None = None, hint: str = "") -> None:
     """Every label value must be in the label list; say which one is not and where it is.
 
-    `locate(row, item)` (0-based) may name the place more precisely, e.g. the file and line of a CoNLL word.
+    `locate(row, item)` (0-based) may name the place more precisely, e.g. the file and line of a CoNLL word;
+    `hint` ends the message when the value is a number (an id the list does not reach).
     """
     known = set(labels)
     try:
@@ -133,7 +134,8 @@ def check_labels_known(values: Iterable, labels: list[str], where: str, from_tra
             if item not in known:
                 origin = "the training split never has it" if from_training else f"the label list is {labels}"
                 place = locate(row, position) if locate else f"row {row + 1}"
-                raise PipelineError(f"{where}, {place}: label {item!r} is not a known label ({origin})")
+                shown = hint if str(item).isdigit() else ""
+                raise PipelineError(f"{where}, {place}: label {item!r} is not a known label ({origin}{shown})")
 
 
 def begin_to_inside(label2id: dict[str, int]) -> dict[int, int]:

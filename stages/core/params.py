@@ -63,8 +63,7 @@ class DataShape:
 TASK_SHAPES = {"single_label": DataShape(), "multi_label": DataShape(multi_label=True),
                "regression": DataShape(numeric=True), "token": DataShape(token_level=True)}
 TASK_TYPES = tuple(TASK_SHAPES)
-SOURCE_FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "arrow", "conll", "conllu", "lines", "folders")
-INIT_CHOICES = ("base", "adapted")
+SOURCE_FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "arrow", "excel", "conll", "conllu", "lines", "folders")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -159,11 +158,13 @@ class Source(Section):
     # csv/tsv: "csv" reads double-quoted fields (which may hold the delimiter or newlines); "none" takes quotes
     # as plain text, one row per line (TSV exports whose texts hold a stray " quote)
     quoting: Literal["csv", "none"] = "csv"
-    header: bool = True  # csv/tsv: false for files without a header line; then `columns` names the columns
+    header: bool = True  # csv/tsv/excel: false for files without a header row; then `columns` names the columns
     columns: list[str] | None = None
     field: str | None = None  # json: the top-level key whose array holds the examples (SQuAD-style files)
+    sheet: str | None = None  # excel: the worksheet to read (null: the first)
     label_separator: str = "|"  # multi-label cells: names (or integer ids) separated by this
     labels_file: str | None = None  # one label name per line (relative to `path`): integer ids index it
+    first_label_id: Literal[0, 1] = 0  # the id of the first label: 1 in AG News, Yelp, Amazon and DBpedia CSVs
     split: dict | None = None  # fractions carved from train when a split is missing: {validation: 0.1, test: 0.1}
     token_column: int | str = 0  # conll: the word's column (a number); conllu: a name (default form)
     tag_column: int | str = -1  # conll: NER -1, POS 1, chunk 2 in CoNLL-2003; conllu: a name (default upos)
@@ -194,6 +195,8 @@ class Source(Section):
             raise KeyProblem("columns", f"expected a list of distinct column names, got {self.columns}")
         if self.field is not None and self.format != "json":
             raise KeyProblem("field", "only with format json (the key of a JSON document's array of examples)")
+        if self.sheet is not None and self.format != "excel":
+            raise KeyProblem("sheet", "only with format excel (the name of a workbook's worksheet)")
         if self.comment is not None and (self.format != "conll" or not self.comment.strip()):
             raise KeyProblem("comment", "only with format conll, a non-empty prefix like '#' (conllu skips its "
                                         "'#' lines itself)" if self.comment.strip() else "expected a non-empty prefix, "

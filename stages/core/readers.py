@@ -221,11 +221,14 @@ def _labels(frame: pd.DataFrame, task: Task, where: str, first_row: int) -> list
     names = task_labels(task, where.split(".source")[0]) if not shape.numeric else None
     if names:  # before any split is carved, so rows are the file's rows
         # Integer ids index the label list, unless its names are themselves integers (then a cell is a name).
-        ids = {} if any(n.lstrip("-").isdigit() for n in names) else {str(i): n for i, n in enumerate(names)}
+        first = task.source.first_label_id
+        ids = {} if any(n.lstrip("-").isdigit() for n in names) else {str(i): n for i, n in enumerate(names, first)}
         if ids:
             labels = ([[ids.get(v, v) for v in items] for items in labels] if shape.multi_label
                       else [ids.get(v, v) for v in labels])
-        check_labels_known(labels, names, where, from_training=False,
+        hint = (f"; integer ids index it from source.first_label_id ({first}): ids {first + 1}..{first + len(names)}"
+                f" need first_label_id: {first + 1}" if ids and first == 0 else "")
+        check_labels_known(labels, names, where, from_training=False, hint=hint,
                            locate=lambda row, _: f"row {first_row + row + 1}, column {name!r}")
     return labels
 

@@ -341,6 +341,9 @@ def test_excel_workbooks_by_sheet_with_integer_labels_and_numbers_as_text(tmp_pa
         result, _ = download(tmp_path / name, {**task, "source": {**task["source"], "sheet": None}},
                              {"d.xlsx": workbook({"s": sheet})})
         refused(result, message)
+    headerless = {**task, "source": {**task["source"], "sheet": None, "header": False, "columns": ["label", "text"]}}
+    result, raw = download(tmp_path / "headerless", headerless, {"d.xlsx": workbook({"s": [(1, "a; b, c"), (0, "d")]})})
+    assert raw is not None and texts(raw) == [("a; b, c", "pos"), ("d", "neg")], result.stderr[-2000:]
     result, _ = download(tmp_path / "not-a-workbook", task, {"d.xlsx": CSV})
     refused(result, "in/d.xlsx: not a readable .xlsx workbook")
 

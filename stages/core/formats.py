@@ -383,8 +383,9 @@ def _ends_inside_quotes(lines: list[str], sep: str) -> bool:
     return False
 
 
-def _check_header(path: Path, header: list[str], sep: str, source_key: str | None) -> list[str]:
-    if len(header) == 1:
+def _check_header(path: Path, header: list[str], sep: str | None, source_key: str | None) -> list[str]:
+    """Distinct names; a delimited file's (`sep`) lone column must not look split on another delimiter."""
+    if sep and len(header) == 1:
         for other in (",", "\t", ";", "|"):
             if other != sep and len(str(header[0]).split(other)) > 1:
                 fix = f"set the {source_key}.delimiter param to {other!r}" if source_key else \
@@ -582,7 +583,7 @@ class Excel(TableFormat):
                 if not first or None in first:
                     raise PipelineError(f"{path}, row 1: " + (f"column {first.index(None) + 1} of the header has no "
                                         "name" if first else "no header") + "; expected a name in every column")
-                header = _check_header(path, [str(name) for name in first], ",", None)
+                header = _check_header(path, [str(name) for name in first], None, None)
             cells = (_sheet_row(path, number, row, header, how.columns is not None) for number, row in rows)
             for batch in in_batches(filter(None, cells), lambda row: sum(len(str(v)) for v in row)):
                 yield pd.DataFrame(batch, columns=header, dtype=object)

@@ -17,6 +17,7 @@ link to models/base, and the data. Each stage runs as its own process, exactly a
     python bench/scale_bench.py --rows --corpus-mb 100 --num-proc 1   # chunk_mlm only, on one process
     python bench/scale_bench.py --rows 4000000 --corpus-mb --download-only   # the download stage alone
     python bench/scale_bench.py --rows 1000000 --corpus-mb 100 --code /tmp/old   # another version's stages
+    python bench/scale_bench.py --rows 200000 --corpus-mb --download-only --table excel   # the same rows as .xlsx
 """
 
 from __future__ import annotations
@@ -112,6 +113,20 @@ def write_corpus(path: Path, megabytes: float, model: Path | None, seed: int = 1
     return lines
 
 
+def as_workbook(tsv: Path) -> Path:
+    """The TSV's rows as an .xlsx beside it (openpyxl's write-only mode, streamed), the TSV removed."""
+    import openpyxl
+
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet("rows")
+    with tsv.open(encoding="utf-8") as rows:
+        for line in rows:
+            sheet.append(line.rstrip("\n").split("\t"))
+    book.save(tsv.with_suffix(".xlsx"))
+    tsv.unlink()
+    return tsv.with_suffix(".xlsx")
+
+
 def write_params(work: Path, task_file: Path | None, corpus: Path | None, num_proc: int | None,
                  code: Path = REPO) -> None:
     """The code's params.yaml (else this repository's) with the bench task, the corpus and compute.num_proc."""
@@ -120,7 +135,7 @@ def write_params(work: Path, task_file: Path | None, corpus: Path | None, num_pr
     if task_file is not None:
         params["tasks"]["bench"] = {
             "type": "single_label", "labels": ["neg", "pos"], "positive_label": "pos", "max_length": 128,
-            "source": {"path": str(task_file), "format": "tsv", "train": ".", "split": {"validation": 0.1, "test": 0.1}},
+            "source": {"path": str(task_file), "format": "excel" if task_file.suffix == ".xlsx" else "tsv", "train": ".", "split": {"validation": 0.1, "test": 0.1}},
         }
     if corpus is not None:
         params["mlm"]["corpus"] = {"path": str(corpus), "columns": ["text"], "encoding": "utf-8"}
@@ -205,6 +220,8 @@ def main() -> None:
                         help="with --rows: run the download stage alone (no tokenize), e.g. to time the readers")
     parser.add_argument("--corpus-mb", type=float, nargs="*", default=[100, 1000],
                         help="plain-text corpus sizes in MB for chunk_mlm (none: skip)")
+    parser.add_argument("--table", choices=("tsv", "excel"), default="tsv",
+                        help="write the task table as TSV (default) or as an .xlsx workbook (format excel)")
     parser.add_argument("--num-proc", type=int, default=None, help="compute.num_proc (default: null, every core)")
     parser.add_argument("--model", type=Path, default=None,
                         help="models/base to link (default: the repository's, else /work/main/models/base)")
@@ -232,11 +249,14 @@ def main() -> None:
         for rows in args.rows:
             task_file = work / "bench.tsv"
             write_task_table(task_file, rows, model)
+            if args.table == "excel":
+                task_file = as_workbook(task_file)
             write_params(work, task_file, None, args.num_proc, args.code)
             mb = task_file.stat().st_size / 1e6
             for stage in ("download",) if args.download_only else ("download", "tokenize"):
                 wall, rss, anon, ok = run_stage(work, [f"stages.{stage}", "bench"], log, args.timeout, args.code)
-                results.append(Result(stage, f"{rows / 1e6:g}M rows ({mb:.0f} MB TSV)", rows, wall, rss, anon, ok))
+                kind = "xlsx" if task_file.suffix == ".xlsx" else "TSV"
+                results.append(Result(stage, f"{rows / 1e6:g}M rows ({mb:.0f} MB {kind})", rows, wall, rss, anon, ok))
                 print(table(results[-1:]).splitlines()[-1], flush=True)
                 if not ok:
                     break

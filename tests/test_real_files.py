@@ -348,6 +348,24 @@ def test_excel_workbooks_by_sheet_with_integer_labels_and_numbers_as_text(tmp_pa
     refused(result, "in/d.xlsx: not a readable .xlsx workbook")
 
 
+def test_rows_without_a_label_are_named_or_dropped_with_missing_labels_drop(tmp_path):
+    """Empty label cells (a regression score, a class): an error naming the row and the param; with `drop` they
+    are left out and counted in the log."""
+    data = CSV.replace("dull film number 1,pos", "dull film number 1,").replace("slow film number 3,pos", "slow film number 3,")
+    task = {"source": {"path": "in/d.csv", "format": "csv", **ALL}}
+    result, _ = download(tmp_path, task, {"d.csv": data})
+    refused(result, "row 2, column 'label': the label is missing", "source.missing_labels: drop")
+    result, raw = download(tmp_path / "drop", {"source": {**task["source"], "missing_labels": "drop"}}, {"d.csv": data})
+    assert raw is not None and texts(raw) == [row for i, row in enumerate(ROWS) if i not in (1, 3)], result.stderr[-2000:]
+    scores = "text,score\n" + "".join(f"{t},{'' if i == 5 else i / 4}\n" for i, (t, _) in enumerate(ROWS))
+    regression = {"type": "regression", "label_column": "score", "source": {**task["source"], "missing_labels": "drop"}}
+    result, raw = download(tmp_path / "scores", regression, {"d.csv": scores})
+    assert raw is not None and len(raw["train"]) == 23 and 5 / 4 not in raw["train"]["label"].tolist(), result.stderr[-2000:]
+    empty = {"source": {**task["source"], "missing_labels": "drop"}}
+    result, _ = download(tmp_path / "none", empty, {"d.csv": "text,label\na,\nb,\n"})
+    refused(result, "all 2 examples have no label: after dropping them the train split is empty")
+
+
 # --- encodings ---------------------------------------------------------------------------------------------------
 
 

@@ -349,6 +349,37 @@ def test_glue_test_split_without_labels_is_rejected(monkeypatch, config, extra):
         read_task_splits(task, seed=1, where=f"tasks.{config}")
 
 
+def test_hub_examples_without_a_gold_label_are_dropped_with_missing_labels_drop(monkeypatch, caplog):
+    """The Hub's SNLI marks its few examples without a gold label with -1: refused by default, naming the param;
+    `missing_labels: drop` leaves them out; a split of only -1 (GLUE's hidden test labels) stays refused."""
+    import datasets
+
+    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])})
+
+    def load_dataset(path, name=None, split=None, revision=None, **kwargs):
+        labels = [-1] * 4 if split == "test" else [0, 1, -1, 2, 0, -1]
+        return datasets.Dataset.from_dict({"premise": [f"p{i}" for i in range(len(labels))],
+                                           "hypothesis": [f"h{i}" for i in range(len(labels))], "label": labels},
+                                          features=features)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    source = {"path": "data/hub-datasets.txt", "hub": "snli", "splits": {"train": "train", "test": "validation"}}
+    pair = {"text_column": "premise", "text_pair_column": "hypothesis"}
+    with pytest.raises(PipelineError, match=r"2 of 6 rows have the label -1.*source.missing_labels: drop"):
+        read_task_splits(make_task("single_label", source=source, **pair), seed=1, where="tasks.snli")
+    dropping = {**source, "missing_labels": "drop", "splits": {"train": "train", "validation": "train",
+                                                               "test": "validation"}}
+    with caplog.at_level("INFO", logger="pipeline.readers"):
+        splits = read_task_splits(make_task("single_label", source=dropping, **pair), seed=1, where="tasks.snli")
+    assert "(test split): dropped 2 of 6 examples without a label (source.missing_labels: drop)" in caplog.text
+    assert splits["test"]["text"].tolist() == ["p0", "p1", "p3", "p4"]
+    assert splits["test"]["label"].tolist() == ["entailment", "neutral", "contradiction", "entailment"]
+    hidden = {**dropping, "splits": {"train": "train", "test": "test"}}
+    with pytest.raises(PipelineError, match=r"4 of 4 rows have the label -1"):
+        read_task_splits(make_task("single_label", source=hidden, **pair), seed=1, where="tasks.snli")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tiny end to end per task type: the real stage functions on a 2-block model, in a temporary working copy
 

@@ -767,7 +767,8 @@ class Hub(DataFormat):
 
         def batches(ours: str, expression: str) -> Iterator[tuple[Path | None, pd.DataFrame]]:
             place = f"{where}.source.splits.{ours} ({name} split {expression!r})"
-            yield from ((None, frame) for frame in hub_batches(load_hub_split(source, where, expression), labels, place))
+            yield from ((None, frame) for frame in hub_batches(load_hub_split(source, where, expression), labels, place,
+                                                               source.missing_labels == "drop"))
 
         return {ours: SplitStream(functools.partial(batches, ours, expression)) for ours, expression in splits.items()}
 
@@ -803,9 +804,11 @@ def hub_commit(source: Source) -> str | None:
     return commit if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
-def hub_batches(dataset: Any, label_columns: Iterable[str] = (), where: str = "") -> Iterator[pd.DataFrame]:
+def hub_batches(dataset: Any, label_columns: Iterable[str] = (), where: str = "",
+                drop_missing: bool = False) -> Iterator[pd.DataFrame]:
     """A loaded Hub split as tables of BATCH_ROWS rows, ClassLabel ids as their names. A split whose labels are
-    the -1 placeholder (GLUE hides its test labels so) is refused: a class id of -1, or a split of only -1 scores."""
+    the -1 placeholder (GLUE hides its test labels so) is refused: a class id of -1 (unless `drop_missing`: then
+    its name is None, and the readers drop the row), or a split of only -1 scores."""
     import datasets
     import pyarrow.compute as pc
 
@@ -815,10 +818,11 @@ def hub_batches(dataset: Any, label_columns: Iterable[str] = (), where: str = ""
         if isinstance(feature, datasets.ClassLabel) or numeric:
             hidden = sum(pc.sum(pc.equal(table[column], -1)).as_py() or 0 for table in
                          dataset.select_columns([column]).with_format("arrow").iter(batch_size=BATCH_ROWS * 10))
-            if hidden and (not numeric or hidden == len(dataset)):
+            if hidden and (hidden == len(dataset) if numeric else hidden == len(dataset) or not drop_missing):
                 raise PipelineError(
                     f"{where}: {hidden} of {len(dataset)} rows have the label -1, i.e. no label (GLUE-style "
-                    "benchmarks hide their test labels). Score on the labelled validation split instead, e.g. "
+                    "benchmarks hide their test labels so; SNLI and MNLI mark examples without a gold label so: "
+                    "source.missing_labels: drop leaves those out). Score on a labelled split instead, e.g. "
                     "source.splits: {train: 'train[:90%]', validation: 'train[90%:]', test: validation}")
     for frame in dataset.to_pandas(batch_size=BATCH_ROWS, batched=True) if len(dataset) else [dataset.to_pandas()]:
         yield with_class_names(frame, dataset.features, where)

@@ -131,7 +131,7 @@ def check_labels_known(values: Iterable, labels: list[str], where: str, from_tra
     for row, value in enumerate(values):
         items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
         for position, item in enumerate(items):
-            if item not in known:
+            if item not in known and item is not None:  # None: no label, dropped (source.missing_labels)
                 origin = "the training split never has it" if from_training else f"the label list is {labels}"
                 place = locate(row, position) if locate else f"row {row + 1}"
                 shown = hint if str(item).isdigit() else ""

@@ -173,6 +173,10 @@ class Source(Section):
     comment: str | None = None  # conll: lines starting with this are comments, e.g. "#" (GermEval), "# id" (MultiCoNER)
     # empty or whitespace-only texts: "error" names the rows; "drop" removes them and logs how many
     empty_texts: Literal["error", "drop"] = "error"
+    # rows without a label (an empty cell; a -1 class id, how the Hub's SNLI and MNLI mark examples with no gold
+    # label): "error" names the first; "drop" removes them and logs how many. Sequence tasks (a multi-label empty
+    # cell is an empty label set)
+    missing_labels: Literal["error", "drop"] = "error"
 
     @model_validator(mode="after")
     def _hub_or_format(self) -> Source:

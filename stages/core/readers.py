@@ -103,7 +103,7 @@ def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
 def _write_split(stream: SplitStream, task: Task, where: str, split: str, target: Path) -> SplitSummary:
     """One split's batches, normalised and appended to `target`; row errors count rows in their file."""
     place, drop, entry = f"{where}.source ({split} split)", task.source.empty_texts == "drop", task_format(task.source, where)
-    summary, writer, empty = SplitSummary(), None, 0
+    summary, writer, empty, unlabelled = SplitSummary(), None, 0, 0
     shown: list[int] = []  # empty texts: how many, the first rows
     read, in_file, current = 0, 0, None
     with contextlib.ExitStack() as stack:
@@ -119,6 +119,9 @@ def _write_split(stream: SplitStream, task: Task, where: str, split: str, target
             if blank.any():
                 empty, shown = empty + blank.sum(), shown + (np.flatnonzero(blank) + read + 1).tolist()[:ROWS_SHOWN]
                 frame = frame[~blank]
+            if task.source.missing_labels == "drop" and "label" in frame.columns:  # _labels left them None
+                none = frame["label"].isna().to_numpy()
+                unlabelled, frame = unlabelled + int(none.sum()), frame[~none]
             read, in_file = read + len(raw), in_file + len(raw)
             if empty and not drop:
                 continue  # an error once the whole split is read (it names them all); nothing more to write
@@ -131,6 +134,11 @@ def _write_split(stream: SplitStream, task: Task, where: str, split: str, target
         raise PipelineError(f"{where}.source.{split}: {stream.files[0]} holds no examples{entry.empty_hint}: the "
                             f"{split} split is empty" if len(stream.files) == 1 else
                             f"{where}.source: the {split} split is empty")
+    if unlabelled:
+        log.info("%s: dropped %d of %d examples without a label (source.missing_labels: drop)", place, unlabelled, read)
+        if summary.rows == 0 and not empty:
+            raise PipelineError(f"{place}: all {read} examples have no label: after dropping them the {split} split "
+                                "is empty")
     if empty:
         column = task.text_column + (f"/{task.text_pair_column}" if task.text_pair_column else "")
         what = (f"{empty} of {read} examples have " + ("no words or an empty word" if task.shape.token_level
@@ -212,8 +220,10 @@ def _labels(frame: pd.DataFrame, task: Task, where: str, first_row: int) -> list
     if shape.single_class and all(type(value) is str and value and value[0] != "[" for value in cells):
         labels = [value.strip() for value in cells]  # CSV cells: names, nothing to parse one by one
     else:
+        skip = task.source.missing_labels == "drop"
         try:
-            labels = [parse_label(value, shape, "", sep) for value in cells]
+            labels = [None if skip and label_missing(value, shape) else parse_label(value, shape, "", sep)
+                      for value in cells]
         except PipelineError:  # parse again, naming the row, only once a cell is bad
             for row, value in enumerate(cells, start=first_row + 1):
                 parse_label(value, shape, f"{where}, row {row}, column {name!r}", sep)
@@ -260,11 +270,16 @@ def _text_values(series: pd.Series, where: str, first_row: int = 0) -> list[str]
     return [str(value) for value in values]
 
 
+def label_missing(value: Any, shape: DataShape) -> bool:
+    """No label: None, NaN, or an empty cell (which for a multi-label task is the empty set of labels)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (not shape.multi_label and value == "")
+
+
 def parse_label(value: Any, shape: DataShape, where: str, separator: str = "|") -> Any:
     """One label cell as the task type expects it: a name, a number, or a list of names."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or (not shape.multi_label and value == ""):
+    if label_missing(value, shape):
         raise PipelineError(f"{where}: the label is missing (an empty cell, or a line with fewer fields than the "
-                            "header)")
+                            "header; source.missing_labels: drop leaves such examples out)")
     if shape.numeric:
         try:
             number = float(value)

@@ -12,7 +12,7 @@ number is reported.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -59,14 +59,17 @@ class Scoring(abc.ABC):
     def encode_answers(self, values: list, labels: list[str]) -> Any:
         """Gold or predicted answers of predictions-document rows as the arrays the statistics resample."""
 
-    @abc.abstractmethod
+    headline: ClassVar[tuple[str, ...]] = ()  # what headline_metrics gives, unless it depends on `bio`
+    resampled: ClassVar[str] = ""  # what statistic gives, unless it depends on `bio`
+
     def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
         """The metrics reported with intervals and compared pairwise, every one higher-is-better; `bio` is
         whether a token task's tags are IOB entity tags."""
+        return self.headline
 
-    @abc.abstractmethod
     def statistic(self, bio: bool = True) -> str:
         """Which resampled statistic of stages/core/stats.py computes the headline metrics."""
+        return self.resampled
 
     def describe(self, kind: str, bio: bool = True) -> str:
         """The type called `kind` as messages name it."""
@@ -102,6 +105,8 @@ def score(task_type: TaskType, task: Task, outputs: SplitOutputs, labels: list[s
 
 @register_scoring(SingleLabel)
 class SingleLabelScoring(Scoring):
+    headline, resampled = ("accuracy", "f1", "macro_f1"), "classes"
+
     def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         return np.asarray(outputs.gold), np.argmax(outputs.predicted, axis=-1)
 
@@ -116,15 +121,11 @@ class SingleLabelScoring(Scoring):
         index = {label: i for i, label in enumerate(labels)}
         return np.array([index[v] for v in values], dtype=int)
 
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("accuracy", "f1", "macro_f1")
-
-    def statistic(self, bio: bool = True) -> str:
-        return "classes"
-
 
 @register_scoring(MultiLabel)
 class MultiLabelScoring(Scoring):
+    headline, resampled = ("micro_f1", "macro_f1", "subset_accuracy"), "label_sets"
+
     def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         return np.asarray(outputs.gold), sigmoid(outputs.predicted) >= task.threshold
 
@@ -147,15 +148,11 @@ class MultiLabelScoring(Scoring):
             matrix[row, [index[v] for v in chosen]] = 1
         return matrix
 
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("micro_f1", "macro_f1", "subset_accuracy")
-
-    def statistic(self, bio: bool = True) -> str:
-        return "label_sets"
-
 
 @register_scoring(Regression)
 class RegressionScoring(Scoring):
+    headline, resampled = ("pearson", "spearman"), "values"
+
     def answers(self, task: Task, outputs: SplitOutputs) -> tuple[Any, Any]:
         return np.asarray(outputs.gold, dtype=float).reshape(-1), np.asarray(outputs.predicted).reshape(-1)
 
@@ -168,12 +165,6 @@ class RegressionScoring(Scoring):
 
     def encode_answers(self, values: list, labels: list[str]) -> Any:
         return np.array(values, dtype=float)
-
-    def headline_metrics(self, bio: bool = True) -> tuple[str, ...]:
-        return ("pearson", "spearman")
-
-    def statistic(self, bio: bool = True) -> str:
-        return "values"
 
 
 @register_scoring(Token)

@@ -296,7 +296,7 @@ class TableFormat(DataFormat):
         source = task.source
         columns = None if source.header else tuple(source.columns or ())  # the schema requires columns then
         return self.read_table(path, TableOptions(source.encoding, TASK_KEY, source.delimiter, source.quoting, columns,
-                                                  source.field, source.sheet))
+                                                  field=source.field, sheet=source.sheet))
 
     def iter_corpus(self, path: Path, corpus: Any, batch_size: int) -> Iterator[list[Any]]:
         columns = None
@@ -580,9 +580,9 @@ class Excel(TableFormat):
                 first = list(next(rows, (0, ()))[1])
                 while first and first[-1] is None:  # formatted but empty cells to the right
                     first.pop()
-                if not first or None in first:
-                    raise PipelineError(f"{path}, row 1: " + (f"column {first.index(None) + 1} of the header has no "
-                                        "name" if first else "no header") + "; expected a name in every column")
+                if None in first or not first:
+                    unnamed = f"column {first.index(None) + 1} of the header has no name" if first else "no header"
+                    raise PipelineError(f"{path}, row 1: {unnamed}; expected a name in every column")
                 header = _check_header(path, [str(name) for name in first], None, None)
             cells = (_sheet_row(path, number, row, header, how.columns is not None) for number, row in rows)
             for batch in in_batches(filter(None, cells), lambda row: sum(len(str(v)) for v in row)):
@@ -818,7 +818,7 @@ def hub_batches(dataset: Any, label_columns: Iterable[str] = (), where: str = ""
         if isinstance(feature, datasets.ClassLabel) or numeric:
             hidden = sum(pc.sum(pc.equal(table[column], -1)).as_py() or 0 for table in
                          dataset.select_columns([column]).with_format("arrow").iter(batch_size=BATCH_ROWS * 10))
-            if hidden and (hidden == len(dataset) if numeric else hidden == len(dataset) or not drop_missing):
+            if hidden and (hidden == len(dataset) or not (numeric or drop_missing)):
                 raise PipelineError(
                     f"{where}: {hidden} of {len(dataset)} rows have the label -1, i.e. no label (GLUE-style "
                     "benchmarks hide their test labels so; SNLI and MNLI mark examples without a gold label so: "

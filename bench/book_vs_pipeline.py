@@ -2,6 +2,10 @@
 
     python bench/book_vs_pipeline.py                       # Rotten Tomatoes (../shared/data), about 12 minutes
     python bench/book_vs_pipeline.py --only pipeline --set finetune.sentiment.train.group_by_length=false
+    git archive <rev> | tar -x -C /tmp/before && python bench/book_vs_pipeline.py --code /tmp/before  # + that version
+
+With --code, a third column runs that version's pipeline (its own stages, dvc.yaml and params defaults, with the
+same overlay) in its own working copy, between the two sides, and is paired with today's pipeline on the test set.
 
 Both sides read the same seeded 80/10/10 split (the pipeline's download stage writes it once), start from the
 same offline model (models/base) and train with the same recipe: 1 epoch, lr 2e-5, batch 16, weight decay 0.01,
@@ -37,10 +41,12 @@ PEAK_RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys
 
 
 def measured(command: list[str], cwd: Path) -> tuple[str, float, float]:
-    """(stdout, wall seconds, peak RSS MiB) of a command; its stderr is shown only if it fails."""
+    """(stdout, wall seconds, peak RSS MiB) of a command run in `cwd` (its own `stages` package first on the path);
+    its stderr is shown only if it fails."""
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *command], cwd=cwd, text=True,
-                            capture_output=True, env={**os.environ, "PIPELINE_LOG_LEVEL": "WARNING"})
+                            capture_output=True,
+                            env={**os.environ, "PIPELINE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(cwd)})
     wall = time.perf_counter() - started
     if result.returncode != 0:
         sys.stderr.write(result.stderr[-4000:])
@@ -83,38 +89,50 @@ def run_pipeline(workdir: Path) -> dict:
             "test_accuracy": round(test["accuracy"], 4), "wall_s": round(wall, 1), "peak_rss_mib": round(peak, 1)}
 
 
-def paired_verdict(workdir: Path) -> dict:
-    """Pipeline against the book on the same test sentences: the pipeline's predictions document with the book's
-    labels put in its rows (both read data/raw/sentiment/test.parquet in order), through the pipeline's own
-    paired bootstrap and permutation test."""
+def pipeline_document(workdir: Path) -> dict:
     from stages.core.predictions import read_document
+
+    return read_document(workdir / "predictions" / "finetune" / "sentiment" / "seed-42.json")
+
+
+def paired_f1(before: dict, after: dict) -> dict:
+    """F1 of `after` against `before` on the same test sentences (their documents' test_sha256 must agree), through
+    the pipeline's own paired bootstrap and permutation test."""
     from stages.core.stats import paired_comparison, scored_test
 
-    pipeline = read_document(workdir / "predictions" / "finetune" / "sentiment" / "seed-42.json")
+    return paired_comparison(scored_test([before]), scored_test([after]), 2000, seed=42)["f1"]
+
+
+def book_document(workdir: Path, pipeline: dict) -> dict:
+    """The pipeline's predictions document with the book's labels put in its rows (both read
+    data/raw/sentiment/test.parquet in order)."""
     book_labels = json.loads((workdir / BOOK_PREDICTIONS).read_text())
     if len(book_labels) != len(pipeline["rows"]):
         sys.exit(f"the book predicted {len(book_labels)} test rows, the pipeline {len(pipeline['rows'])}")
-    book = {**pipeline, "rows": [{**row, "predicted": label} for row, label in zip(pipeline["rows"], book_labels, strict=True)]}
-    return paired_comparison(scored_test([book]), scored_test([pipeline]), 2000, seed=42)["f1"]
+    return {**pipeline, "rows": [{**row, "predicted": label} for row, label in zip(pipeline["rows"], book_labels, strict=True)]}
 
 
-def print_table(book: dict | None, pipeline: dict | None, tokenize_s: float) -> None:
+def print_table(sides: dict[str, dict], tokenize_s: float) -> None:
+    """One column per side that ran, and each pipeline side's ratio to the book."""
     rows = [("train samples/s", "train_samples_per_second"), ("train time (s)", "train_runtime_s"),
             ("wall time (s)", "wall_s"), ("peak memory (MiB)", "peak_rss_mib"), ("test F1", "test_f1"),
             ("test accuracy", "test_accuracy")]
-    print(f"\n| {'figure':<20} | {'book recipe':>12} | {'pipeline':>12} | {'pipeline/book':>13} |")
-    print(f"|{'-' * 22}|{'-' * 14}|{'-' * 14}|{'-' * 15}|")
+    book = sides.get("book recipe")
+    ratios = [name for name in sides if name != "book recipe"] if book else []
+    print("\n| figure | " + " | ".join(sides) + "".join(f" | {name}/book" for name in ratios) + " |")
+    print("|---|" + "---:|" * (len(sides) + len(ratios)))
     for title, key in rows:
-        left = book.get(key) if book else None
-        right = pipeline.get(key) if pipeline else None
-        ratio = f"{right / left:.2f}x" if left and right else ""
-        print(f"| {title:<20} | {'' if left is None else left:>12} | {'' if right is None else right:>12} | "
-              f"{ratio:>13} |")
-    print(f"\nThe pipeline's wall time is its fine-tune + evaluate stages; its tokenize stage (run once, cached by "
+        cells = [str(side.get(key, "")) for side in sides.values()]
+        cells += [f"{sides[name][key] / book[key]:.2f}x" for name in ratios if book and book.get(key)]
+        print(f"| {title} | " + " | ".join(cells) + " |")
+    print(f"\nA pipeline's wall time is its fine-tune + evaluate stages; its tokenize stage (run once, cached by "
           f"DVC) took {tokenize_s:.1f} s more, with download. The book's wall time covers tokenizing, training "
           f"and predicting in one script.")
-    if book and pipeline:
-        print(f"F1 difference (pipeline - book): {pipeline['test_f1'] - book['test_f1']:+.4f}")
+
+
+def print_verdict(title: str, r: dict) -> None:
+    print(f"{title}: F1 {r['a']:.4f} -> {r['b']:.4f}, difference {r['difference']:+.4f} "
+          f"[{r['low']:+.4f}, {r['high']:+.4f}], p={r['p_value']:.3f}: {r['verdict']}")
 
 
 def main() -> None:
@@ -123,6 +141,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["book", "pipeline"], help="run one side only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a params override for the pipeline side, e.g. train.group_by_length=false")
+    parser.add_argument("--code", type=Path, help="another version's tree (e.g. a git archive of an older "
+                        "commit): its pipeline runs as a third column, 'pipeline before'")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     if not SHARED.exists():
@@ -134,26 +154,36 @@ def main() -> None:
           f"{torch.__version__} with {torch.get_num_threads()} threads (OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); overlay {args.overlay.name} {' '.join(args.set)}",
           flush=True)
-    overlay_file = prepare_with(workdir, args.overlay, overrides(args.set))
-    _, tokenize_s, _ = measured(["dvc", "repro", "tokenize@sentiment-minilm"], workdir)
-    book = pipeline = None
+    copies = {"pipeline": workdir}
+    if args.code and args.only != "book":
+        copies = {"pipeline before": workdir.parent / f"{workdir.name}-before", **copies}
+    made = [prepare_with(copy, args.overlay, overrides(args.set), args.code if name == "pipeline before" else REPO)
+            for name, copy in copies.items()]
+    tokenize_s = 0.0
+    for copy in copies.values():  # the tokenize stage's name differs across versions (per task, or task-model)
+        _, tokenize_s, _ = measured(["dvc", "repro", "--glob", "tokenize@sentiment*"], copy)
+    sides: dict[str, dict] = {}
     if args.only != "pipeline":
         print("(a) book recipe ...", flush=True)
-        book = run_book(workdir)
-        print(json.dumps(book), flush=True)
+        sides["book recipe"] = run_book(workdir)
+        print(json.dumps(sides["book recipe"]), flush=True)
     if args.only != "book":
-        print("(b) pipeline fine-tune + evaluate ...", flush=True)
-        pipeline = run_pipeline(workdir)
-        print(json.dumps(pipeline), flush=True)
-    print_table(book, pipeline, tokenize_s)
-    if book and pipeline:
-        r = paired_verdict(workdir)
-        print(f"paired on the same {len(json.loads((workdir / BOOK_PREDICTIONS).read_text()))} test sentences, book "
-              f"-> pipeline: F1 {r['a']:.4f} -> {r['b']:.4f}, difference {r['difference']:+.4f} "
-              f"[{r['low']:+.4f}, {r['high']:+.4f}], p={r['p_value']:.3f}: {r['verdict']}")
+        for name, copy in copies.items():
+            print(f"({name}) fine-tune + evaluate ...", flush=True)
+            sides[name] = run_pipeline(copy)
+            print(json.dumps(sides[name]), flush=True)
+    print_table(sides, tokenize_s)
+    pipeline = pipeline_document(workdir) if "pipeline" in sides else None
+    if pipeline and "book recipe" in sides:
+        book = book_document(workdir, pipeline)
+        print_verdict(f"paired on the same {len(pipeline['rows'])} test sentences, book -> pipeline",
+                      paired_f1(book, pipeline))
+    if pipeline and "pipeline before" in sides:
+        print_verdict("pipeline before -> pipeline", paired_f1(pipeline_document(copies["pipeline before"]), pipeline))
     if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
-        overlay_file.unlink(missing_ok=True)
+        for copy, overlay_file in zip(copies.values(), made, strict=True):
+            shutil.rmtree(copy, ignore_errors=True)
+            overlay_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

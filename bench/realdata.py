@@ -31,14 +31,21 @@ COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "checkpoints", "__pycache_
                                      ".dvc/cache", ".dvc/tmp")
 
 
-def prepare(workdir: Path, overlay_file: Path) -> None:
-    shutil.copytree(REPO, workdir, ignore=COPY_IGNORE, dirs_exist_ok=True)
-    apply_profile(overlay_file, workdir / "params.yaml", {"shared": str(SHARED)})
+def prepare(workdir: Path, overlay_file: Path, code: Path = REPO) -> None:
+    """A working copy of `code` (this repository, or another version's tree) with the overlay applied."""
+    shutil.copytree(code, workdir, ignore=COPY_IGNORE, dirs_exist_ok=True)
+    if code == REPO:
+        apply_profile(overlay_file, workdir / "params.yaml", {"shared": str(SHARED)})
+    else:  # that version's own schema validates the merge (an older one may name params differently)
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from stages.cli.profiles import "
+                        "apply_profile; apply_profile(Path(sys.argv[1]), Path('params.yaml'), {'shared': sys.argv[2]})",
+                        str(overlay_file.resolve()), str(SHARED)], cwd=workdir, check=True,
+                       env={**os.environ, "PYTHONPATH": str(workdir)})
     subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
     subprocess.run(["dvc", "init", "-q", "--force"], cwd=workdir, check=True)
 
 
-def prepare_with(workdir: Path, overlay_file: Path, extra: dict) -> Path:
+def prepare_with(workdir: Path, overlay_file: Path, extra: dict, code: Path = REPO) -> Path:
     """prepare(), with `extra` params merged over the overlay file; returns the merged overlay, written beside the
     workdir (`<workdir>-overlay.yaml`) as the record of what ran (the caller removes it with the workdir)."""
     import yaml
@@ -47,7 +54,7 @@ def prepare_with(workdir: Path, overlay_file: Path, extra: dict) -> Path:
 
     merged = workdir.parent / f"{workdir.name}-overlay.yaml"
     merged.write_text(yaml.safe_dump(merge(yaml.safe_load(overlay_file.read_text()), extra), sort_keys=False))
-    prepare(workdir, merged)
+    prepare(workdir, merged, code)
     return merged
 
 

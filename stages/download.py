@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 
 from stages.core.atomic import atomic_dir, write_json
 from stages.core.errors import PipelineError, run_stage
-from stages.core.formats import hub_commit, parquet_batch_rows
+from stages.core.formats import hub_commit, parquet_batch_rows, task_labels
 from stages.core.labels import build_label_list, check_labels_known, unseen_labels, uses_bio
 from stages.core.params import Task, entry_from_args, load_params
 from stages.core.paths import LABELS_FILE, RAW_DIR, SPLITS
-from stages.core.readers import WrittenSplits, split_fractions, task_labels, write_task_splits
+from stages.core.readers import WrittenSplits, split_fractions, write_task_splits
 
 log = logging.getLogger("pipeline.download")
 SOURCE_FILE = "source.json"

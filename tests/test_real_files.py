@@ -366,6 +366,27 @@ def test_rows_without_a_label_are_named_or_dropped_with_missing_labels_drop(tmp_
     refused(result, "all 2 examples have no label: after dropping them the train split is empty")
 
 
+def test_a_value_meaning_no_label_as_snli_jsonl_publishes_it(tmp_path):
+    """SNLI's snli_1.0_*.jsonl give `gold_label: "-"` where the annotators did not agree: with
+    missing_label_values: ["-"] such rows are missing labels (named, or dropped with missing_labels: drop); without
+    it "-" stays a label, refused when the task lists its labels."""
+    gold = ["entailment", "neutral", "contradiction", "-"] * 6
+    lines = "".join(json.dumps({"gold_label": y, "sentence1": f"premise {i}", "sentence2": f"hypothesis {i}"}) + "\n"
+                    for i, y in enumerate(gold))
+    source = {"path": "in/snli_1.0_train.jsonl", "format": "jsonl", **ALL}
+    task = {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "gold_label",
+            "labels": ["entailment", "neutral", "contradiction"], "source": source}
+    result, _ = download(tmp_path / "plain", task, {"snli_1.0_train.jsonl": lines})
+    refused(result, "'-'", "not a known label")
+    marked = {**task, "source": {**source, "missing_label_values": ["-"]}}
+    result, _ = download(tmp_path / "named", marked, {"snli_1.0_train.jsonl": lines})
+    refused(result, "row 4, column 'gold_label': the label is missing", "source.missing_label_values")
+    dropped = {**task, "source": {**source, "missing_label_values": ["-"], "missing_labels": "drop"}}
+    result, raw = download(tmp_path / "dropped", dropped, {"snli_1.0_train.jsonl": lines})
+    assert raw is not None, result.stderr[-2000:]
+    assert sorted(raw["train"]["label"]) == sorted(y for y in gold if y != "-") and len(raw["train"]) == 18
+
+
 # --- encodings ---------------------------------------------------------------------------------------------------
 
 
@@ -407,6 +428,14 @@ def test_label_folders_beyond_the_labels_are_skipped_as_in_aclimdb(tmp_path):
     result, _ = download(tmp_path / "all", {"source": task["source"]}, files)  # no labels: unsup is a class
     assert raw is not None and "unsup" in json.loads((tmp_path / "all" / "repo" / "data" / "raw" / "x" /
                                                        "labels.json").read_text())["labels"], result.stderr[-2000:]
+    # the labels named in source.labels_file filter the folders as `labels` does
+    by_file = {"source": {**task["source"], "labels_file": "classes.txt"}}
+    result, raw = download(tmp_path / "file", by_file, {**files, "classes.txt": "neg\npos\n"})
+    assert raw is not None and raw["labels"] == ["neg", "pos"], result.stderr[-2000:]
+    got = pd.concat([raw[s] for s in ("train", "validation", "test")])
+    assert sorted(zip(got["text"], got["label"], strict=True)) == sorted(ROWS)  # unsup/ was not read
+    result, _ = download(tmp_path / "nofile", by_file, files)
+    refused(result, "tasks.x.source.labels_file: file not found")
 
 
 def test_real_20_newsgroups_folders(tmp_path):

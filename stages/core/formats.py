@@ -188,6 +188,31 @@ def split_files(source: Source, key: str, entries: str | list[str], where: str, 
     return files
 
 
+def task_labels(task: Task, where: str) -> list[str] | None:
+    """The label list the params give: `labels`, or the names in `source.labels_file` (one a line)."""
+    if task.labels or not task.source.labels_file:
+        return task.labels
+    base = Path(task.source.path)
+    path = (base if base.is_dir() else base.parent) / task.source.labels_file
+    if not path.is_file():
+        raise PipelineError(f"{where}.source.labels_file: file not found: {path}")
+    return _labels_file(path, task.source.encoding, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)  # read once per stage, not once per batch
+def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
+    names = [line.strip() for line in text_lines(path, encoding, "task's source.encoding")]
+    while names and not names[-1]:
+        names.pop()
+    for number, name in enumerate(names, start=1):
+        if not name or name in names[:number - 1]:
+            raise PipelineError(f"{path}, line {number}: " + (f"{name!r} is listed again" if name else "an empty "
+                                "line") + "; expected one distinct label name a line (source.labels_file)")
+    if len(names) < 2:
+        raise PipelineError(f"{path}: {len(names)} label name(s); expected one a line, at least 2")
+    return names
+
+
 class DataFormat:
     """One data format. Subclass, set the class attributes, implement the readers that apply, register."""
 
@@ -741,10 +766,12 @@ class Folders(DataFormat):
             raise PipelineError(f"{path}: expected a directory holding one folder per label (e.g. train/pos/, "
                                 "train/neg/), each holding one file per document")
         folders = [folder for folder in visible(path) if folder.is_dir()]
-        if task.labels:  # published layouts hold more than the labels: aclImdb/train/unsup/ (unlabelled reviews)
-            if skipped := [folder.name for folder in folders if folder.name not in task.labels]:
-                log.info("%s: folders %s skipped: not in the task's labels %s", path, skipped, task.labels)
-            folders = [folder for folder in folders if folder.name in task.labels]
+        # Published layouts hold more than the labels: aclImdb/train/unsup/ (unlabelled reviews). The labels file
+        # was read and checked, under its params key, before any split (readers.write_task_splits).
+        if names := task_labels(task, "task"):
+            if skipped := [folder.name for folder in folders if folder.name not in names]:
+                log.info("%s: folders %s skipped: not in the task's labels %s", path, skipped, names)
+            folders = [folder for folder in folders if folder.name in names]
         documents = ((read_text(doc, task.source.encoding), folder.name) for folder in folders
                      for doc in visible(folder) if doc.is_file())
         for batch in in_batches(documents, lambda document: len(document[0])):

@@ -177,6 +177,8 @@ class Source(Section):
     # label): "error" names the first; "drop" removes them and logs how many. Sequence tasks (a multi-label empty
     # cell is an empty label set)
     missing_labels: Literal["error", "drop"] = "error"
+    # label cells that mean "no label" like an empty one, e.g. ["-"] (SNLI's JSONL marks no gold label so)
+    missing_label_values: list[str] = []
 
     @model_validator(mode="after")
     def _hub_or_format(self) -> Source:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.core.errors import PipelineError
-from stages.core.formats import SplitStream, parquet_batch_rows, task_format, text_lines
+from stages.core.formats import SplitStream, parquet_batch_rows, task_format, task_labels
 from stages.core.labels import check_labels_known, to_iob2
 from stages.core.params import DataShape, Task
 from stages.core.paths import SPLITS
@@ -63,6 +62,7 @@ class WrittenSplits:
 
 def write_task_splits(task: Task, seed: int, where: str, folder: Path) -> WrittenSplits:
     """A task's source as normalised `folder`/<split>.parquet files, a batch at a time (`where`: its params key)."""
+    task_labels(task, where)  # a missing or malformed labels file names its key before any data is read
     streams = task_format(task.source, where).stream_source(task.source, task, where)
     if "train" not in streams:
         raise PipelineError(f"{where}.source: no training split")
@@ -73,31 +73,6 @@ def write_task_splits(task: Task, seed: int, where: str, folder: Path) -> Writte
     if missing:
         summaries.update(_carve(folder, task.shape, fractions, seed, where, missing))
     return WrittenSplits(summaries, {split: stream.files for split, stream in streams.items()}, missing)
-
-
-def task_labels(task: Task, where: str) -> list[str] | None:
-    """The label list the params give: `labels`, or the names in `source.labels_file` (one a line)."""
-    if task.labels or not task.source.labels_file:
-        return task.labels
-    base = Path(task.source.path)
-    path = (base if base.is_dir() else base.parent) / task.source.labels_file
-    if not path.is_file():
-        raise PipelineError(f"{where}.source.labels_file: file not found: {path}")
-    return _labels_file(path, task.source.encoding, path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)  # read once per stage, not once per batch
-def _labels_file(path: Path, encoding: str | None, _version: int) -> list[str]:
-    names = [line.strip() for line in text_lines(path, encoding, "task's source.encoding")]
-    while names and not names[-1]:
-        names.pop()
-    for number, name in enumerate(names, start=1):
-        if not name or name in names[:number - 1]:
-            raise PipelineError(f"{path}, line {number}: " + (f"{name!r} is listed again" if name else "an empty "
-                                "line") + "; expected one distinct label name a line (source.labels_file)")
-    if len(names) < 2:
-        raise PipelineError(f"{path}: {len(names)} label name(s); expected one a line, at least 2")
-    return names
 
 
 def _write_split(stream: SplitStream, task: Task, where: str, split: str, target: Path) -> SplitSummary:
@@ -217,6 +192,8 @@ def _labels(frame: pd.DataFrame, task: Task, where: str, first_row: int) -> list
     """The label column's cells parsed, integer ids as the names they index, each checked against the list."""
     shape, name, sep = task.shape, task.label_column, task.source.label_separator
     cells = _column(frame, name, "label_column", where).tolist()
+    if marks := set(task.source.missing_label_values):
+        cells = [None if isinstance(value, str) and value.strip() in marks else value for value in cells]
     if shape.single_class and all(type(value) is str and value and value[0] != "[" for value in cells):
         labels = [value.strip() for value in cells]  # CSV cells: names, nothing to parse one by one
     else:
@@ -278,8 +255,9 @@ def label_missing(value: Any, shape: DataShape) -> bool:
 def parse_label(value: Any, shape: DataShape, where: str, separator: str = "|") -> Any:
     """One label cell as the task type expects it: a name, a number, or a list of names."""
     if label_missing(value, shape):
-        raise PipelineError(f"{where}: the label is missing (an empty cell, or a line with fewer fields than the "
-                            "header; source.missing_labels: drop leaves such examples out)")
+        raise PipelineError(f"{where}: the label is missing (an empty cell, a value of source.missing_label_values,"
+                            " or a line with fewer fields than the header; source.missing_labels: drop leaves such "
+                            "examples out)")
     if shape.numeric:
         try:
             number = float(value)

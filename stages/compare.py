@@ -31,7 +31,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from stages.core.atomic import write_metrics
+from stages.core.atomic import round_metrics, write_metrics
 from stages.core.comparison import (
     CORRECTION,
     compare,
@@ -40,7 +40,6 @@ from stages.core.comparison import (
     main_verdict,
     pair_family,
     revision_sides,
-    rounded,
     workspace_pairs,
     workspace_sides,
 )
@@ -120,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         key = f"{b.label} vs {a.label}"
         records[key] = compare(a, b, resamples, confidence, params.seed)
         families[key] = f"rev {args.rev}" if args.rev else "pair" if args.pair else pair_family(a.subject, b.subject)
-    summaries = rounded(judge_families(records, families))
-    records = rounded(records)
+    summaries = round_metrics(judge_families(records, families))  # as compare.json stores them
+    records = round_metrics(records)
     for key, record in records.items():
         print(format_table(key, record, confidence), end="\n\n")
     for name, family in summaries.items():

@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     trust = params.models[model].trust_remote_code
     base_dir = init_dir("base", model)
     check_masked_lm(base_dir, trust)
-    if relaunch_if_parallel("stages.domain_adapt", [model], mlm_settings(params.mlm), "mlm"):
+    if relaunch_if_parallel("stages.domain_adapt", [model], mlm_settings(params.mlm), "mlm",
+                            params.compute.accelerate_config):
         return
     result = adapt(base_dir, load_blocks(mlm_dir(model)), params.mlm, mlm_seed(params), trust,
                    params.compute.device, params.models[model].attn_implementation)

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     # Settings and device checked before any process starts or any data loads.
     check_early_stopping(settings, f"finetune.{name}.train (over train)")
     trainer_device(params.compute.device)
-    if relaunch_if_parallel("stages.finetune", [name], settings, f"finetune.{name}.train"):
+    if relaunch_if_parallel("stages.finetune", [name], settings, f"finetune.{name}.train",
+                            params.compute.accelerate_config):
         return
     tokenized, labels = load_tokenized(run.task, run.model)
     seeds = run_seeds(params, name)

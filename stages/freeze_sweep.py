@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     point = parse_point(parser.parse_args(argv).point)
     params = load_params()
     settings = merge_train(params, params.freeze_sweep.train)
-    if relaunch_if_parallel("stages.freeze_sweep", [str(point)], settings, "freeze_sweep.train"):
+    if relaunch_if_parallel("stages.freeze_sweep", [str(point)], settings, "freeze_sweep.train",
+                            params.compute.accelerate_config):
         return
     row, timings, document = sweep_point(params, point)
     if not is_main_process():

@@ -66,15 +66,25 @@ def test_config_port_and_machines_are_left_to_the_file(commands, tmp_path):
     assert "--main_process_port" not in commands[0]["command"]
 
 
-def test_config_is_read_from_params_by_default(commands, tmp_path, monkeypatch):
+def test_each_training_stage_launches_with_the_params_config(commands, tmp_path, monkeypatch):
+    """finetune, freeze_sweep and domain_adapt hand compute.accelerate_config to the launcher: each stage's main
+    relaunches itself through the file and then has nothing left to do."""
+    from stages import domain_adapt, finetune, freeze_sweep
+
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["compute"]["accelerate_config"] = "accelerate.yaml"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_config(tmp_path / "accelerate.yaml")
     monkeypatch.chdir(tmp_path)
-    assert distributed.relaunch_if_parallel("stages.freeze_sweep", ["2"], TrainSettings(batch_size=8),
-                                            "freeze_sweep.train")
-    assert commands[0]["command"][commands[0]["command"].index("--config_file") + 1] == "accelerate.yaml"
+    model = next(iter(params["models"]))
+    (tmp_path / "models" / "base" / model).mkdir(parents=True)  # no base model here: the launch comes first
+    monkeypatch.setattr(domain_adapt, "check_masked_lm", lambda *args: None)
+    finetune.main([next(iter(params["finetune"]))])
+    freeze_sweep.main(["2"])
+    domain_adapt.main([model])
+    assert [c["command"][-3:-1] for c in commands] == [["-m", "stages.finetune"], ["-m", "stages.freeze_sweep"],
+                                                         ["-m", "stages.domain_adapt"]]
+    assert all(c["command"][c["command"].index("--config_file") + 1] == "accelerate.yaml" for c in commands)
 
 
 def test_without_config_the_num_processes_shortcut_stays(commands):

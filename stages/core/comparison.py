@@ -330,11 +330,6 @@ def main_verdict(record: dict) -> str | None:
     return record["metrics"].get(record["main_metric"], {}).get("verdict")
 
 
-def rounded(value: Any) -> Any:
-    """Floats as the metrics files store them (atomic.round_metrics), so the printed tables match compare.json."""
-    return round_metrics(value)
-
-
 def workspace_sides(pairs: list[tuple[Subject, Subject]]) -> list[tuple[Side, Side]]:
     """Both sides of each workspace pair, each subject read once."""
     reader = WorkspaceReader()
@@ -368,4 +363,4 @@ def revision_verdicts(params: Params, rev: str) -> dict[str, dict]:
     records = {b.subject.name: compare(a, b, stats.resamples, stats.confidence, params.seed)
                for a, b in revision_sides(params, rev)}
     judge_families(records, dict.fromkeys(records, f"rev {rev}"))
-    return rounded(records)
+    return round_metrics(records)  # as the metrics files store them: the printed tables match compare.json

@@ -33,16 +33,6 @@ CONFIG_KEY = "compute.accelerate_config"
 LAUNCHED_ENV = "PIPELINE_ACCELERATE_LAUNCHED"
 
 
-class _FromParams:
-    """Default of `relaunch_if_parallel`'s accelerate_config: read compute.accelerate_config from params.yaml."""
-
-    def __repr__(self) -> str:
-        return "FROM_PARAMS"
-
-
-FROM_PARAMS = _FromParams()
-
-
 def world_size() -> int:
     """Number of data-parallel processes this one belongs to (1 unless started by accelerate launch/torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -110,25 +100,18 @@ def config_launch_command(path: str, module: str, args: list[str], batch_size: i
     return [*command, "-m", module, *args]
 
 
-def _params_accelerate_config() -> str | None:
-    from stages.core.params import load_params
-
-    return load_params().compute.accelerate_config
-
-
 def relaunch_if_parallel(module: str, args: list[str], settings: TrainSettings, where: str,
-                         accelerate_config: str | None | _FromParams = FROM_PARAMS) -> bool:
-    """Run `python -m <module> <args>` under accelerate launch when asked for (`compute.accelerate_config`, or
-    `<where>.num_processes` > 1) and not already launched; return True once all processes succeeded: the caller
+                         accelerate_config: str | None) -> bool:
+    """Run `python -m <module> <args>` under accelerate launch when asked for (`accelerate_config`, the params'
+    compute.accelerate_config, or `<where>.num_processes` > 1) and not already launched; return True once all processes succeeded: the caller
     then has nothing left to do. Inside launched processes, check that the global batch divides evenly."""
     if launched():
         check_global_batch(settings.batch_size, world_size(), where,
                            f"WORLD_SIZE={world_size()} from {CONFIG_KEY} or {where}.num_processes")
         return False
-    config = _params_accelerate_config() if isinstance(accelerate_config, _FromParams) else accelerate_config
-    if config is not None:
-        command = config_launch_command(config, module, args, settings.batch_size, where)
-        what = f"the processes launched from {CONFIG_KEY} {config}"
+    if accelerate_config is not None:
+        command = config_launch_command(accelerate_config, module, args, settings.batch_size, where)
+        what = f"the processes launched from {CONFIG_KEY} {accelerate_config}"
     else:
         processes = settings.num_processes
         if processes <= 1:

